@@ -1,0 +1,39 @@
+"""geneattn: which genes does a single-cell foundation model attend to, and is that signal real?
+
+Nothing runs at import: submodules are imported lazily on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._settings import settings
+from .errors import InputError
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "io",
+    "datasets",
+    "tokenize",
+    "models",
+    "attention",
+    "stats",
+    "get",
+    "plotting",
+    "report",
+    "pipeline",
+)
+
+__all__ = ["InputError", "settings", "__version__", *_SUBMODULES]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import attention, datasets, get, io, models, pipeline, plotting, report, stats, tokenize
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    msg = f"module 'geneattn' has no attribute {name!r}"
+    raise AttributeError(msg)

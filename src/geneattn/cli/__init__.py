@@ -1,0 +1,7 @@
+"""Command-line interface (typer); see ``geneattn --help``."""
+
+from __future__ import annotations
+
+from .app import CLIInputError, app, main
+
+__all__ = ["app", "main", "CLIInputError"]

@@ -1,0 +1,84 @@
+"""The typer application: one command per stage plus ``run`` for the whole study.
+
+Each command lives in its own module (``_data.py``, ``_models.py``, ...) and is a short
+read -> call library -> write. User-fixable errors (`geneattn.InputError`, missing files)
+become one line on stderr and exit code 2, without a traceback; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from .._settings import settings
+from ..errors import InputError
+
+__all__ = ["app", "main", "CLIInputError"]
+
+
+class CLIInputError(click.ClickException):
+    """A user error reported as ``Error: <message>`` with exit code 2."""
+
+    exit_code = 2
+
+
+class _Group(TyperGroup):
+    """Typer group that maps library input errors to exit code 2 with one clear message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as e:
+            raise CLIInputError(str(e)) from None
+        except FileNotFoundError as e:
+            raise CLIInputError(f"file not found: {e.filename or e}") from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; re-run the same command to resume", err=True)
+            raise SystemExit(130) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="geneattn",
+    help="Find the genes a single-cell foundation model (Geneformer) attends to, and test whether the signal is real.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _configure_logging(level: int) -> None:
+    from rich.logging import RichHandler
+
+    root = logging.getLogger("geneattn")
+    root.handlers.clear()
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+@app.callback()
+def _root(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """geneattn command-line interface."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    settings.progress = not quiet and sys.stderr.isatty() or (not quiet and verbose)
+    _configure_logging(level)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+# command modules register themselves on `app`; imported last to avoid a cycle
+from . import _commands  # noqa: E402, F401
