@@ -1,0 +1,112 @@
+"""Benchmark: geneattn attention extraction vs a plain SDPA forward vs HF eager ``output_attentions=True``.
+
+V1 configuration (6 layers x 4 heads, hidden 256, intermediate 512, vocab 25,426, random weights), cells of
+exactly L tokens. Every measurement runs in its own subprocess (peak RSS = ``ru_maxrss`` of that process);
+modes are interleaved within each repeat and the medians are reported with ratios to SDPA.
+Goal: geneattn >= 0.7x SDPA throughput at <= 1.5x its peak memory.
+
+    python benchmarks/attention.py [--lengths 512 2048] [--repeats 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+MODES = ("sdpa", "geneattn", "eager")
+CELLS = {512: (32, 8), 2048: (8, 4)}  # n cells, batch size
+
+
+def _model(attn: str):
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=25426, hidden_size=256, num_hidden_layers=6, num_attention_heads=4, intermediate_size=512,
+        hidden_act="relu", max_position_embeddings=2048, attn_implementation=attn,
+    )  # fmt: skip
+    return BertForMaskedLM(cfg).eval()
+
+
+def worker(mode: str, length: int, profile: bool = False) -> dict:
+    import numpy as np
+    import torch
+
+    n_cells, bs = CELLS.get(length, (8, 4))
+    rng = np.random.default_rng(0)
+    cells = [rng.choice(np.arange(2, 25426), size=length, replace=False) for _ in range(n_cells)]
+    model = _model("eager" if mode == "eager" else "sdpa")
+    if mode == "geneattn":
+        from datasets import Dataset
+
+        from geneattn import settings
+        from geneattn.attention import extract
+
+        settings.progress = False
+        ds = Dataset.from_dict({"input_ids": [c.tolist() for c in cells], "length": [length] * n_cells})
+        warm = ds.select(range(1))
+
+        def run(d):
+            return extract({"m": model}, d, batch_size=bs, device="cpu")
+    else:
+        ids = torch.from_numpy(np.stack(cells)).long()
+
+        def run(d):
+            with torch.inference_mode():
+                for s in range(0, d.shape[0], bs):
+                    out = model.bert(input_ids=d[s : s + bs], output_attentions=mode == "eager")
+                    del out
+
+        warm, ds = ids[:1], ids
+    run(warm)
+    t = time.perf_counter()
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as prof
+
+        with prof(activities=[ProfilerActivity.CPU]) as p:
+            run(ds)
+        print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+    else:
+        run(ds)
+    dt = time.perf_counter() - t
+    return {"mode": mode, "length": length, "cells_per_s": n_cells / dt, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lengths", type=int, nargs="+", default=[512, 2048])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--modes", nargs="+", default=list(MODES))
+    p.add_argument("--profile", action="store_true", help="torch.profiler table of one geneattn run per length")
+    p.add_argument("--worker", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a.worker[0], int(a.worker[1]), a.profile)))
+        return
+    for length in a.lengths:
+        if a.profile:
+            subprocess.run([sys.executable, __file__, "--worker", "geneattn", str(length), "--profile"], check=True)
+            continue
+        res: dict[str, list[dict]] = {m: [] for m in a.modes}
+        for _ in range(a.repeats):
+            for mode in a.modes:  # interleaved: the shared machine's load hits every mode alike
+                out = subprocess.run([sys.executable, __file__, "--worker", mode, str(length)], check=True, capture_output=True, text=True)
+                res[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        n_cells, bs = CELLS.get(length, (8, 4))
+        print(f"L={length}: {n_cells} cells, batch {bs}, {a.repeats} repeats (medians)")
+        med = {m: (statistics.median(r["cells_per_s"] for r in v), statistics.median(r["peak_rss_gb"] for r in v)) for m, v in res.items()}
+        base = med.get("sdpa")
+        for m, (cps, rss) in med.items():
+            ratio = f"  speed {cps / base[0]:.2f}x  memory {rss / base[1]:.2f}x of sdpa" if base else ""
+            runs = ", ".join(f"{r['cells_per_s']:.2f}" for r in res[m])
+            print(f"  {m:9s} {cps:7.2f} cells/s  peak RSS {rss:5.2f} GB{ratio}   (runs: {runs})")
+
+
+if __name__ == "__main__":
+    main()

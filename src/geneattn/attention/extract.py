@@ -1,0 +1,299 @@
+"""`extract`: one streaming pass over tokenized cells, all models on the same batches.
+
+For each batch, every model runs its normal forward pass with the ``geneattn_stats`` attention
+function (interface.py, Algorithm C); each layer's ``[B, H, L]`` token statistics are reduced on the
+device into grouped running statistics (reduce.py) and only reduced arrays leave the device. No
+``output_attentions``, no ``(batch, head, L, L)`` tensor for all layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .._atomic import TMP_PREFIX
+from .._settings import settings
+from ..errors import InputError
+from . import _accumulate as acc_mod
+from .interface import collecting, encoder_layers
+from .result import AttentionResult
+
+__all__ = ["extract", "load_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(path: str | os.PathLike[str], vocab: Any = None) -> torch.nn.Module:
+    """Load a local BERT checkpoint (``geneattn.models.load`` when available; never downloads)."""
+    try:
+        from ..models import load as gload
+
+        load_fn = getattr(gload, "load", None)
+    except ImportError:  # pragma: no cover - models package not built
+        load_fn = None
+    if load_fn is not None:
+        return load_fn(path, vocab=vocab)
+    from transformers import AutoModel  # pragma: no cover
+
+    return AutoModel.from_pretrained(path, local_files_only=True)  # pragma: no cover
+
+
+def _dataset(tokens: Any) -> Any:
+    if isinstance(tokens, str | os.PathLike):
+        path = Path(tokens)
+        if not path.exists():
+            msg = f"token dataset {path} not found"
+            raise InputError(msg)
+        try:
+            from ..tokenize import load_tokens
+
+            return load_tokens(path)
+        except ImportError:  # pragma: no cover
+            from datasets import load_from_disk
+
+            return load_from_disk(str(path))
+    if not hasattr(tokens, "column_names") or "input_ids" not in tokens.column_names:
+        msg = "tokens must be a datasets.Dataset (or its directory) with an 'input_ids' column"
+        raise InputError(msg)
+    return tokens
+
+
+def _vocab_arrays(vocab: Any, token_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gene id and symbol per token id (``str(token_id)`` for both when ``vocab`` is None)."""
+    if vocab is None:
+        s = token_ids.astype(str)
+        return s, s.copy()
+    id_to_gene = np.asarray(vocab.id_to_gene)
+    if token_ids.size and token_ids.max() >= len(id_to_gene):
+        msg = f"token id {int(token_ids.max())} is outside the vocabulary (size {len(id_to_gene)})"
+        raise InputError(msg)
+    ens = id_to_gene[token_ids].astype(str)
+    symbols = getattr(vocab, "symbols", None) or {}
+    return ens, np.array([symbols.get(e, e) for e in ens], dtype=object).astype(str)
+
+
+def _length_bins(lengths: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quantile bins of cell length: edges ``[n_bins+1]`` and bin per cell (0 .. n_bins-1)."""
+    edges = np.quantile(lengths, np.linspace(0, 1, n_bins + 1))
+    return edges, np.searchsorted(edges[1:-1], lengths, side="right")
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def extract(
+    models: Mapping[str, Any],
+    tokens: Any,
+    vocab: Any = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    batch_size: int = 16,
+    label_key: str = "label",
+    device: str | None = None,
+    length_bins: int = 10,
+    store_tokens: bool = True,
+    method: str = "fused",
+    sort_by_length: bool = True,
+) -> AttentionResult:
+    """Attention statistics of one or more models over the same tokenized cells.
+
+    Parameters
+    ----------
+    models
+        Name -> model (``BertModel``/``BertForMaskedLM``/``BertForSequenceClassification``) or local directory.
+    tokens
+        ``datasets.Dataset`` (or its directory) with ``input_ids``; optional ``length``, ``cell_id``, ``label_key``.
+    vocab
+        `GeneVocab` (``id_to_gene``, ``symbols``) to name genes; ``None``: gene = ``str(token_id)``.
+    out
+        Directory for the tables and token store (written atomically); ``None`` keeps everything in memory.
+    batch_size
+        Cells per forward pass.
+    label_key
+        Column with the class of each cell; absent -> only ``"__all__"``.
+    device
+        Torch device; default ``settings.resolved_device()``.
+    length_bins
+        Number of cell-length quantile bins for ``attention_by_position_length``.
+    store_tokens
+        Keep the per-token log fold store (``[n_tokens, n_layers, n_heads]`` float32 per model).
+    method
+        ``"fused"`` (Algorithm C, default) or ``"blocks"`` (explicit query blocks; reference).
+    sort_by_length
+        Batch cells of similar length together (less padding); results do not depend on it.
+
+    Returns
+    -------
+    `AttentionResult` with the five tables; see `geneattn.attention` for the columns.
+    Under ``torch.distributed`` each process takes every ``world_size``-th batch and the statistics
+    are all-reduced; every process returns the full result and rank 0 writes ``out``.
+    """
+    if not models:
+        raise InputError("no models given")
+    if batch_size < 1 or length_bins < 1:
+        raise InputError("batch_size and length_bins must be >= 1")
+    ds = _dataset(tokens)
+    dev = torch.device(device or settings.resolved_device())
+    names = [str(n) for n in models]
+    if any(not n or "/" in n for n in names):
+        raise InputError(f"model names must be non-empty and contain no '/': {names}")
+    loaded = {n: (load_model(m, vocab) if isinstance(m, str | os.PathLike) else m) for n, m in models.items()}
+
+    ids_col = ds.data.column("input_ids") if not getattr(ds, "_indices", None) else ds.flatten_indices().data.column("input_ids")
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
+    n_cells = len(lengths)
+    if n_cells == 0 or lengths.min() < 1:
+        raise InputError("the token dataset is empty or has cells without tokens")
+    flat = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
+    gene_tokens = np.unique(flat)
+    lut = np.full(int(gene_tokens.max()) + 1, -1, dtype=np.int64)
+    lut[gene_tokens] = np.arange(len(gene_tokens))
+    ens, sym = _vocab_arrays(vocab, gene_tokens)
+    cols = ds.column_names
+    cell_ids = np.asarray(ds["cell_id"], dtype=str) if "cell_id" in cols else np.arange(n_cells).astype(str)
+    if label_key in cols:
+        labels = np.asarray([str(x) for x in ds[label_key]])
+        classes = sorted(set(labels.tolist()), key=lambda s: (_num(s), s))
+    else:
+        logger.info("no %r column: statistics over all cells only", label_key)
+        labels, classes = np.full(n_cells, "__all__"), ["__all__"]
+    class_of = {c: i for i, c in enumerate(classes)}
+    class_idx = np.array([class_of[x] for x in labels], dtype=np.int64)
+    bin_source = np.asarray(ds["length"], dtype=np.int64) if "length" in cols else lengths
+    edges, bin_idx = _length_bins(bin_source, length_bins)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    max_len = int(lengths.max())
+
+    shapes = {}
+    for n, m in loaded.items():
+        layers = encoder_layers(m)
+        if m.config.max_position_embeddings < max_len:
+            raise InputError(f"model {n!r} takes at most {m.config.max_position_embeddings} tokens; cells have {max_len}")
+        shapes[n] = (len(layers), layers[0].attention.self.num_attention_heads)
+        m.eval().to(dev)
+    accs = {
+        n: acc_mod.ModelAccumulator(nl, nh, len(gene_tokens), len(classes), max_len, length_bins, dev)
+        for n, (nl, nh) in shapes.items()
+    }
+    rank, world = _dist()
+    out_path = Path(out) if out is not None else None
+    store: dict[str, np.ndarray] = {}
+    if store_tokens:
+        store = _open_store(out_path, shapes, len(flat), rank, world)
+
+    order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(n_cells)
+    batches = [order[s : s + batch_size] for s in range(0, n_cells, batch_size)][rank::world]
+    pad_id = int(getattr(vocab, "pad_id", 0) or 0)
+    for rows in tqdm(batches, desc="attention", unit="batch", disable=not settings.progress):
+        rows = np.sort(rows)
+        lens = lengths[rows]
+        width = int(lens.max())
+        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        valid_np = np.arange(width)[None, :] < lens[:, None]
+        ids[valid_np] = np.concatenate([flat[offsets[r] : offsets[r + 1]] for r in rows])
+        gidx = np.where(valid_np, lut[ids.clip(0, len(lut) - 1)], 0)
+        input_ids, valid = torch.from_numpy(ids).to(dev), torch.from_numpy(valid_np).to(dev)
+        g_t, c_t = torch.from_numpy(gidx).to(dev), torch.from_numpy(class_idx[rows]).to(dev)
+        b_t = torch.from_numpy(bin_idx[rows].astype(np.int64)).to(dev)
+        for name, model in loaded.items():
+            acc = accs[name]
+            with torch.inference_mode(), collecting(model, acc.sink, method=method):
+                base = getattr(model, getattr(model, "base_model_prefix", "bert"), model)
+                base(input_ids=input_ids, attention_mask=valid.long())
+                lf = acc.update(valid, g_t, c_t, b_t, rows)
+            if name in store:
+                lf = lf.cpu().numpy()
+                pos = 0
+                for r, n_c in zip(rows, lens, strict=True):
+                    store[name][offsets[r] : offsets[r] + n_c] = lf[pos : pos + n_c]
+                    pos += n_c
+    return _finish(accs, loaded, store, out_path, classes, gene_tokens, ens, sym, cell_ids, labels, lengths,
+                   offsets, flat, dict(batch_size=batch_size, label_key=label_key, length_bins=length_bins,
+                                       length_bin_edges=edges.tolist(), method=method, n_cells=n_cells,
+                                       classes=classes, device=str(dev)))  # fmt: skip
+
+
+def _num(s: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        return float("inf")
+
+
+def _open_store(out: Path | None, shapes: dict, n_tokens: int, rank: int, world: int) -> dict[str, np.ndarray]:
+    if out is None:
+        return {n: np.zeros((n_tokens, nl, nh), np.float32) for n, (nl, nh) in shapes.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    store = {}
+    for n, (nl, nh) in shapes.items():
+        tmp = out / f"{TMP_PREFIX}token_logfold_{n}.npy"
+        if rank == 0:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_tokens, nl, nh)).flush()
+        _barrier(world)
+        store[n] = np.lib.format.open_memmap(tmp, mode="r+")
+    return store
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _finish(accs, loaded, store, out, classes, gene_tokens, ens, sym, cell_ids, labels, lengths, offsets, flat,
+            params) -> AttentionResult:  # fmt: skip
+    rank, world = _dist()
+    tables: dict[str, list] = {k: [] for k in ("gene", "pos", "poslen", "head", "cell")}
+    for name, acc in accs.items():
+        acc.all_reduce()
+        if world > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * world
+            dist.all_gather_object(gathered, acc.cells)
+            acc.cells = [c for part in gathered for c in part]
+        tables["gene"].append(acc_mod.gene_table(acc, name, classes, gene_tokens, ens, sym))
+        tables["pos"].append(acc_mod.position_table(acc, name, classes))
+        tables["poslen"].append(acc_mod.position_length_table(acc, name))
+        tables["head"].append(acc_mod.head_table(acc, name))
+        tables["cell"].append(acc_mod.cell_table(acc, name, cell_ids, labels, lengths))
+    import pandas as pd
+
+    cat = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
+    result_tables = {
+        "attention_by_gene": cat["gene"],
+        "attention_by_position": cat["pos"],
+        "attention_by_position_length": cat["poslen"],
+        "head_norms": cat["head"],
+        "cell_head": cat["cell"],
+    }
+    params["models"] = {n: str(getattr(m, "name_or_path", "") or "") for n, m in loaded.items()}
+    token_index = {"offsets": offsets, "token_ids": flat, "cell_ids": cell_ids} if store else {}
+    _barrier(world)
+    if out is not None and store:
+        for n, arr in list(store.items()):
+            arr.flush()
+            final = out / f"token_logfold_{n}.npy"
+            if rank == 0:
+                os.replace(arr.filename, final)
+            _barrier(world)
+            store[n] = np.load(final, mmap_mode="r")
+    result = AttentionResult(result_tables, params, store, token_index)
+    if out is not None and rank == 0:
+        result.save(out)
+    return result

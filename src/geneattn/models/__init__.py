@@ -1,0 +1,40 @@
+"""Models: Geneformer presets, checkpoint loading, pretraining (masked gene modelling) and fine-tuning.
+
+Importing this package is cheap: submodules (and torch/transformers) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._finetune import FinetuneConfig, FinetuneResult, finetune, predict
+    from ._load import check_vocab, load, save_model
+    from .presets import PRESETS, make_config
+    from ._pretrain import PretrainConfig, pretrain
+    from .splits import make_splits
+
+_WHERE = {
+    "PRESETS": "presets",
+    "make_config": "presets",
+    "load": "_load",
+    "check_vocab": "_load",
+    "save_model": "_load",
+    "PretrainConfig": "_pretrain",
+    "pretrain": "_pretrain",
+    "FinetuneConfig": "_finetune",
+    "FinetuneResult": "_finetune",
+    "finetune": "_finetune",
+    "predict": "_finetune",
+    "make_splits": "splits",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,469 @@
+"""The sequence-length and rank-position confound of attention, and its mitigations (methods §7.1–7.2).
+
+Attention received by a token, averaged over queries, is ``a = 1/n_c`` under uniform attention,
+so raw attention per gene scales with ``1/n_c`` (the number of genes expressed by the cell).
+Mitigations:
+
+* ``fold = n_c · a`` (uniform attention → 1): length-normalised attention;
+* ``residual = log fold − E(rank, length bin)``: position-matched residual, where ``E`` is the
+  mean log fold of all tokens at that rank position in cells of that length bin (Geneformer V1:
+  position == expression rank). The gene score is ``S(g) = mean_c residual(c, g)`` over the
+  cells expressing ``g``.
+
+Everything here reads the attention engine's token store (``token_logfold_<model>.npy``
+``[n_tokens, n_layers, n_heads]`` + ``token_index.npz``), which gives exact per-token values.
+Layer and head columns of the tables are strings so that ``"mean"`` (average over heads of a
+layer, or over all layers and heads) fits beside the indices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..errors import InputError
+from .agreement import auprc, auroc, spearman, topk_overlap
+
+__all__ = [
+    "TokenStore",
+    "length_bins",
+    "position_expectation",
+    "position_residual",
+    "gene_means",
+    "iter_columns",
+    "gene_scores",
+    "residual_from_tables",
+    "length_dependence",
+    "confounds_table",
+    "SCORE_TYPES",
+    "CONFOUND_COLUMNS",
+]
+
+SCORE_TYPES = ("raw", "fold", "residual")
+CONFOUND_COLUMNS = [
+    "model",
+    "layer",
+    "head",
+    "score_type",
+    "n_genes",
+    "spearman_vs_length",
+    "loglength_slope",
+    "spearman_vs_position",
+    "spearman_vs_mean_rank",
+    "auroc_planted",
+    "auprc_planted",
+    "spearman_vs_de",
+    "topk_overlap_de",
+    "hypergeom_p",
+    "top_genes",
+]
+
+
+@dataclasses.dataclass
+class TokenStore:
+    """Per-token log fold attention of one model, in cell order (attention engine's token store).
+
+    Attributes
+    ----------
+    logfold
+        ``[n_tokens, n_layers, n_heads]`` float32, ``log(n_c · a)``.
+    offsets
+        ``[n_cells + 1]``; cell ``c`` owns tokens ``offsets[c]:offsets[c+1]`` (position = index − offset).
+    token_ids
+        ``[n_tokens]`` token id of each token.
+    cell_ids
+        ``[n_cells]`` cell identifiers.
+    """
+
+    logfold: np.ndarray
+    offsets: np.ndarray
+    token_ids: np.ndarray
+    cell_ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.offsets = np.asarray(self.offsets, dtype=np.int64)
+        self.token_ids = np.asarray(self.token_ids)
+        if self.logfold.ndim == 2:
+            self.logfold = self.logfold[:, :, None]
+        n_tok = int(self.offsets[-1]) if len(self.offsets) else 0
+        if self.logfold.shape[0] != n_tok or len(self.token_ids) != n_tok or len(self.cell_ids) != len(self.offsets) - 1:
+            msg = (
+                f"token store is inconsistent: logfold {self.logfold.shape}, token_ids {len(self.token_ids)}, "
+                f"offsets end {n_tok}, {len(self.cell_ids)} cells for {len(self.offsets) - 1} offsets"
+            )
+            raise InputError(msg)
+
+    @classmethod
+    def load(cls, attention_dir: str | Path, model: str) -> TokenStore:
+        """Read ``token_logfold_<model>.npy`` and ``token_index.npz`` from ``attention_dir``."""
+        d = Path(attention_dir)
+        lf, ix = d / f"token_logfold_{model}.npy", d / "token_index.npz"
+        if not lf.exists() or not ix.exists():
+            msg = f"no token store for model {model!r} in {d} (need {lf.name} and {ix.name}; extract with store_tokens=True)"
+            raise InputError(msg)
+        with np.load(ix, allow_pickle=False) as z:
+            return cls(np.load(lf, allow_pickle=False), z["offsets"], z["token_ids"], z["cell_ids"])
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_layers(self) -> int:
+        return self.logfold.shape[1]
+
+    @property
+    def n_heads(self) -> int:
+        return self.logfold.shape[2]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """``n_c`` per cell."""
+        return np.diff(self.offsets)
+
+    @property
+    def cell_of_token(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_cells), self.lengths)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Position of each token within its cell (0 = highest rank)."""
+        return np.arange(len(self.token_ids)) - np.repeat(self.offsets[:-1], self.lengths)
+
+    def same_cells(self, other: TokenStore) -> bool:
+        """True when both stores hold the same cells, tokens and order (paired comparisons)."""
+        return (
+            np.array_equal(self.offsets, other.offsets)
+            and np.array_equal(self.token_ids, other.token_ids)
+            and np.array_equal(np.asarray(self.cell_ids).astype(str), np.asarray(other.cell_ids).astype(str))
+        )
+
+
+def length_bins(lengths: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Quantile bins of cell length: bin ``b`` in ``0..n_bins-1`` per cell (ties share a bin)."""
+    lengths = np.asarray(lengths, dtype=float)
+    if len(lengths) == 0:
+        return np.zeros(0, dtype=np.int64)
+    edges = np.quantile(lengths, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return np.searchsorted(edges, lengths, side="right").astype(np.int64)
+
+
+def position_expectation(
+    values: np.ndarray, positions: np.ndarray, bins: np.ndarray, *, n_bins: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``values`` per (position, length bin).
+
+    Parameters
+    ----------
+    values
+        ``[n_tokens]`` or ``[n_tokens, K]`` per-token values (e.g. log fold).
+    positions
+        ``[n_tokens]`` position within the cell.
+    bins
+        ``[n_tokens]`` length bin of the token's cell.
+
+    Returns
+    -------
+    ``(E, n)``: ``E [n_pos, n_bins(, K)]`` means (NaN where empty) and ``n [n_pos, n_bins]`` counts.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    squeeze = v.ndim == 1
+    v = v[:, None] if squeeze else v
+    n_pos = int(positions.max()) + 1 if len(positions) else 0
+    nb = int(n_bins if n_bins is not None else (bins.max() + 1 if len(bins) else 0))
+    key = positions.astype(np.int64) * nb + bins.astype(np.int64)
+    n = np.bincount(key, minlength=n_pos * nb)
+    sums = np.stack([np.bincount(key, weights=v[:, k], minlength=n_pos * nb) for k in range(v.shape[1])], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = sums / n[:, None]
+    e = e.reshape(n_pos, nb, v.shape[1])
+    return (e[..., 0] if squeeze else e), n.reshape(n_pos, nb)
+
+
+def position_residual(values: np.ndarray, positions: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """``values − E(position, length bin)`` per token (same shape as ``values``)."""
+    e, _ = position_expectation(values, positions, bins)
+    return np.asarray(values, dtype=np.float64) - e[positions, bins]
+
+
+def gene_means(values: np.ndarray, token_ids: np.ndarray) -> pd.DataFrame:
+    """Mean, sd and count of per-token ``values`` (``[n_tokens]``) per token id (a gene appears once per cell)."""
+    uniq, inv = np.unique(token_ids, return_inverse=True)
+    v = np.asarray(values, dtype=np.float64)
+    n = np.bincount(inv, minlength=len(uniq))
+    s1 = np.bincount(inv, weights=v, minlength=len(uniq))
+    s2 = np.bincount(inv, weights=v * v, minlength=len(uniq))
+    mean = s1 / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(np.maximum(s2 - n * mean**2, 0) / (n - 1))
+    return pd.DataFrame({"token_id": uniq, "n_cells": n, "mean": mean, "sd": sd})
+
+
+def iter_columns(store: TokenStore, *, mean_heads: bool = True) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Yield ``(layer, head, logfold[n_tokens])`` for each head, plus head ``"mean"`` per layer and
+    ``("mean", "mean")`` over all layers and heads when ``mean_heads``."""
+    lf = store.logfold
+    for layer in range(store.n_layers):
+        for head in range(store.n_heads):
+            yield str(layer), str(head), np.asarray(lf[:, layer, head], dtype=np.float64)
+        if mean_heads and store.n_heads > 1:
+            yield str(layer), "mean", np.asarray(lf[:, layer, :], dtype=np.float64).mean(axis=1)
+    if mean_heads and store.n_layers * store.n_heads > 1:
+        yield "mean", "mean", np.asarray(lf, dtype=np.float64).reshape(len(lf), -1).mean(axis=1)
+
+
+def _scores_for(lf: np.ndarray, store: TokenStore, pos: np.ndarray, tbin: np.ndarray, n_tok: np.ndarray) -> dict[str, np.ndarray]:
+    fold = np.exp(lf)
+    return {"raw": fold / n_tok, "fold": fold, "logfold": lf, "residual": position_residual(lf, pos, tbin)}
+
+
+def gene_scores(
+    store: TokenStore,
+    *,
+    n_length_bins: int = 10,
+    cell_bins: np.ndarray | None = None,
+    gene_map: Mapping[int, str] | pd.Series | None = None,
+    mean_heads: bool = True,
+) -> pd.DataFrame:
+    """Gene scores of every layer/head from a token store: raw, fold, log fold and residual.
+
+    Parameters
+    ----------
+    store
+        Token store of one model.
+    n_length_bins
+        Quantile bins of ``n_c`` for the position expectation (ignored with ``cell_bins``).
+    cell_bins
+        Explicit length bin per cell (to match another table's binning).
+    gene_map
+        token id → gene symbol (column ``gene``; token id as string when missing).
+    mean_heads
+        Add head ``"mean"`` rows (see `iter_columns`).
+
+    Returns
+    -------
+    Long DataFrame: ``layer, head, token_id, gene, n_cells, mean_position, raw, fold, logfold,
+    expected, residual, residual_sd`` where each score is the mean over the cells expressing the
+    gene and ``residual = logfold − expected`` (exactly, per gene).
+    """
+    pos = store.positions
+    cb = length_bins(store.lengths, n_length_bins) if cell_bins is None else np.asarray(cell_bins, dtype=np.int64)
+    tbin = np.repeat(cb, store.lengths)
+    n_tok = np.repeat(store.lengths, store.lengths).astype(np.float64)
+    base = gene_means(pos, store.token_ids).rename(columns={"mean": "mean_position"}).drop(columns="sd")
+    out = []
+    for layer, head, lf in iter_columns(store, mean_heads=mean_heads):
+        sc = _scores_for(lf, store, pos, tbin, n_tok)
+        df = base.copy()
+        for name in ("raw", "fold", "logfold"):
+            df[name] = gene_means(sc[name], store.token_ids)["mean"].to_numpy()
+        res = gene_means(sc["residual"], store.token_ids)
+        df["residual"] = res["mean"].to_numpy()
+        df["residual_sd"] = res["sd"].to_numpy()
+        df["expected"] = df["logfold"] - df["residual"]
+        df.insert(0, "head", head)
+        df.insert(0, "layer", layer)
+        out.append(df)
+    res_df = pd.concat(out, ignore_index=True)
+    res_df.insert(3, "gene", _genes(res_df["token_id"], gene_map))
+    return res_df
+
+
+def _genes(token_ids: pd.Series, gene_map: Mapping[int, str] | pd.Series | None) -> np.ndarray:
+    if gene_map is None:
+        return token_ids.astype(str).to_numpy()
+    m = pd.Series(gene_map) if not isinstance(gene_map, pd.Series) else gene_map
+    m = m[~m.index.duplicated()]
+    return token_ids.map(m).fillna(token_ids.astype(str)).astype(str).to_numpy()
+
+
+def residual_from_tables(
+    attention_by_gene: pd.DataFrame,
+    attention_by_position_length: pd.DataFrame,
+    offsets: np.ndarray,
+    token_ids: np.ndarray,
+    cell_bins: np.ndarray,
+    *,
+    model: str,
+) -> pd.DataFrame:
+    """Residual gene score from the attention tables instead of the token store.
+
+    ``S(g) = logfold_mean(g) − mean_c E(rank_c(g), nbin_c)``: the first term from
+    ``attention_by_gene`` (label ``"__all__"``), the second from the token positions and the
+    ``attention_by_position_length`` table. Equals `gene_scores`' ``residual`` when both use the
+    same length bins.
+
+    Returns
+    -------
+    DataFrame ``layer, head, token_id, n_cells, logfold, expected, residual`` (layer/head as str).
+    """
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.diff(offsets)
+    pos = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+    tbin = np.repeat(np.asarray(cell_bins, dtype=np.int64), lengths)
+    e_tab = attention_by_position_length[attention_by_position_length["model"] == model]
+    g_tab = attention_by_gene[(attention_by_gene["model"] == model) & (attention_by_gene["label"].astype(str) == "__all__")]
+    if e_tab.empty or g_tab.empty:
+        msg = f"attention tables have no rows for model {model!r}"
+        raise InputError(msg)
+    n_pos = int(max(pos.max() + 1, e_tab["position"].max() + 1))
+    n_bins = int(max(tbin.max() + 1, e_tab["length_bin"].max() + 1))
+    out = []
+    for (layer, head), e_lh in e_tab.groupby(["layer", "head"], sort=True):
+        e = np.full((n_pos, n_bins), np.nan)
+        e[e_lh["position"].to_numpy(int), e_lh["length_bin"].to_numpy(int)] = e_lh["logfold_mean"].to_numpy(float)
+        exp_g = gene_means(e[pos, tbin], token_ids)
+        g = g_tab[(g_tab["layer"] == layer) & (g_tab["head"] == head)].set_index("token_id")["logfold_mean"]
+        df = exp_g.rename(columns={"mean": "expected"}).drop(columns="sd")
+        df["logfold"] = g.reindex(df["token_id"]).to_numpy(float)
+        df["residual"] = df["logfold"] - df["expected"]
+        df.insert(0, "head", str(head))
+        df.insert(0, "layer", str(layer))
+        out.append(df)
+    return pd.concat(out, ignore_index=True)
+
+
+def _subsample(n: int, max_n: int, seed: int) -> np.ndarray:
+    if n <= max_n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_n, replace=False))
+
+
+def length_dependence(store: TokenStore, *, max_tokens: int = 200_000, seed: int = 0, n_length_bins: int = 10) -> pd.DataFrame:
+    """How attention depends on cell length ``n_c`` and on rank position, per layer/head and score type.
+
+    Token level (a seeded subsample of ``max_tokens`` tokens): Spearman of each per-token score with
+    ``n_c`` and with position, and the OLS slope of ``log score`` on ``log n_c`` (raw attention ≈ −1
+    under uniform attention; fold ≈ 0). Residuals have no log slope (reported for ``log fold``).
+
+    Returns
+    -------
+    DataFrame ``layer, head, score_type, spearman_vs_length, loglength_slope, spearman_vs_position,
+    cell_mean_raw_vs_length`` (the last: Spearman over cells of the per-cell mean raw attention vs ``n_c``).
+    """
+    pos = store.positions
+    cb = length_bins(store.lengths, n_length_bins)
+    tbin = np.repeat(cb, store.lengths)
+    n_tok = np.repeat(store.lengths, store.lengths).astype(np.float64)
+    idx = _subsample(len(pos), max_tokens, seed)
+    logn = np.log(n_tok[idx])
+    rows = []
+    for layer, head, lf in iter_columns(store):
+        sc = _scores_for(lf, store, pos, tbin, n_tok)
+        cell_raw = np.bincount(store.cell_of_token, weights=sc["raw"], minlength=store.n_cells) / store.lengths
+        r_cell = _spear(cell_raw, store.lengths)
+        for st in SCORE_TYPES:
+            v = sc[st][idx]
+            logv = np.log(v) if st != "residual" else v
+            slope = float(np.polyfit(logn, logv, 1)[0]) if np.ptp(logn) > 0 else float("nan")
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": head,
+                    "score_type": st,
+                    "spearman_vs_length": _spear(v, n_tok[idx]),
+                    "loglength_slope": slope,
+                    "spearman_vs_position": _spear(v, pos[idx]),
+                    "cell_mean_raw_vs_length": r_cell,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _spear(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def confounds_table(
+    stores: Mapping[str, TokenStore],
+    *,
+    gene_map: Mapping[int, str] | pd.Series | None = None,
+    de_score: pd.Series | None = None,
+    planted: pd.Series | None = None,
+    k: int = 20,
+    n_top: int = 10,
+    seed: int = 0,
+    n_length_bins: int = 10,
+    max_tokens: int = 200_000,
+    heads: Sequence[tuple[str, str]] | None = None,
+) -> pd.DataFrame:
+    """For each model, layer/head and score type (raw, fold, residual): the length and position
+    dependence, the agreement with DE and the recovery of planted genes.
+
+    Parameters
+    ----------
+    stores
+        Token store per model name.
+    gene_map
+        token id → gene symbol (so gene scores line up with ``de_score`` / ``planted``).
+    de_score
+        DE score per gene symbol (e.g. `agreement.de_gene_score`).
+    planted
+        ``var["planted"]`` (bool, indexed by gene symbol) for simulated data.
+    k
+        Top-k of the DE overlap.
+    n_top
+        Number of top genes listed in ``top_genes``.
+    seed
+        Seed of the token subsample for the token-level correlations.
+    n_length_bins
+        Length bins of the position expectation.
+    max_tokens
+        Token subsample size for token-level correlations.
+    heads
+        Restrict to these ``(layer, head)`` string pairs (default all, plus means).
+
+    Returns
+    -------
+    DataFrame with `CONFOUND_COLUMNS`.
+    """
+    rows = []
+    for model, store in stores.items():
+        gs = gene_scores(store, n_length_bins=n_length_bins, gene_map=gene_map)
+        dep = length_dependence(store, max_tokens=max_tokens, seed=seed, n_length_bins=n_length_bins)
+        dep = dep.set_index(["layer", "head", "score_type"])
+        for (layer, head), g in gs.groupby(["layer", "head"], sort=False):
+            if heads is not None and (layer, head) not in set(heads):
+                continue
+            g = g.set_index("gene")
+            g = g[~g.index.duplicated()]
+            mean_rank = -g["mean_position"]  # higher = nearer the top of the ranking
+            for st in SCORE_TYPES:
+                s = g[st]
+                d = dep.loc[(layer, head, st)]
+                row = {
+                    "model": model,
+                    "layer": layer,
+                    "head": head,
+                    "score_type": st,
+                    "n_genes": len(s),
+                    "spearman_vs_length": d["spearman_vs_length"],
+                    "loglength_slope": d["loglength_slope"],
+                    "spearman_vs_position": d["spearman_vs_position"],
+                    "spearman_vs_mean_rank": spearman(s, mean_rank)[0],
+                    "auroc_planted": np.nan,
+                    "auprc_planted": np.nan,
+                    "spearman_vs_de": np.nan,
+                    "topk_overlap_de": np.nan,
+                    "hypergeom_p": np.nan,
+                    "top_genes": ",".join(s.sort_values(ascending=False, kind="stable").index[:n_top].astype(str)),
+                }
+                if de_score is not None:
+                    row["spearman_vs_de"] = spearman(s, de_score)[0]
+                    ov = topk_overlap(s, de_score.dropna(), k)
+                    row["topk_overlap_de"], row["hypergeom_p"] = ov["overlap"], ov["pval"]
+                if planted is not None:
+                    pl = planted.astype(bool)
+                    sv = s.reindex(pl.index)
+                    sv = sv.fillna(np.nanmin(sv.to_numpy()) - 1 if sv.notna().any() else 0.0)
+                    row["auroc_planted"] = auroc(sv.to_numpy(), pl.to_numpy())
+                    row["auprc_planted"] = auprc(sv.to_numpy(), pl.to_numpy())
+                rows.append(row)
+    return pd.DataFrame(rows, columns=CONFOUND_COLUMNS)

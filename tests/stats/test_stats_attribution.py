@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from geneattn.stats import attribution as at
+
+VOCAB, MASK, PLANT = 40, 1, 7
+
+
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                     max_position_embeddings=64, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                     label2id={"neg": 0, "pos": 1}, id2label={0: "neg", 1: "pos"})
+    return BertForSequenceClassification(cfg).eval()
+
+
+def _cells(n=40, seed=0, plant=True):
+    rng = np.random.default_rng(seed)
+    ids, labels = [], []
+    for i in range(n):
+        length = int(rng.integers(6, 14))
+        seq = rng.choice(np.arange(2, VOCAB), size=length, replace=False)
+        seq = seq[seq != PLANT]
+        pos = plant and i % 2 == 0
+        if pos:
+            seq = np.insert(seq, int(rng.integers(0, len(seq))), PLANT)
+        ids.append(seq.astype(np.int64))
+        labels.append("pos" if pos else "neg")
+    return at.Cells(ids, np.array([f"c{i}" for i in range(n)]), np.array(labels))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Tiny BERT trained briefly to detect token PLANT (label 'pos')."""
+    model = _tiny(1).train()
+    cells = _cells(64, seed=1)
+    y = torch.tensor([1 if lab == "pos" else 0 for lab in cells.labels])
+    ids, mask = at._pad(cells.input_ids, 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_rollout_vs_naive_full_matrix():
+    model, cells = _tiny(), _cells(5, plant=False)
+    res = at.rollout(model, cells, batch_size=2)
+    c = cells.input_ids[3]
+    with torch.no_grad():
+        att = model(input_ids=torch.tensor(c)[None], output_attentions=True, attn_implementation="eager").attentions \
+            if False else None  # noqa: E501
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        att = model(input_ids=torch.tensor(c)[None], output_attentions=True).attentions
+    model.set_attn_implementation("sdpa")
+    n = len(c)
+    j = np.eye(n)
+    for a in att:  # J^l = Ã^l J^{l-1}
+        a_til = 0.5 * a[0].double().mean(0).numpy() + 0.5 * np.eye(n)
+        j = a_til @ j
+    naive = n * (np.full(n, 1 / n) @ j)
+    got = res.values[res.offsets[3] : res.offsets[4]]
+    np.testing.assert_allclose(got, naive, atol=1e-5)
+    assert got.sum() == pytest.approx(n)
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_grad_input_padding_invariant_and_naive():
+    model, cells = _tiny(), _cells(6)
+    tg = at.targets_for(model, cells)
+    assert set(tg) <= {0, 1}
+    batched = at.grad_input(model, cells, tg, batch_size=6)
+    c = cells.input_ids[2]
+    e = model.get_input_embeddings()(torch.tensor(c)[None]).detach().requires_grad_(True)
+    y = model(inputs_embeds=e).logits[0, tg[2]]
+    y.backward()
+    naive = (e * e.grad).sum(-1)[0].detach().numpy()
+    np.testing.assert_allclose(batched.values[batched.offsets[2] : batched.offsets[3]], naive, atol=1e-5)
+
+
+def test_integrated_gradients_completeness():
+    model, cells = _tiny(), _cells(4)
+    tg = at.targets_for(model, cells)
+    res, delta = at.integrated_gradients(model, cells, tg, mask_id=MASK, n_steps=32, return_delta=True, batch_size=2)
+    assert np.all(np.abs(delta) < 0.02)
+    assert res.values.shape == (cells.offsets[-1],)
+
+
+def test_deletion_vs_naive():
+    model, cells = _tiny(), _cells(3)
+    tg = at.targets_for(model, cells, target="predicted")
+    dp, cs = at.deletion(model, cells, tg, top_k=4)
+    c = cells.input_ids[1]
+    with torch.no_grad():
+        p0 = torch.softmax(model(input_ids=torch.tensor(c)[None]).logits, -1)[0, tg[1]]
+        p2 = torch.softmax(model(input_ids=torch.tensor(np.delete(c, 2))[None]).logits, -1)[0, tg[1]]
+    v = dp.values[dp.offsets[1] : dp.offsets[2]]
+    assert v[2] == pytest.approx(float(p0 - p2), abs=1e-5)
+    assert np.isnan(v[4:]).all() and np.isfinite(v[:4]).all()
+    assert np.all(cs.values[cs.offsets[1] : cs.offsets[1] + 4] >= -1e-6)
+
+
+def test_planted_token_found_by_baselines(trained):
+    cells = _cells(24, seed=5)
+    tg = at.targets_for(trained, cells)
+    gmap = pd.Series({i: f"g{i}" for i in range(VOCAB)})
+    planted = pd.Series([i == PLANT for i in range(2, VOCAB)], index=[f"g{i}" for i in range(2, VOCAB)])
+    ig = at.integrated_gradients(trained, cells, tg, mask_id=MASK, n_steps=16)
+    gi = at.grad_input(trained, cells, tg)
+    dp, _ = at.deletion(trained, cells, tg, top_k=20)
+    ro = at.rollout(trained, cells)
+    scores, secs = {}, {}
+    for ts in (ig, gi, dp, ro):
+        for resid in (False, True):
+            g = at.gene_table(ts, gene_map=gmap, residual=resid, n_length_bins=2)
+            assert list(g.columns) == ["token_id", "gene", "n_cells", "score_mean"]
+            # attributions are signed towards the target class: use |score| for "importance"
+            scores[(ts.method, "residual" if resid else "raw")] = g.set_index("gene")["score_mean"].abs()
+        secs[ts.method] = ts.seconds_per_cell
+    t = at.compare_methods(scores, planted=planted, seconds_per_cell=secs, n_cells={m: 24 for m in secs},
+                           de_score=planted.astype(float))
+    assert list(t.columns) == at.METHODS_COLUMNS
+    r = t.set_index(["method", "score_type"])
+    for m in ("integrated_gradients", "deletion_prob"):
+        assert r.loc[(m, "raw"), "auroc_planted"] == pytest.approx(1.0)
+    assert (t.seconds_per_cell > 0).all()
