@@ -10,13 +10,18 @@ Goal: geneattn >= 0.7x SDPA throughput at <= 1.5x its peak memory.
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
-import statistics
-import subprocess
+import os
 import sys
-import time
+
+# sibling benchmark scripts (tokenize.py, ...) must not shadow standard-library modules
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
 
 MODES = ("sdpa", "geneattn", "eager")
 CELLS = {512: (32, 8), 2048: (8, 4)}  # n cells, batch size
@@ -34,48 +39,59 @@ def _model(attn: str):
     return BertForMaskedLM(cfg).eval()
 
 
-def worker(mode: str, length: int, profile: bool = False) -> dict:
+def worker(mode: str, length: int, profile: bool = False, threads: int = 1) -> dict:
     import numpy as np
     import torch
+
+    torch.set_num_threads(threads)
 
     n_cells, bs = CELLS.get(length, (8, 4))
     rng = np.random.default_rng(0)
     cells = [rng.choice(np.arange(2, 25426), size=length, replace=False) for _ in range(n_cells)]
     model = _model("eager" if mode == "eager" else "sdpa")
-    if mode == "geneattn":
-        from datasets import Dataset
+    # every mode reads its cells from the same token Dataset (same imports, same data path)
+    from datasets import Dataset
 
+    ds = Dataset.from_dict({"input_ids": [c.tolist() for c in cells], "length": [length] * n_cells})
+    warm = ds.select(range(1))
+    if mode == "geneattn":
         from geneattn import settings
         from geneattn.attention import extract
 
         settings.progress = False
-        ds = Dataset.from_dict({"input_ids": [c.tolist() for c in cells], "length": [length] * n_cells})
-        warm = ds.select(range(1))
 
         def run(d):
             return extract({"m": model}, d, batch_size=bs, device="cpu")
     else:
-        ids = torch.from_numpy(np.stack(cells)).long()
 
         def run(d):
             with torch.inference_mode():
-                for s in range(0, d.shape[0], bs):
-                    out = model.bert(input_ids=d[s : s + bs], output_attentions=mode == "eager")
+                for s in range(0, len(d), bs):
+                    ids = torch.tensor(d[s : s + bs]["input_ids"])
+                    out = model.bert(
+                        input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=mode == "eager"
+                    )
                     del out
 
-        warm, ds = ids[:1], ids
     run(warm)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     if profile:
-        from torch.profiler import ProfilerActivity, profile as prof
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as prof
 
         with prof(activities=[ProfilerActivity.CPU]) as p:
             run(ds)
         print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
     else:
         run(ds)
-    dt = time.perf_counter() - t
-    return {"mode": mode, "length": length, "cells_per_s": n_cells / dt, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    dt, dcpu = time.perf_counter() - t, time.process_time() - cpu
+    return {
+        "mode": mode,
+        "length": length,
+        "cells_per_s": n_cells / dt,
+        "cells_per_cpu_s": n_cells / dcpu,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def main() -> None:
@@ -83,29 +99,58 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[512, 2048])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--modes", nargs="+", default=list(MODES))
-    p.add_argument("--profile", action="store_true", help="torch.profiler table of one geneattn run per length")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads per worker (1: stable on a shared machine)"
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="torch.profiler table of one geneattn run per length"
+    )
     p.add_argument("--worker", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.worker[0], int(a.worker[1]), a.profile)))
+        print(json.dumps(worker(a.worker[0], int(a.worker[1]), a.profile, a.threads)))
         return
     for length in a.lengths:
         if a.profile:
-            subprocess.run([sys.executable, __file__, "--worker", "geneattn", str(length), "--profile"], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    "geneattn",
+                    str(length),
+                    "--profile",
+                    "--threads",
+                    str(a.threads),
+                ],
+                check=True,
+            )
             continue
         res: dict[str, list[dict]] = {m: [] for m in a.modes}
         for _ in range(a.repeats):
             for mode in a.modes:  # interleaved: the shared machine's load hits every mode alike
-                out = subprocess.run([sys.executable, __file__, "--worker", mode, str(length)], check=True, capture_output=True, text=True)
+                cmd = [sys.executable, __file__, "--worker", mode, str(length), "--threads", str(a.threads)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True)
                 res[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
         n_cells, bs = CELLS.get(length, (8, 4))
-        print(f"L={length}: {n_cells} cells, batch {bs}, {a.repeats} repeats (medians)")
-        med = {m: (statistics.median(r["cells_per_s"] for r in v), statistics.median(r["peak_rss_gb"] for r in v)) for m, v in res.items()}
+        print(
+            f"L={length}: {n_cells} cells, batch {bs}, {a.threads} thread(s), {a.repeats} repeats (medians)"
+        )
+        keys = ("cells_per_s", "cells_per_cpu_s", "peak_rss_gb")
+        med = {m: {k: statistics.median(r[k] for r in v) for k in keys} for m, v in res.items()}
         base = med.get("sdpa")
-        for m, (cps, rss) in med.items():
-            ratio = f"  speed {cps / base[0]:.2f}x  memory {rss / base[1]:.2f}x of sdpa" if base else ""
+        for m, d in med.items():
+            ratio = (
+                f"  speed {d['cells_per_s'] / base['cells_per_s']:.2f}x (CPU time {d['cells_per_cpu_s'] / base['cells_per_cpu_s']:.2f}x)"
+                f"  memory {d['peak_rss_gb'] / base['peak_rss_gb']:.2f}x of sdpa"
+                if base
+                else ""
+            )
             runs = ", ".join(f"{r['cells_per_s']:.2f}" for r in res[m])
-            print(f"  {m:9s} {cps:7.2f} cells/s  peak RSS {rss:5.2f} GB{ratio}   (runs: {runs})")
+            print(
+                f"  {m:9s} {d['cells_per_s']:7.2f} cells/s wall, {d['cells_per_cpu_s']:7.2f} cells/CPU-s,"
+                f"  peak RSS {d['peak_rss_gb']:5.2f} GB{ratio}   (wall runs: {runs})"
+            )
 
 
 if __name__ == "__main__":

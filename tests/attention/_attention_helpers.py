@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
-from datasets import Dataset
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+from datasets import Dataset
 
 VOCAB_SIZE = 40
 
@@ -85,3 +85,20 @@ def reference_tokens(model: torch.nn.Module, ds: Dataset) -> pd.DataFrame:
                     )
                 )  # fmt: skip
     return pd.concat(rows, ignore_index=True)
+
+
+def distributed_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    """One process of the 2-process (gloo) test: same models and cells, statistics all-reduced."""
+    import torch.distributed as dist
+
+    from geneattn import settings
+    from geneattn.attention import extract
+
+    torch.set_num_threads(1)
+    settings.progress = False
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        extract({"pt": tiny_model(0), "ft": tiny_model(1)}, tiny_tokens(11, seed=5), tiny_vocab(), out=out,
+                batch_size=2, device="cpu", length_bins=4)  # fmt: skip
+    finally:
+        dist.destroy_process_group()

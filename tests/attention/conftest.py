@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from _attention_helpers import tiny_model, tiny_tokens, tiny_vocab
+
 from datasets import Dataset
 
 
@@ -23,5 +24,3 @@ def tokens() -> Dataset:
 @pytest.fixture
 def vocab() -> SimpleNamespace:
     return tiny_vocab()
-
-

@@ -4,11 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _attention_helpers import reference_tokens, tiny_model, tiny_tokens
 
 from geneattn.attention import AttentionResult, extract
 from geneattn.errors import InputError
-
-from _attention_helpers import reference_tokens, tiny_model, tiny_tokens
 
 TOL = 1e-5
 STATS = ["recv", "fold", "logfold", "norm"]
@@ -48,27 +47,61 @@ def test_tables_match_eager(setup, method):
     model, ds, ref = setup
     res = extract({"pt": model}, ds, batch_size=4, device="cpu", method=method, length_bins=3)
     t = res.tables
-    cols = [*(f"{s}_mean" for s in STATS), *(f"{s}_sd" for s in STATS), "fnorm_mean", "first_mean", "rank_mean"]
+    cols = [
+        *(f"{s}_mean" for s in STATS),
+        *(f"{s}_sd" for s in STATS),
+        "fnorm_mean",
+        "first_mean",
+        "rank_mean",
+    ]
     gene_ref = _gene_ref(ref)
-    assert _max_err(t["attention_by_gene"], gene_ref, ["label", "layer", "head", "token_id"], [*cols, "n_cells"]) < TOL
+    assert (
+        _max_err(t["attention_by_gene"], gene_ref, ["label", "layer", "head", "token_id"], [*cols, "n_cells"])
+        < TOL
+    )
 
     pos_frames = []
     for label, sub in [("__all__", ref), *ref.groupby("label")]:
         g = sub.groupby(["layer", "head", "position"])
-        agg = g[[*STATS, "fnorm", "first"]].mean().add_suffix("_mean").join(g[STATS].std(ddof=1).add_suffix("_sd"))
+        agg = (
+            g[[*STATS, "fnorm", "first"]]
+            .mean()
+            .add_suffix("_mean")
+            .join(g[STATS].std(ddof=1).add_suffix("_sd"))
+        )
         pos_frames.append(agg.join(g.size().rename("n_cells")).reset_index().assign(label=label))
     pos_cols = [c for c in cols if c != "rank_mean"] + ["n_cells"]
-    assert _max_err(t["attention_by_position"], pd.concat(pos_frames), ["label", "layer", "head", "position"], pos_cols) < TOL
+    assert (
+        _max_err(
+            t["attention_by_position"],
+            pd.concat(pos_frames),
+            ["label", "layer", "head", "position"],
+            pos_cols,
+        )
+        < TOL
+    )
 
     # length bins from the dataset's length quantiles
     edges = np.asarray(res.params["length_bin_edges"])
     lb = ref.assign(length_bin=np.searchsorted(edges[1:-1], ref["length"], side="right"))
     g = lb.groupby(["layer", "head", "position", "length_bin"])
     plr = g["logfold"].mean().rename("logfold_mean").to_frame().join(g.size().rename("n")).reset_index()
-    assert _max_err(t["attention_by_position_length"], plr, ["layer", "head", "position", "length_bin"], ["logfold_mean", "n"]) < TOL
+    assert (
+        _max_err(
+            t["attention_by_position_length"],
+            plr,
+            ["layer", "head", "position", "length_bin"],
+            ["logfold_mean", "n"],
+        )
+        < TOL
+    )
 
     # per cell head output norms and head_norms summaries
-    cell = ref.groupby(["cell", "layer", "head"]).agg(head_out=("head_out", "mean"), fnorm=("fnorm", "mean")).reset_index()
+    cell = (
+        ref.groupby(["cell", "layer", "head"])
+        .agg(head_out=("head_out", "mean"), fnorm=("fnorm", "mean"))
+        .reset_index()
+    )
     cell["recv_first"] = ref[ref["position"] == 0].set_index(["cell", "layer", "head"])["recv"].to_numpy()
     cell["cell_id"] = [f"cell{c}" for c in cell["cell"]]
     assert _max_err(t["cell_head"], cell, ["cell_id", "layer", "head"], ["head_out", "recv_first"]) < TOL
@@ -77,7 +110,15 @@ def test_tables_match_eager(setup, method):
         head_out_mean=("head_out", "mean"), head_out_sd=("head_out", "std"), share_mean=("share", "mean"),
         share_sd=("share", "std"), fnorm_mean=("fnorm", "mean"), n_cells=("cell", "size"),
     ).reset_index()  # fmt: skip
-    assert _max_err(t["head_norms"], hn, ["layer", "head"], ["head_out_mean", "head_out_sd", "share_mean", "share_sd", "fnorm_mean", "n_cells"]) < TOL
+    assert (
+        _max_err(
+            t["head_norms"],
+            hn,
+            ["layer", "head"],
+            ["head_out_mean", "head_out_sd", "share_mean", "share_sd", "fnorm_mean", "n_cells"],
+        )
+        < TOL
+    )
 
     # token store: log fold per token, cells in dataset order
     store = res.token_logfold["pt"]
@@ -108,7 +149,9 @@ def test_batching_order_invariant(setup):
 def test_models_vocab_save_load(setup, vocab, tmp_path):
     model, ds, _ = setup
     ft = tiny_model(1, classifier=True)
-    res = extract({"pretrained": model, "finetuned": ft}, ds, vocab, out=tmp_path / "att", batch_size=4, device="cpu")
+    res = extract(
+        {"pretrained": model, "finetuned": ft}, ds, vocab, out=tmp_path / "att", batch_size=4, device="cpu"
+    )
     g = res.tables["attention_by_gene"]
     assert set(g["model"]) == {"pretrained", "finetuned"}
     row = g[g["token_id"] == 4].iloc[0]
@@ -154,3 +197,9 @@ def test_errors(model, tokens):
         extract({"m": model}, "/nonexistent/tokens")
     with pytest.raises(InputError):
         extract({"m": model}, tiny_tokens(2, max_len=30).map(lambda r: {"input_ids": r["input_ids"] * 3}))
+
+
+def test_vocab_mismatch(model):
+    ds = tiny_tokens(3).map(lambda r: {"input_ids": [*r["input_ids"], 45]})
+    with pytest.raises(InputError, match="vocabulary size"):
+        extract({"m": model}, ds, device="cpu")

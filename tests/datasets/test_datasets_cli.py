@@ -12,8 +12,20 @@ from geneattn.io import validate_canonical
 def test_simulate_then_inspect(tmp_path):
     out = tmp_path / "sim" / "nutlin.h5ad"
     runner = CliRunner()
-    res = runner.invoke(app, ["simulate", "--out", str(out), "--seed", "3", "--cells-per-dose", "12",
-                              "--n-background-genes", "50"])
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--cells-per-dose",
+            "12",
+            "--n-background-genes",
+            "50",
+        ],
+    )
     assert res.exit_code == 0, res.output
     adata = ad.read_h5ad(out)
     validate_canonical(adata)

@@ -33,9 +33,11 @@ def geneformer_names(shared_dir):
 
 def test_curated_ids_agree_with_geneformer(geneformer_names):
     cur = curated_genes()
-    wrong = {s: (e, geneformer_names.get(_RENAMED.get(s, s)))
-             for s, e in zip(cur["symbol"], cur["ensembl_id"], strict=True)
-             if geneformer_names.get(_RENAMED.get(s, s)) != e}
+    wrong = {
+        s: (e, geneformer_names.get(_RENAMED.get(s, s)))
+        for s, e in zip(cur["symbol"], cur["ensembl_id"], strict=True)
+        if geneformer_names.get(_RENAMED.get(s, s)) != e
+    }
     assert not wrong
 
 

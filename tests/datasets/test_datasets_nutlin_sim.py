@@ -36,7 +36,8 @@ def test_canonical_contract_and_default_size(sim):
     assert 300 <= sim.obs["n_genes"].median() <= 600
     assert sim.var["ensembl_id"].is_unique and sim.var["ensembl_id"].str.match(r"^ENSG\d{11}$").all()
     assert canonicalize(sim, classes=["0.1", "0.5", "5", "10"]).n_obs == sum(
-        DEFAULT_CELLS_PER_DOSE[d] for d in ("0.1", "0.5", "5", "10"))
+        DEFAULT_CELLS_PER_DOSE[d] for d in ("0.1", "0.5", "5", "10")
+    )
 
 
 def test_ground_truth_columns(sim):
@@ -45,7 +46,9 @@ def test_ground_truth_columns(sim):
     assert (var.loc[var["direction"] == "up", "lfc_max"] > 0).all()
     assert (var.loc[var["direction"] == "down", "lfc_max"] < 0).all()
     assert (var.loc[~var["planted"], "lfc_max"] == 0).all()
-    assert {"MDM2", "CDKN1A", "TP53I3", "FDXR", "LINC01021", "SESN1", "RRM2B"} <= set(var.index[var["direction"] == "up"])
+    assert {"MDM2", "CDKN1A", "TP53I3", "FDXR", "LINC01021", "SESN1", "RRM2B"} <= set(
+        var.index[var["direction"] == "up"]
+    )
     # the observed log2FC at token 10 (5.05 for MDM2) is the Hill curve at 10
     assert var.loc["MDM2", "lfc_max"] * _hill(10.0, 2.0, 1.2) == pytest.approx(5.05)
     assert not var.loc[["NEAT1", "MALAT1"], "planted"].any()
@@ -55,13 +58,16 @@ def test_planted_genes_move_in_their_direction_at_dose_10(sim):
     norm = sim.X.multiply(1e4 / sim.obs["n_counts"].to_numpy()[:, None]).tocsc()
     hi = (sim.obs["label"] == "10").to_numpy()
     lo = (sim.obs["label"] == "0").to_numpy()
-    lfc = np.log2((np.asarray(norm[hi].mean(axis=0)).ravel() + 1e-3) / (np.asarray(norm[lo].mean(axis=0)).ravel() + 1e-3))
+    mean_hi = np.asarray(norm[hi].mean(axis=0)).ravel()
+    mean_lo = np.asarray(norm[lo].mean(axis=0)).ravel()
+    lfc = np.log2((mean_hi + 1e-3) / (mean_lo + 1e-3))
     direction = sim.var["direction"].to_numpy()
     assert (lfc[direction == "up"] > 0).all()
     assert (lfc[direction == "down"] < 0).all()
     assert lfc[sim.var_names == "MDM2"][0] > 3
-    # few unplanted genes move by more than 2-fold (depth/composition only)
-    assert np.mean(np.abs(lfc[direction == "none"]) > 1) < 0.05
+    # expressed unplanted genes (>= ~0.5 UMI per cell) rarely move by 2-fold (depth/composition only)
+    expressed = (direction == "none") & (mean_lo > 2.0)
+    assert expressed.sum() > 300 and np.mean(np.abs(lfc[expressed]) > 1) < 0.02
 
 
 def test_population_means_follow_the_planted_hill_curves(big):
@@ -82,7 +88,10 @@ def test_proliferating_fraction_shrinks_with_dose(big):
     # cell-cycle genes are higher in proliferating cells of the same dose
     vehicle = big[big.obs["label"] == "0"]
     top2a = vehicle[:, "TOP2A"].X.toarray().ravel()
-    assert top2a[vehicle.obs["proliferating"].to_numpy()].mean() > 4 * top2a[~vehicle.obs["proliferating"].to_numpy()].mean()
+    assert (
+        top2a[vehicle.obs["proliferating"].to_numpy()].mean()
+        > 4 * top2a[~vehicle.obs["proliferating"].to_numpy()].mean()
+    )
 
 
 def test_mdm2_bimodal_in_vehicle_and_top_ranked_at_high_dose(sim):

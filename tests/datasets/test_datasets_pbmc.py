@@ -22,6 +22,6 @@ def test_pbmc68k_counts_labels_and_ids():
     assert a.X.max() == 259
     assert (a.obs["n_counts"].to_numpy() > np.asarray(a.X.sum(axis=1)).ravel()).all()
     assert a.var["ensembl_mapped"].mean() > 0.9
-    assert a.var.loc["CD14", "ensembl_id"] == "ENSG00000170458"
+    assert a.var.loc["HES4", "ensembl_id"] == "ENSG00000188290"
     unmapped = a.var.loc[~a.var["ensembl_mapped"]]
     assert (unmapped["ensembl_id"] == unmapped.index).all()

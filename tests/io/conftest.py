@@ -30,7 +30,14 @@ def scperturb_adata(seed: int = 0) -> AnnData:
     for drug in ("Nutlin", "Dex"):
         for i, dose in enumerate(DOSES):
             for well in (f"A{'ABCDE'[i]}{4:02d}", f"B{'ABCDE'[i]}{8:02d}"):  # col 04 -> rep1, col 08 -> rep2
-                rows += [{"perturbation": drug, "dose_value": dose, "well": well, "top_oligo": f"{drug}_{dose}_{well}"}] * 6
+                rows += [
+                    {
+                        "perturbation": drug,
+                        "dose_value": dose,
+                        "well": well,
+                        "top_oligo": f"{drug}_{dose}_{well}",
+                    }
+                ] * 6
     rows += [{"perturbation": "control", "dose_value": np.nan, "well": np.nan, "top_oligo": np.nan}] * 7
     obs = pd.DataFrame(rows)
     obs.index = [f"cell{i}" for i in range(len(obs))]
@@ -41,7 +48,9 @@ def scperturb_adata(seed: int = 0) -> AnnData:
     obs["ncounts"] = np.asarray(X.sum(axis=1)).ravel()
     obs["ngenes"] = np.diff(X.indptr)
     obs["cell_line"] = "A549"
-    var = pd.DataFrame({"ensembl_id": [*IDS, IDS[3]], "ncounts": np.asarray(X.sum(axis=0)).ravel()}, index=genes)
+    var = pd.DataFrame(
+        {"ensembl_id": [*IDS, IDS[3]], "ncounts": np.asarray(X.sum(axis=0)).ravel()}, index=genes
+    )
     var.index.name = "gene_symbol"
     return AnnData(X=X, obs=obs, var=var)
 
@@ -68,8 +77,14 @@ def kaggle_adata(seed: int = 1) -> AnnData:
         return AnnData(X=X, obs=obs, var=var)
 
 
-def sha256(path: Path) -> str:
+def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def sha256():
+    """Hash of a file's bytes (to show that reading never modifies the input)."""
+    return _sha256
 
 
 @pytest.fixture

@@ -19,10 +19,14 @@ def make(n_cells: int = 40, seed: int = 0, **obs) -> AnnData:
     X = rng.poisson(1.5, size=(n_cells, 12)).astype(np.float64)
     X[:, 0] += 1
     cell_type = np.array(["B", "T", "NK", "T"] * (n_cells // 4))
-    var = pd.DataFrame({"gene_ids": [f"ENSG{i:011d}.{i % 4 + 1}" for i in range(12)]},
-                       index=[f"GENE{i}" for i in range(12)])
-    return AnnData(X=X, obs=pd.DataFrame({"cell_type": cell_type, **obs}, index=[f"c{i}" for i in range(n_cells)]),
-                   var=var)
+    var = pd.DataFrame(
+        {"gene_ids": [f"ENSG{i:011d}.{i % 4 + 1}" for i in range(12)]}, index=[f"GENE{i}" for i in range(12)]
+    )
+    return AnnData(
+        X=X,
+        obs=pd.DataFrame({"cell_type": cell_type, **obs}, index=[f"c{i}" for i in range(n_cells)]),
+        var=var,
+    )
 
 
 def test_generic_canonical_output():
@@ -107,8 +111,9 @@ def test_duplicated_gene_ids():
 
 def test_ensembl_ids_as_var_names_with_symbol_column():
     a = make()
-    a.var = pd.DataFrame({"gene_symbols": ["A", "B", "A", *[f"S{i}" for i in range(9)]]},
-                         index=a.var["gene_ids"].to_numpy())
+    a.var = pd.DataFrame(
+        {"gene_symbols": ["A", "B", "A", *[f"S{i}" for i in range(9)]]}, index=a.var["gene_ids"].to_numpy()
+    )
     out = canonicalize(a, label_key="cell_type")
     assert list(out.var_names[:3]) == ["A", "B", "A-1"]
     assert out.var["ensembl_id"].iloc[2] == "ENSG00000000002"

@@ -49,7 +49,9 @@ def test_unknown_and_missing_classes():
         parse_groups(3)
 
 
-@pytest.mark.parametrize(("raw", "norm"), [("10.0", "10"), ("0.10", "0.1"), (0, "0"), ("1e-1", "0.1"), (" DMSO ", "DMSO")])
+@pytest.mark.parametrize(
+    ("raw", "norm"), [("10.0", "10"), ("0.10", "0.1"), (0, "0"), ("1e-1", "0.1"), (" DMSO ", "DMSO")]
+)
 def test_normalize_dose(raw, norm):
     assert normalize_dose(raw) == norm
 

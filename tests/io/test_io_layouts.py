@@ -18,8 +18,16 @@ def test_detect_layout(scperturb, kaggle):
 
 @pytest.mark.parametrize(
     ("well", "rep", "plate"),
-    [("AA01", "rep1", "A"), ("AB04", "rep1", "A"), ("BC05", "rep2", "B"), ("AH11", "rep2", "A"),
-     ("BA09", "rep3", "B"), ("AD12", "rep3", "A"), ("E09", "rep3", "E"), ("nonsense", None, None)],
+    [
+        ("AA01", "rep1", "A"),
+        ("AB04", "rep1", "A"),
+        ("BC05", "rep2", "B"),
+        ("AH11", "rep2", "A"),
+        ("BA09", "rep3", "B"),
+        ("AD12", "rep3", "A"),
+        ("E09", "rep3", "E"),
+        ("nonsense", None, None),
+    ],
 )
 def test_replicate_and_plate_from_well(well, rep, plate):
     assert replicate_from_well(well) == rep
@@ -45,8 +53,13 @@ def test_scperturb_selects_nutlin_doses_and_never_the_unhashed_controls(scpertur
 
 
 def test_scperturb_dose_classes_subset_and_groups(scperturb):
-    out = canonicalize(scperturb, perturbation="Nutlin", classes=["0.1", "0.5", "5", "10"],
-                       groups="low=0.1,0.5;high=5,10", min_cells_per_class=5)
+    out = canonicalize(
+        scperturb,
+        perturbation="Nutlin",
+        classes=["0.1", "0.5", "5", "10"],
+        groups="low=0.1,0.5;high=5,10",
+        min_cells_per_class=5,
+    )
     assert list(out.obs["label"].cat.categories) == ["0.1", "0.5", "5", "10"]
     assert (out.obs["label"] != "0").all()
     assert list(out.obs["group"].cat.categories) == ["low", "high"]

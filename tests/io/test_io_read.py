@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import sha256
 
 from geneattn.errors import InputError
 from geneattn.io import canonicalize, load, read_h5ad
@@ -42,14 +41,15 @@ def test_hdf5_that_is_not_anndata(tmp_path):
         read_h5ad(path)
 
 
-def test_backed_read_and_load_leave_the_file_untouched(scperturb_file, scperturb):
+def test_backed_read_and_load_leave_the_file_untouched(scperturb_file, scperturb, sha256):
     before = sha256(scperturb_file)
     backed = read_h5ad(scperturb_file, backed=True)
     assert backed.isbacked and backed.shape == scperturb.shape
     backed.file.close()
     got = load(scperturb_file, perturbation="Nutlin", classes=["0.1", "10"], min_cells_per_class=5)
-    in_memory = canonicalize(read_h5ad(scperturb_file), perturbation="Nutlin", classes=["0.1", "10"],
-                             min_cells_per_class=5)
+    in_memory = canonicalize(
+        read_h5ad(scperturb_file), perturbation="Nutlin", classes=["0.1", "10"], min_cells_per_class=5
+    )
     assert sha256(scperturb_file) == before
     assert (got.X != in_memory.X).nnz == 0
     assert got.obs_names.equals(in_memory.obs_names) and got.var_names.equals(in_memory.var_names)

@@ -97,5 +97,7 @@ def test_chunks_never_read_more_than_chunk_size_rows():
 
 
 def test_validate_canonical_names_the_violation(counts):
-    with pytest.raises(InputError, match=r"var\['ensembl_id'\] is missing.*obs\['label'\] must be categorical"):
+    with pytest.raises(
+        InputError, match=r"var\['ensembl_id'\] is missing.*obs\['label'\] must be categorical"
+    ):
         validate_canonical(counts)

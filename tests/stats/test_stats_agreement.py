@@ -56,7 +56,9 @@ def test_agreement_table_planted_vs_null():
     good = pd.Series(rng.normal(size=200) + 3 * planted, index=genes)
     null = pd.Series(rng.normal(size=200), index=genes)
     partial = good.iloc[:50]  # unscored genes rank last
-    t = ag.agreement({"good": good, "null": null, "partial": partial}, de_s, planted=planted, k=10, markers=("g0",))
+    t = ag.agreement(
+        {"good": good, "null": null, "partial": partial}, de_s, planted=planted, k=10, markers=("g0",)
+    )
     t = t.set_index("score")
     assert t.loc["good", "auroc_planted"] > 0.95 and t.loc["good", "hypergeom_p"] < 1e-6
     assert 0.3 < t.loc["null", "auroc_planted"] < 0.7 and t.loc["null", "hypergeom_p"] > 0.01
@@ -66,7 +68,9 @@ def test_agreement_table_planted_vs_null():
 
 
 def test_de_gene_score():
-    de = pd.DataFrame({"group": ["a", "a", "b", "b"], "gene": ["x", "y", "x", "y"], "score": [1.0, -3.0, 2.0, 0.5]})
+    de = pd.DataFrame(
+        {"group": ["a", "a", "b", "b"], "gene": ["x", "y", "x", "y"], "score": [1.0, -3.0, 2.0, 0.5]}
+    )
     s = ag.de_gene_score(de)
     assert s["x"] == 2.0 and s["y"] == 3.0
     assert ag.de_gene_score(de, group="a")["y"] == -3.0

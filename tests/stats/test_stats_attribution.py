@@ -13,9 +13,19 @@ VOCAB, MASK, PLANT = 40, 1, 7
 
 def _tiny(seed=0):
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                     max_position_embeddings=64, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                     label2id={"neg": 0, "pos": 1}, id2label={0: "neg", 1: "pos"})
+    cfg = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        label2id={"neg": 0, "pos": 1},
+        id2label={0: "neg", 1: "pos"},
+    )
     return BertForSequenceClassification(cfg).eval()
 
 
@@ -38,11 +48,11 @@ def _cells(n=40, seed=0, plant=True):
 def trained():
     """Tiny BERT trained briefly to detect token PLANT (label 'pos')."""
     model = _tiny(1).train()
-    cells = _cells(64, seed=1)
-    y = torch.tensor([1 if lab == "pos" else 0 for lab in cells.labels])
-    ids, mask = at._pad(cells.input_ids, 0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(60):
+    for step in range(120):  # fresh cells every step: learn the rule, not the examples
+        cells = _cells(32, seed=100 + step)
+        y = torch.tensor([1 if lab == "pos" else 0 for lab in cells.labels])
+        ids, mask = at._pad(cells.input_ids, 0)
         loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, y)
         opt.zero_grad()
         loss.backward()
@@ -54,9 +64,6 @@ def test_rollout_vs_naive_full_matrix():
     model, cells = _tiny(), _cells(5, plant=False)
     res = at.rollout(model, cells, batch_size=2)
     c = cells.input_ids[3]
-    with torch.no_grad():
-        att = model(input_ids=torch.tensor(c)[None], output_attentions=True, attn_implementation="eager").attentions \
-            if False else None  # noqa: E501
     model.set_attn_implementation("eager")
     with torch.no_grad():
         att = model(input_ids=torch.tensor(c)[None], output_attentions=True).attentions
@@ -89,7 +96,9 @@ def test_grad_input_padding_invariant_and_naive():
 def test_integrated_gradients_completeness():
     model, cells = _tiny(), _cells(4)
     tg = at.targets_for(model, cells)
-    res, delta = at.integrated_gradients(model, cells, tg, mask_id=MASK, n_steps=32, return_delta=True, batch_size=2)
+    res, delta = at.integrated_gradients(
+        model, cells, tg, mask_id=MASK, n_steps=32, return_delta=True, batch_size=2
+    )
     assert np.all(np.abs(delta) < 0.02)
     assert res.values.shape == (cells.offsets[-1],)
 
@@ -125,10 +134,15 @@ def test_planted_token_found_by_baselines(trained):
             # attributions are signed towards the target class: use |score| for "importance"
             scores[(ts.method, "residual" if resid else "raw")] = g.set_index("gene")["score_mean"].abs()
         secs[ts.method] = ts.seconds_per_cell
-    t = at.compare_methods(scores, planted=planted, seconds_per_cell=secs, n_cells={m: 24 for m in secs},
-                           de_score=planted.astype(float))
+    t = at.compare_methods(
+        scores,
+        planted=planted,
+        seconds_per_cell=secs,
+        n_cells={m: 24 for m in secs},
+        de_score=planted.astype(float),
+    )
     assert list(t.columns) == at.METHODS_COLUMNS
     r = t.set_index(["method", "score_type"])
-    for m in ("integrated_gradients", "deletion_prob"):
+    for m in ("integrated_gradients", "deletion_prob", "grad_input", "rollout"):
         assert r.loc[(m, "raw"), "auroc_planted"] == pytest.approx(1.0)
     assert (t.seconds_per_cell > 0).all()

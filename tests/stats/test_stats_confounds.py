@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_store
+from _stats_synth import make_store
 
 from geneattn.stats import confounds as cf
 
@@ -57,11 +57,32 @@ def test_residual_from_tables_agrees(store_and_planted):
             lf = s.logfold[:, layer, head].astype(float)
             e, n = cf.position_expectation(lf, pos, tbin)
             p_i, b_i = np.nonzero(n)
-            e_rows.append(pd.DataFrame({"model": "m", "layer": layer, "head": head, "position": p_i, "length_bin": b_i,
-                                        "n": n[p_i, b_i], "logfold_mean": e[p_i, b_i]}))
+            e_rows.append(
+                pd.DataFrame(
+                    {
+                        "model": "m",
+                        "layer": layer,
+                        "head": head,
+                        "position": p_i,
+                        "length_bin": b_i,
+                        "n": n[p_i, b_i],
+                        "logfold_mean": e[p_i, b_i],
+                    }
+                )
+            )
             gm = cf.gene_means(lf, s.token_ids)
-            g_rows.append(pd.DataFrame({"model": "m", "layer": layer, "head": head, "token_id": gm.token_id,
-                                        "label": "__all__", "logfold_mean": gm["mean"]}))
+            g_rows.append(
+                pd.DataFrame(
+                    {
+                        "model": "m",
+                        "layer": layer,
+                        "head": head,
+                        "token_id": gm.token_id,
+                        "label": "__all__",
+                        "logfold_mean": gm["mean"],
+                    }
+                )
+            )
     t = cf.residual_from_tables(pd.concat(g_rows), pd.concat(e_rows), s.offsets, s.token_ids, bins, model="m")
     gs = cf.gene_scores(s, cell_bins=bins, mean_heads=False)
     m = t.merge(gs, on=["layer", "head", "token_id"], suffixes=("_t", "_s"))
@@ -93,4 +114,7 @@ def test_confounds_table_residual_recovers_planted():
     assert r.loc["residual", "auroc_planted"] > 0.95
     assert r.loc["residual", "auroc_planted"] > r.loc["fold", "auroc_planted"]
     # raw/fold agreement with a rank-driven DE score is positional; residual removes it
-    assert r.loc["fold", "spearman_vs_de"] > 0.5 and abs(r.loc["residual", "spearman_vs_de"]) < r.loc["fold", "spearman_vs_de"]
+    assert (
+        r.loc["fold", "spearman_vs_de"] > 0.5
+        and abs(r.loc["residual", "spearman_vs_de"]) < r.loc["fold", "spearman_vs_de"]
+    )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_counts
+from _stats_synth import make_counts
 from scipy import stats
 
 from geneattn.errors import InputError

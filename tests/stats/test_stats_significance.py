@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_store
+from _stats_synth import make_store
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -24,7 +24,9 @@ def test_holm_bh_vs_statsmodels():
 def test_sign_flip_exact_vs_scipy_and_bruteforce(seed):
     d = np.random.default_rng(seed).normal(0.4, 1, size=9)
     t, p = sg.sign_flip_test(d)
-    ref = stats.permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples", n_resamples=np.inf)
+    ref = stats.permutation_test(
+        (d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples", n_resamples=np.inf
+    )
     assert t == pytest.approx(d.mean())
     assert p == pytest.approx(ref.pvalue)
     # brute force over all sign vectors
@@ -89,7 +91,15 @@ def test_class_test_planted_and_shuffled_null():
     n_cells = 120
     labels = np.repeat(["0", "1", "2"], n_cells // 3)
     units = np.array([f"w{i % 8}" for i in range(n_cells)])
-    s, planted = make_store(n_cells=n_cells, n_genes=220, n_planted=8, seed=11, labels=labels, class_effect=0.6, len_range=(120, 200))
+    s, planted = make_store(
+        n_cells=n_cells,
+        n_genes=220,
+        n_planted=8,
+        seed=11,
+        labels=labels,
+        class_effect=0.6,
+        len_range=(120, 200),
+    )
     res = sg.class_test(s, labels, units=units, heads=[("0", "0")], min_units=6)
     assert res.n.max() == 24  # 3 classes x 8 wells
     hits = set(res.loc[res.pval_adj < 0.05, "token_id"])
@@ -122,3 +132,36 @@ def test_bootstrap_change_by_rank():
     assert r.loc[5, "ref_mean"] == pytest.approx(per_cell.mean())
     res2 = sg.bootstrap_change_by_rank(pt, ft, bins=[0, 5, 20, 50], n_boot=100, seed=0)
     pd.testing.assert_frame_equal(res, res2)
+
+
+def test_kruskal_permutation_vs_bruteforce():
+    import itertools
+
+    vals = np.array([0.1, 0.5, 0.3, 1.2, 0.9, 2.0, 1.7])
+    labs = np.array(["a", "a", "b", "b", "c", "c", "c"])
+    classes, codes, n_k = np.unique(labs, return_inverse=True, return_counts=True)
+    ranks = stats.rankdata(vals)
+    h = sg._kw_h(ranks, codes, n_k)
+    assert h == pytest.approx(stats.kruskal(*[vals[labs == c] for c in classes]).statistic)
+    # exact: all distinct relabellings
+    perms = {tuple(codes[list(p)]) for p in itertools.permutations(range(len(codes)))}
+    exact = np.mean([sg._kw_h(ranks, np.array(p), n_k) >= h - 1e-9 for p in perms])
+    _, p, eff, meth = sg._class_p(vals, labs, n_perm=4999, min_asymptotic=5, rng=np.random.default_rng(0))
+    assert meth == "kruskal_permutation" and p == pytest.approx(exact, abs=0.02)
+    _, p2, _, meth2 = sg._class_p(vals, labs, n_perm=0, min_asymptotic=5, rng=np.random.default_rng(0))
+    assert meth2 == "kruskal" and p2 == pytest.approx(
+        stats.kruskal(*[vals[labs == c] for c in classes]).pvalue
+    )
+
+
+def test_class_test_small_units_calibrated():
+    """Few wells per class (2-3): permutation p-values stay uniform under shuffled labels."""
+    n_cells = 96
+    labels = np.repeat(["0", "1", "5", "10"], n_cells // 4)
+    units = np.array([f"w{i % 3}" for i in range(n_cells)])
+    s0, _ = make_store(n_cells=n_cells, n_genes=240, n_planted=0, seed=13, len_range=(180, 230))
+    cal = sg.null_calibration(
+        s0, labels, units=units, seed=1, heads=[("0", "0")], min_units=8, n_perm=199, ks_min_units=8
+    )
+    assert cal["n_tests"] >= 200
+    assert cal["ks_pvalue"] > 0.01 and cal["n_fdr_0.05"] == 0

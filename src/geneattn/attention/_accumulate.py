@@ -59,22 +59,40 @@ class ModelAccumulator:
         self.position_length = RunningStats.zeros(n_length_bins * max_len, lh, device)
         self.head = RunningStats.zeros(1, 3 * lh, device)  # head_out, share, fnorm (cell means)
         self.cells: list[dict[str, np.ndarray]] = []
-        self._layers: list[TokenStats | None] = [None] * n_layers
+        self._seen = [False] * n_layers
+
+    def begin(self, valid: torch.Tensor) -> None:
+        """Start a batch with token mask ``valid`` ``[B, L]`` (call before the forward pass)."""
+        self._valid = valid
+        self._n_c = valid.sum(1).float()  # [B]
+        n_tok = int(valid.sum())
+        self._tok = torch.empty(n_tok, len(TOKEN_STATS), self.n_layers, self.n_heads, device=valid.device)
+        self._cell = torch.empty(valid.shape[0], 3, self.n_layers, self.n_heads, device=valid.device)
+        self._seen = [False] * self.n_layers
 
     def sink(self, layer: int, stats: TokenStats) -> None:
-        """Receiver for `interface.collecting`: keep the layer's ``[B, H, L]`` statistics until `update`."""
-        self._layers[layer] = stats
+        """Receiver for `interface.collecting`: reduce one layer's ``[B, H, L]`` statistics to the batch buffers."""
+        valid, n_c = self._valid, self._n_c[:, None, None]
+        logfold = stats.logcol
+        fold = logfold.exp()
+        recv = fold / n_c
+        vals = torch.stack(
+            [recv, fold, logfold, recv * stats.fnorm, stats.fnorm, stats.first], -1
+        )  # [B, H, L, S]
+        self._tok[:, :, layer, :] = vals.permute(0, 2, 3, 1)[valid]  # [N, S, H]
+        vq = valid[:, None, :].float()
+        self._cell[:, 0, layer] = (stats.head_out * vq).sum(-1) / n_c[..., 0]  # mean over valid tokens
+        self._cell[:, 1, layer] = (stats.fnorm * vq).sum(-1) / n_c[..., 0]
+        self._cell[:, 2, layer] = recv[:, :, 0]  # a_0: attention received by the first token
+        self._seen[layer] = True
 
     def update(
-        self, valid: torch.Tensor, gene_idx: torch.Tensor, class_idx: torch.Tensor, bin_idx: torch.Tensor,
-        cell_rows: np.ndarray,
-    ) -> torch.Tensor:  # fmt: skip
-        """Fold the batch whose layer statistics the sink received.
+        self, gene_idx: torch.Tensor, class_idx: torch.Tensor, bin_idx: torch.Tensor, cell_rows: np.ndarray
+    ) -> torch.Tensor:
+        """Fold the batch started with `begin` whose layer statistics the sink received.
 
         Parameters
         ----------
-        valid
-            ``[B, L]`` bool token mask.
         gene_idx
             ``[B, L]`` long compact gene index (anything at padding).
         class_idx, bin_idx
@@ -86,46 +104,36 @@ class ModelAccumulator:
         -------
         ``[N_valid, n_layers, n_heads]`` float32 log fold of the valid tokens (cell-major), for the token store.
         """
-        if any(s is None for s in self._layers):
+        if not all(self._seen):
             msg = "not every layer reported statistics (is the model using geneattn_stats attention?)"
             raise RuntimeError(msg)
+        valid = self._valid
         bsz, length = valid.shape
-        nl, nh = self.n_layers, self.n_heads
-        stack = {f: torch.stack([getattr(s, f) for s in self._layers], 1) for f in TokenStats.__dataclass_fields__}
-        self._layers = [None] * nl
-        n_c = valid.sum(1).double()  # [B]
-        logfold = stack["logcol"].double()  # [B, nl, H, L]
-        fold = logfold.exp()
-        recv = fold / n_c[:, None, None, None]
-        norm = recv * stack["fnorm"].double()
-        values = torch.stack([recv, fold, logfold, norm, stack["fnorm"].double(), stack["first"].double()], 1)
-        # [B, S, nl, H, L] -> tokens [N, S * nl * H]
-        tok = values.permute(0, 4, 1, 2, 3)[valid].reshape(-1, len(TOKEN_STATS) * nl * nh)
+        lh = self.n_layers * self.n_heads
+        tok = self._tok.reshape(-1, len(TOKEN_STATS) * lh)
         pos = torch.arange(length, device=valid.device).expand(bsz, length)[valid]
         cls = class_idx[:, None].expand(bsz, length)[valid]
-        self.gene.update(cls * self.n_genes + gene_idx[valid], tok)
-        self.gene_rank.update(cls * self.n_genes + gene_idx[valid], pos[:, None].double())
+        gene_row = cls * self.n_genes + gene_idx[valid]
+        self.gene.update(gene_row, tok)
+        self.gene_rank.update(gene_row, pos[:, None].double())
         self.position.update(cls * self.max_len + pos, tok)
-        lf = tok[:, 2 * nl * nh : 3 * nl * nh]
-        self.position_length.update(bin_idx[:, None].expand(bsz, length)[valid] * self.max_len + pos, lf)
-        self._update_cells(stack, valid, n_c, cell_rows)
-        return lf.reshape(-1, nl, nh).float()
-
-    def _update_cells(self, stack: dict, valid: torch.Tensor, n_c: torch.Tensor, cell_rows: np.ndarray) -> None:
-        vq = valid[:, None, None, :].double()
-        head_out = (stack["head_out"].double() * vq).sum(-1) / n_c[:, None, None]  # [B, nl, H]
-        fnorm = (stack["fnorm"].double() * vq).sum(-1) / n_c[:, None, None]
+        lf = self._tok[:, 2]  # [N, nl, H]
+        self.position_length.update(
+            bin_idx[:, None].expand(bsz, length)[valid] * self.max_len + pos, lf.reshape(-1, lh)
+        )
+        head_out = self._cell[:, 0].double()
         share = head_out / head_out.sum(-1, keepdim=True).clamp_min(1e-300)
-        recv_first = stack["logcol"][..., 0].double().exp() / n_c[:, None, None]
-        per_cell = torch.stack([head_out, share, fnorm], 1).reshape(head_out.shape[0], -1)
-        self.head.update(torch.zeros(per_cell.shape[0], dtype=torch.long, device=per_cell.device), per_cell)
+        per_cell = torch.stack([head_out, share, self._cell[:, 1].double()], 1).reshape(bsz, -1)
+        self.head.update(torch.zeros(bsz, dtype=torch.long, device=valid.device), per_cell)
         self.cells.append(
             {
                 "row": cell_rows,
-                "head_out": head_out.float().cpu().numpy(),
-                "recv_first": recv_first.float().cpu().numpy(),
+                "head_out": self._cell[:, 0].cpu().numpy(),
+                "recv_first": self._cell[:, 2].cpu().numpy(),
             }
         )
+        self._seen = [False] * self.n_layers
+        return lf
 
     def all_reduce(self) -> None:
         """Combine accumulators across ``torch.distributed`` processes (no-op when not initialised)."""
@@ -259,7 +267,9 @@ def cell_table(
 ) -> pd.DataFrame:
     """``cell_head``: one row per (cell, layer, head), cells in dataset order."""
     if not acc.cells:
-        return pd.DataFrame(columns=["model", "cell_id", "label", "length", "layer", "head", "head_out", "recv_first"])
+        return pd.DataFrame(
+            columns=["model", "cell_id", "label", "length", "layer", "head", "head_out", "recv_first"]
+        )
     rows = np.concatenate([c["row"] for c in acc.cells])
     order = np.argsort(rows, kind="stable")
     rows = rows[order]

@@ -33,10 +33,10 @@ logger = logging.getLogger(__name__)
 def load_model(path: str | os.PathLike[str], vocab: Any = None) -> torch.nn.Module:
     """Load a local BERT checkpoint (``geneattn.models.load`` when available; never downloads)."""
     try:
-        from ..models import load as gload
+        from .. import models
 
-        load_fn = getattr(gload, "load", None)
-    except ImportError:  # pragma: no cover - models package not built
+        load_fn = models.load
+    except (ImportError, AttributeError):  # pragma: no cover - models package not built
         load_fn = None
     if load_fn is not None:
         return load_fn(path, vocab=vocab)
@@ -151,14 +151,19 @@ def extract(
         raise InputError(f"model names must be non-empty and contain no '/': {names}")
     loaded = {n: (load_model(m, vocab) if isinstance(m, str | os.PathLike) else m) for n, m in models.items()}
 
-    ids_col = ds.data.column("input_ids") if not getattr(ds, "_indices", None) else ds.flatten_indices().data.column("input_ids")
+    ids_col = (
+        ds.data.column("input_ids")
+        if not getattr(ds, "_indices", None)
+        else ds.flatten_indices().data.column("input_ids")
+    )
     import pyarrow.compute as pc
 
     lengths = pc.list_value_length(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
     n_cells = len(lengths)
     if n_cells == 0 or lengths.min() < 1:
         raise InputError("the token dataset is empty or has cells without tokens")
-    flat = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
+    # token ids of all cells, 4 bytes per token (the token index of the store needs them anyway)
+    flat = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int32)
     gene_tokens = np.unique(flat)
     lut = np.full(int(gene_tokens.max()) + 1, -1, dtype=np.int64)
     lut[gene_tokens] = np.arange(len(gene_tokens))
@@ -182,7 +187,14 @@ def extract(
     for n, m in loaded.items():
         layers = encoder_layers(m)
         if m.config.max_position_embeddings < max_len:
-            raise InputError(f"model {n!r} takes at most {m.config.max_position_embeddings} tokens; cells have {max_len}")
+            raise InputError(
+                f"model {n!r} takes at most {m.config.max_position_embeddings} tokens; cells have {max_len}"
+            )
+        if int(gene_tokens.max()) >= m.config.vocab_size:
+            raise InputError(
+                f"token id {int(gene_tokens.max())} >= vocabulary size {m.config.vocab_size} of model {n!r}: "
+                "tokens and model use different vocabularies"
+            )
         shapes[n] = (len(layers), layers[0].attention.self.num_attention_heads)
         m.eval().to(dev)
     accs = {
@@ -212,9 +224,10 @@ def extract(
         for name, model in loaded.items():
             acc = accs[name]
             with torch.inference_mode(), collecting(model, acc.sink, method=method):
+                acc.begin(valid)
                 base = getattr(model, getattr(model, "base_model_prefix", "bert"), model)
                 base(input_ids=input_ids, attention_mask=valid.long())
-                lf = acc.update(valid, g_t, c_t, b_t, rows)
+                lf = acc.update(g_t, c_t, b_t, rows)
             if name in store:
                 lf = lf.cpu().numpy()
                 pos = 0
@@ -234,7 +247,9 @@ def _num(s: str) -> float:
         return float("inf")
 
 
-def _open_store(out: Path | None, shapes: dict, n_tokens: int, rank: int, world: int) -> dict[str, np.ndarray]:
+def _open_store(
+    out: Path | None, shapes: dict, n_tokens: int, rank: int, world: int
+) -> dict[str, np.ndarray]:
     if out is None:
         return {n: np.zeros((n_tokens, nl, nh), np.float32) for n, (nl, nh) in shapes.items()}
     out.mkdir(parents=True, exist_ok=True)
@@ -290,7 +305,7 @@ def _finish(accs, loaded, store, out, classes, gene_tokens, ens, sym, cell_ids, 
             arr.flush()
             final = out / f"token_logfold_{n}.npy"
             if rank == 0:
-                os.replace(arr.filename, final)
+                Path(arr.filename).replace(final)
             _barrier(world)
             store[n] = np.load(final, mmap_mode="r")
     result = AttentionResult(result_tables, params, store, token_index)

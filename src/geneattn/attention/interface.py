@@ -66,7 +66,9 @@ class TokenStats:
     first: torch.Tensor
 
 
-def _key_bias(attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device) -> torch.Tensor:
+def _key_bias(
+    attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
+) -> torch.Tensor:
     """The additive key bias ``[B, L]`` float32 (0 valid, -inf padded) from the mask we registered."""
     if attention_mask is None:
         return torch.zeros(batch, length, device=device)
@@ -103,16 +105,37 @@ def fused_attention_lse(
     """
     if q.device.type == "cpu":
         mask = bias[:, None, None, :].to(q.dtype)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask, scale=scale)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, attn_mask=mask, scale=scale
+        )
         return out, lse.float()
-    e = q.shape[-1]
-    ones = torch.ones_like(q[..., :1])
-    qa = torch.cat([q * scale, ones], -1)
-    ka = torch.cat([k, bias[:, None, :, None].to(k.dtype).expand_as(k[..., :1]).clamp_min(-1e30)], -1)
+    return augmented_lse(q, k, v, bias, scale, _cuda_kernel)
+
+
+def _cuda_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, scale=1.0)[:2]
+    return out, lse
+
+
+def augmented_lse(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor,
+    scale: float,
+    kernel: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`fused_attention_lse` for kernels without a usable mask: the key bias rides on an extra coordinate.
+
+    ``[q s, 1, 0..] . [k, bias, 0..]`` (head size padded to a multiple of 8 with zeros) with scale 1;
+    ``kernel(q, k, v) -> (out, lse)`` is an unmasked fused attention (CUDA: memory-efficient kernel).
+    """
+    e, length = q.shape[-1], q.shape[2]
+    qa = torch.cat([q * scale, torch.ones_like(q[..., :1])], -1)
+    ka = torch.cat([k, bias[:, None, :, None].to(k.dtype).clamp_min(-1e30).expand_as(k[..., :1])], -1)
     size = (e + 1 + 7) // 8 * 8  # kernels want head sizes that are multiples of 8
-    qa, ka, va = _pad_last(qa, size), _pad_last(ka, size), _pad_last(v, size)
-    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(qa, ka, va, None, True, scale=1.0)[:2]
-    return out[..., :e], lse[..., : q.shape[2]].float()
+    out, lse = kernel(_pad_last(qa, size), _pad_last(ka, size), _pad_last(v, size))
+    return out[..., :e], lse[..., :length].float()
 
 
 def column_logsum(
@@ -124,11 +147,26 @@ def column_logsum(
     kernel's log-sum-exp is the log column sum. Values are zeros (the kernels need them; unused).
     Entries for padded keys are meaningless.
     """
-    qf, kf = q.float(), k.float()
-    ka = torch.cat([kf * scale, torch.ones_like(kf[..., :1])], -1)
-    qa = torch.cat([qf, -lse[..., None]], -1)
-    _, lse2 = fused_attention_lse(ka, qa, torch.zeros_like(qa), bias, 1.0)
+    bsz, nh, length, d = q.shape
+    ka = q.new_empty(bsz, nh, length, d + 1, dtype=torch.float32)
+    ka[..., :d] = k
+    ka[..., :d] *= scale
+    ka[..., d] = 1.0
+    qa = torch.empty_like(ka)
+    qa[..., :d] = q
+    qa[..., d] = -lse
+    _, lse2 = fused_attention_lse(ka, qa, _zeros_like(qa), bias, 1.0)
     return lse2
+
+
+_ZEROS: list[torch.Tensor] = []
+
+
+def _zeros_like(x: torch.Tensor) -> torch.Tensor:
+    """A cached zero tensor shaped like ``x`` (pass 2's unused values; read-only for the kernels)."""
+    if not _ZEROS or _ZEROS[0].shape != x.shape or _ZEROS[0].device != x.device or _ZEROS[0].dtype != x.dtype:
+        _ZEROS[:] = [torch.zeros_like(x)]
+    return _ZEROS[0]
 
 
 def _blocks(q, k, v, bias, scale, block_size):
@@ -273,4 +311,6 @@ def collecting(
     finally:
         for key in keys:
             _ACTIVE.pop(key, None)
+        if not _ACTIVE:
+            _ZEROS.clear()
         set_attn(model, old or "sdpa")

@@ -34,5 +34,5 @@ def head_gram(weight: torch.Tensor, n_heads: int, head_size: int) -> torch.Tenso
 
 def quad_norm(x: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     """``||x[b, h, l] W_O,h^T||`` for ``x`` ``[B, H, L, d]`` and ``gram`` ``[H, d, d]`` -> ``[B, H, L]``."""
-    sq = torch.einsum("bhld,hde,bhle->bhl", x, gram, x)
+    sq = (torch.matmul(x, gram[None]) * x).sum(-1)  # v G v^T per token
     return sq.clamp_min(0).sqrt()

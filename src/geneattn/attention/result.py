@@ -19,7 +19,13 @@ __all__ = ["AttentionResult", "annotate_adata", "TABLES"]
 
 logger = logging.getLogger(__name__)
 
-TABLES = ("attention_by_gene", "attention_by_position", "attention_by_position_length", "head_norms", "cell_head")
+TABLES = (
+    "attention_by_gene",
+    "attention_by_position",
+    "attention_by_position_length",
+    "head_norms",
+    "cell_head",
+)
 
 
 @dataclass
@@ -71,7 +77,9 @@ class AttentionResult:
         if not (out / "attention_by_gene.parquet").is_file():
             msg = f"{out} holds no attention results (attention_by_gene.parquet missing)"
             raise InputError(msg)
-        tables = {n: pd.read_parquet(out / f"{n}.parquet") for n in TABLES if (out / f"{n}.parquet").is_file()}
+        tables = {
+            n: pd.read_parquet(out / f"{n}.parquet") for n in TABLES if (out / f"{n}.parquet").is_file()
+        }
         params = json.loads((out / "params.json").read_text()) if (out / "params.json").is_file() else {}
         store = {
             p.name[len("token_logfold_") : -len(".npy")]: np.load(p, mmap_mode="r")
@@ -92,7 +100,9 @@ class AttentionResult:
         return np.asarray(self.token_logfold[model][off[cell] : off[cell + 1]])
 
 
-def annotate_adata(adata: Any, result: AttentionResult, *, key_added: str = "gene_attention", label: str = "__all__") -> None:
+def annotate_adata(
+    adata: Any, result: AttentionResult, *, key_added: str = "gene_attention", label: str = "__all__"
+) -> None:
     """Record per-gene attention in ``adata``.
 
     Sets ``adata.varm[key_added]`` (genes x ``"<model>_L{l}H{h}"``, ``fold_mean`` of `attention_by_gene`
@@ -105,12 +115,18 @@ def annotate_adata(adata: Any, result: AttentionResult, *, key_added: str = "gen
     if genes.empty:
         msg = f"no attention_by_gene rows for label {label!r}"
         raise InputError(msg)
-    genes = genes.assign(column=genes["model"] + "_L" + genes["layer"].astype(str) + "H" + genes["head"].astype(str))
+    genes = genes.assign(
+        column=genes["model"] + "_L" + genes["layer"].astype(str) + "H" + genes["head"].astype(str)
+    )
     use_ens = "ensembl_id" in adata.var.columns
     key = "ensembl_id" if use_ens else "gene"
     wide = genes.pivot_table(index=key, columns="column", values="fold_mean", aggfunc="first")
-    columns = sorted(wide.columns, key=lambda c: (c.rsplit("_L", 1)[0], *map(int, c.rsplit("_L", 1)[1].split("H"))))
-    ids = adata.var["ensembl_id"].astype(str).to_numpy() if use_ens else np.asarray(adata.var_names, dtype=str)
+    columns = sorted(
+        wide.columns, key=lambda c: (c.rsplit("_L", 1)[0], *map(int, c.rsplit("_L", 1)[1].split("H")))
+    )
+    ids = (
+        adata.var["ensembl_id"].astype(str).to_numpy() if use_ens else np.asarray(adata.var_names, dtype=str)
+    )
     mat = wide.reindex(index=ids, columns=columns).to_numpy(dtype=np.float64)
     adata.varm[key_added] = mat
     p = result.params

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .app import CLIInputError, app, main
+from .app import app, main
 
-__all__ = ["app", "main", "CLIInputError"]
+__all__ = ["app", "main"]

@@ -20,7 +20,9 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
     cells_per_dose: Annotated[
         int | None,
-        typer.Option(help="Cells at every dose; default: the real Nutlin cells per dose x 0.4 (~2,300 cells)."),
+        typer.Option(
+            help="Cells at every dose; default: the real Nutlin cells per dose x 0.4 (~2,300 cells)."
+        ),
     ] = None,
     n_background_genes: Annotated[int, typer.Option(help="Unplanted background genes (0-4000).")] = 2500,
 ) -> None:
@@ -38,10 +40,14 @@ def inspect(
     path: Annotated[Path, typer.Argument(help="An .h5ad file (opened read-only, never modified).")],
     perturbation: Annotated[str | None, typer.Option(help="sci-Plex drug to select, e.g. Nutlin.")] = None,
     label_key: Annotated[str, typer.Option(help="obs column with the class to predict.")] = "label",
-    classes: Annotated[str | None, typer.Option(help="Comma-separated classes to keep, e.g. 0.1,0.5,5,10.")] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="Comma-separated classes to keep, e.g. 0.1,0.5,5,10.")
+    ] = None,
     groups: Annotated[str | None, typer.Option(help="Coarse groups, e.g. 'low=0.1,0.5;high=5,10'.")] = None,
     min_cells_per_class: Annotated[int, typer.Option(help="Minimum cells per class.")] = 10,
-    layer: Annotated[str | None, typer.Option(help="Layer with raw counts ('raw' for adata.raw); default X.")] = None,
+    layer: Annotated[
+        str | None, typer.Option(help="Layer with raw counts ('raw' for adata.raw); default X.")
+    ] = None,
 ) -> None:
     """Check that a file can be used: layout, raw counts, labels and classes (exit 2 with the reason if not)."""
     from ..io import canonicalize, detect_layout, read_h5ad
@@ -52,13 +58,20 @@ def inspect(
         typer.echo(f"{path}: {adata.n_obs} cells x {adata.n_vars} genes, layout {layout}")
         class_list = [c for c in classes.split(",") if c.strip()] if classes else None
         canon = canonicalize(
-            adata, label_key=label_key, perturbation=perturbation, classes=class_list, groups=groups,
-            min_cells_per_class=min_cells_per_class, layer=layer,
+            adata,
+            label_key=label_key,
+            perturbation=perturbation,
+            classes=class_list,
+            groups=groups,
+            min_cells_per_class=min_cells_per_class,
+            layer=layer,
         )
     finally:
         adata.file.close()
-    typer.echo(f"canonical: {canon.n_obs} cells x {canon.n_vars} genes; "
-               f"median {int(canon.obs['n_genes'].median())} genes and {int(canon.obs['n_counts'].median())} counts per cell")
+    typer.echo(
+        f"canonical: {canon.n_obs} cells x {canon.n_vars} genes; "
+        f"median {int(canon.obs['n_genes'].median())} genes and {int(canon.obs['n_counts'].median())} counts per cell"
+    )
     for label, n in canon.obs["label"].value_counts(sort=False).items():
         typer.echo(f"  label {label}: {n} cells")
     if "group" in canon.obs:

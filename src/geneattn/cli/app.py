@@ -9,37 +9,36 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from .._settings import settings
 from ..errors import InputError
 
-__all__ = ["app", "main", "CLIInputError"]
-
-
-class CLIInputError(click.ClickException):
-    """A user error reported as ``Error: <message>`` with exit code 2."""
-
-    exit_code = 2
+__all__ = ["app", "main"]
 
 
 class _Group(TyperGroup):
     """Typer group that maps library input errors to exit code 2 with one clear message."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except InputError as e:
-            raise CLIInputError(str(e)) from None
+            _fail(str(e))
         except FileNotFoundError as e:
-            raise CLIInputError(f"file not found: {e.filename or e}") from None
+            _fail(f"file not found: {e.filename or e}")
         except KeyboardInterrupt:
-            click.echo("interrupted; re-run the same command to resume", err=True)
-            raise SystemExit(130) from None
+            typer.echo("interrupted; re-run the same command to resume", err=True)
+            raise typer.Exit(code=130) from None
+
+
+def _fail(message: str) -> NoReturn:
+    """Report a user error as one line on stderr and exit with code 2 (no traceback)."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=2)
 
 
 app = typer.Typer(

@@ -66,8 +66,9 @@ def _resolve_cells(cells_per_dose: int | Mapping[str, int] | None) -> dict[str, 
     return {d: n for d, n in counts.items() if n > 0}
 
 
-def _gene_table(n_background_genes: int, rng: np.random.Generator, background_median: float,
-                background_sigma: float) -> pd.DataFrame:
+def _gene_table(
+    n_background_genes: int, rng: np.random.Generator, background_median: float, background_sigma: float
+) -> pd.DataFrame:
     """Curated + background genes with vehicle baselines and Hill parameters (one row per gene)."""
     cur = curated_genes()
     bg_all = background_genes()
@@ -75,14 +76,16 @@ def _gene_table(n_background_genes: int, rng: np.random.Generator, background_me
         msg = f"n_background_genes must be between 0 and {len(bg_all)}, got {n_background_genes}"
         raise InputError(msg)
     bg = bg_all.iloc[:n_background_genes]
-    bg = pd.DataFrame({
-        "symbol": bg["symbol"].to_numpy(),
-        "ensembl_id": bg["ensembl_id"].to_numpy(),
-        "category": "background",
-        "direction": "none",
-        # heavy-tailed baselines: most genes rare, a few abundant (realistic expression ranks)
-        "base": rng.lognormal(np.log(background_median), background_sigma, size=len(bg)),
-    })
+    bg = pd.DataFrame(
+        {
+            "symbol": bg["symbol"].to_numpy(),
+            "ensembl_id": bg["ensembl_id"].to_numpy(),
+            "category": "background",
+            "direction": "none",
+            # heavy-tailed baselines: most genes rare, a few abundant (realistic expression ranks)
+            "base": rng.lognormal(np.log(background_median), background_sigma, size=len(bg)),
+        }
+    )
     genes = pd.concat([cur, bg], ignore_index=True)
     planted = genes["direction"].isin(["up", "down"]).to_numpy()
     ec50 = genes["ec50"].to_numpy(dtype=float)
@@ -92,26 +95,44 @@ def _gene_table(n_background_genes: int, rng: np.random.Generator, background_me
     lfc_max = np.where(planted, lfc10 / _hill(10.0, ec50, hill), 0.0)
     # curated baselines are rough estimates: jitter them per seed (x/÷ ~1.2) so medians are distinct
     base = genes["base"].to_numpy(dtype=float)
-    jitter = np.where(genes["category"].to_numpy() == "background", 1.0,
-                      rng.lognormal(0.0, 0.2, size=len(genes)))
-    return pd.DataFrame({
-        "ensembl_id": genes["ensembl_id"].to_numpy(),
-        "category": genes["category"].to_numpy(),
-        "direction": genes["direction"].to_numpy(),
-        "planted": planted,
-        "lfc_max": lfc_max,
-        "ec50": np.where(planted, ec50, np.nan),
-        "hill": np.where(planted, hill, np.nan),
-        "base_mean": base * jitter,
-        # NB dispersion: more overdispersed for rare genes (phi in ~[0.05, 2])
-        "dispersion": np.clip(rng.lognormal(np.log(0.25), 0.4, size=len(genes))
-                              * (1.0 + 1.0 / np.sqrt(base * jitter + 0.05)) / 2.0, 0.05, 2.0),
-    }, index=pd.Index(genes["symbol"].to_numpy(), name="symbol"))
+    jitter = np.where(
+        genes["category"].to_numpy() == "background", 1.0, rng.lognormal(0.0, 0.2, size=len(genes))
+    )
+    return pd.DataFrame(
+        {
+            "ensembl_id": genes["ensembl_id"].to_numpy(),
+            "category": genes["category"].to_numpy(),
+            "direction": genes["direction"].to_numpy(),
+            "planted": planted,
+            "lfc_max": lfc_max,
+            "ec50": np.where(planted, ec50, np.nan),
+            "hill": np.where(planted, hill, np.nan),
+            "base_mean": base * jitter,
+            # NB dispersion: more overdispersed for rare genes (phi in ~[0.05, 2])
+            "dispersion": np.clip(
+                rng.lognormal(np.log(0.25), 0.4, size=len(genes))
+                * (1.0 + 1.0 / np.sqrt(base * jitter + 0.05))
+                / 2.0,
+                0.05,
+                2.0,
+            ),
+        },
+        index=pd.Index(genes["symbol"].to_numpy(), name="symbol"),
+    )
 
 
-def _cells(counts: dict[str, int], rng: np.random.Generator, *, depth_median: float, depth_sigma: float,
-           depth_min: float, well_depth_sd: float, proliferating_fraction: float,
-           proliferating_fraction_min: float, pulse_fraction: float) -> pd.DataFrame:
+def _cells(
+    counts: dict[str, int],
+    rng: np.random.Generator,
+    *,
+    depth_median: float,
+    depth_sigma: float,
+    depth_min: float,
+    well_depth_sd: float,
+    proliferating_fraction: float,
+    proliferating_fraction_min: float,
+    pulse_fraction: float,
+) -> pd.DataFrame:
     """Per-cell design: dose, well, plate, replicate, depth, proliferating and p53-pulse states."""
     wells = [(d, p, r) for d in DOSES for p in _PLATES for r in range(3)]
     well_factor = dict(zip(wells, rng.lognormal(0.0, well_depth_sd, size=len(wells)), strict=True))
@@ -125,22 +146,37 @@ def _cells(counts: dict[str, int], rng: np.random.Generator, *, depth_median: fl
             _hill(dose, 3.0, 1.5)
         )
         factors = np.array([well_factor[(d, p, r)] for p, r in zip(plate, rep, strict=True)])
-        rows.append(pd.DataFrame({
-            "label": d,
-            "dose": dose,
-            "well": [f"{p}{_ROWS[DOSES.index(d)]}{_REP_COLUMNS[r]:02d}" for p, r in zip(plate, rep, strict=True)],
-            "plate": plate,
-            "replicate": [f"rep{r + 1}" for r in rep],
-            "depth": np.maximum(rng.lognormal(np.log(depth_median), depth_sigma, size=n), depth_min) * factors,
-            "proliferating": rng.random(n) < p_prolif,
-            "p53_pulse": rng.random(n) < pulse_fraction,
-            "p_prolif": p_prolif,
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "label": d,
+                    "dose": dose,
+                    "well": [
+                        f"{p}{_ROWS[DOSES.index(d)]}{_REP_COLUMNS[r]:02d}"
+                        for p, r in zip(plate, rep, strict=True)
+                    ],
+                    "plate": plate,
+                    "replicate": [f"rep{r + 1}" for r in rep],
+                    "depth": np.maximum(rng.lognormal(np.log(depth_median), depth_sigma, size=n), depth_min)
+                    * factors,
+                    "proliferating": rng.random(n) < p_prolif,
+                    "p53_pulse": rng.random(n) < pulse_fraction,
+                    "p_prolif": p_prolif,
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
-def _means(genes: pd.DataFrame, cells: pd.DataFrame, *, proliferating_fraction: float,
-           pulse_fraction: float, cycle_ratio: float = 8.0, pulse_floor: float = 0.05) -> np.ndarray:
+def _means(
+    genes: pd.DataFrame,
+    cells: pd.DataFrame,
+    *,
+    proliferating_fraction: float,
+    pulse_fraction: float,
+    cycle_ratio: float = 8.0,
+    pulse_floor: float = 0.05,
+) -> np.ndarray:
     """Expected counts, cells x genes.
 
     The population mean of gene g at dose d is base_g * depth/4800 * 2^(lfc_max_g * H_g(d)) exactly
@@ -150,7 +186,9 @@ def _means(genes: pd.DataFrame, cells: pd.DataFrame, *, proliferating_fraction: 
     lfc = genes["lfc_max"].to_numpy()
     dose = cells["dose"].to_numpy()
     # H[c, g]: Hill response of gene g at cell c's dose (0 for unplanted genes, whose lfc is 0)
-    H = np.nan_to_num(_hill(dose[:, None], genes["ec50"].to_numpy()[None, :], genes["hill"].to_numpy()[None, :]))
+    H = np.nan_to_num(
+        _hill(dose[:, None], genes["ec50"].to_numpy()[None, :], genes["hill"].to_numpy()[None, :])
+    )
     mu = (cells["depth"].to_numpy()[:, None] / _REF_DEPTH) * base[None, :] * np.exp2(lfc[None, :] * H)
 
     # p53 targets: basal p53 pulses switch targets on in a subset of vehicle cells (MDM2 bimodal);
@@ -248,13 +286,24 @@ def nutlin_sim(
     """
     rng = np.random.default_rng(seed)
     counts = _resolve_cells(cells_per_dose)
-    if not 0.0 < pulse_fraction < 1.0 or not 0.0 <= proliferating_fraction_min <= proliferating_fraction < 1.0:
+    if (
+        not 0.0 < pulse_fraction < 1.0
+        or not 0.0 <= proliferating_fraction_min <= proliferating_fraction < 1.0
+    ):
         msg = "need 0 < pulse_fraction < 1 and 0 <= proliferating_fraction_min <= proliferating_fraction < 1"
         raise InputError(msg)
     genes = _gene_table(n_background_genes, rng, background_median, background_sigma)
-    cells = _cells(counts, rng, depth_median=depth_median, depth_sigma=depth_sigma, depth_min=depth_min,
-                   well_depth_sd=well_depth_sd, proliferating_fraction=proliferating_fraction,
-                   proliferating_fraction_min=proliferating_fraction_min, pulse_fraction=pulse_fraction)
+    cells = _cells(
+        counts,
+        rng,
+        depth_median=depth_median,
+        depth_sigma=depth_sigma,
+        depth_min=depth_min,
+        well_depth_sd=well_depth_sd,
+        proliferating_fraction=proliferating_fraction,
+        proliferating_fraction_min=proliferating_fraction_min,
+        pulse_fraction=pulse_fraction,
+    )
     mu = _means(genes, cells, proliferating_fraction=proliferating_fraction, pulse_fraction=pulse_fraction)
     # negative binomial as a gamma-Poisson mixture: shape 1/phi, mean mu
     shape = 1.0 / genes["dispersion"].to_numpy()[None, :]
@@ -270,11 +319,18 @@ def nutlin_sim(
     obs[K.N_COUNTS] = np.asarray(X.sum(axis=1)).ravel()
     obs[K.N_GENES] = np.diff(X.indptr).astype(np.int64)
     params = {
-        "seed": seed, "cells_per_dose": counts, "n_background_genes": n_background_genes,
-        "depth_median": depth_median, "depth_sigma": depth_sigma, "depth_min": depth_min,
-        "well_depth_sd": well_depth_sd, "proliferating_fraction": proliferating_fraction,
-        "proliferating_fraction_min": proliferating_fraction_min, "pulse_fraction": pulse_fraction,
-        "background_median": background_median, "background_sigma": background_sigma,
+        "seed": seed,
+        "cells_per_dose": counts,
+        "n_background_genes": n_background_genes,
+        "depth_median": depth_median,
+        "depth_sigma": depth_sigma,
+        "depth_min": depth_min,
+        "well_depth_sd": well_depth_sd,
+        "proliferating_fraction": proliferating_fraction,
+        "proliferating_fraction_min": proliferating_fraction_min,
+        "pulse_fraction": pulse_fraction,
+        "background_median": background_median,
+        "background_sigma": background_sigma,
     }
     adata = AnnData(X=X, obs=obs, var=genes)
     adata.uns["nutlin_sim"] = {"params": params}

@@ -83,7 +83,10 @@ def pbmc68k() -> AnnData:
     for col in ("percent_mito", "phase", "louvain"):
         obs[col] = src.obs[col].to_numpy()
     adata = AnnData(
-        X=counts, obs=obs, var=var, obsm={k: np.asarray(src.obsm[k]) for k in ("X_umap", "X_pca")},
+        X=counts,
+        obs=obs,
+        var=var,
+        obsm={k: np.asarray(src.obsm[k]) for k in ("X_umap", "X_pca")},
         uns={"pbmc68k": {"params": {"source": "scanpy.datasets.pbmc68k_reduced", "max_rounding_error": err}}},
     )
     logger.info("pbmc68k: %d cells x %d genes, %d cell types", *adata.shape, len(obs[K.LABEL].cat.categories))

@@ -40,7 +40,9 @@ def _float_ok(v: str) -> bool:
     return True
 
 
-def _labels(adata: AnnData, layout: Layout, label_key: str, perturbation: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+def _labels(
+    adata: AnnData, layout: Layout, label_key: str, perturbation: str | None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Obs additions (label, and for sci-Plex: perturbation, dose, well) and the cells kept."""
     obs = adata.obs
     keep = np.ones(adata.n_obs, dtype=bool)
@@ -65,7 +67,9 @@ def _labels(adata: AnnData, layout: Layout, label_key: str, perturbation: str | 
         from ._layouts import match_value
 
         values = obs[key].astype("object")
-        chosen = match_value(str(perturbation), sorted(values.dropna().astype(str).unique()), what="perturbation")
+        chosen = match_value(
+            str(perturbation), sorted(values.dropna().astype(str).unique()), what="perturbation"
+        )
         keep &= (values.astype(str) == chosen).to_numpy()
     if label_key not in obs and label_key not in extra:
         close = difflib.get_close_matches(label_key, [str(c) for c in obs.columns], n=3, cutoff=0.5)
@@ -112,11 +116,16 @@ def _gene_ids(var: pd.DataFrame, layout: Layout) -> tuple[np.ndarray, np.ndarray
         symbols = names
         key = next((k for k in layout.ensembl_keys if k in var), None)
         if key is None:
-            logger.warning("no Ensembl id column in var (tried %s); using gene symbols as gene ids", list(layout.ensembl_keys))
+            logger.warning(
+                "no Ensembl id column in var (tried %s); using gene symbols as gene ids",
+                list(layout.ensembl_keys),
+            )
             ids = names.copy()
         else:
             col = var[key].astype("object")
-            ids = np.where(col.isna() | (col.astype(str).str.strip() == ""), names, col.astype(str)).astype(object)
+            ids = np.where(col.isna() | (col.astype(str).str.strip() == ""), names, col.astype(str)).astype(
+                object
+            )
     ids = np.array([_VERSION.sub(r"\1", str(i).strip()) for i in ids], dtype=object)
     return symbols.astype(object), ids
 
@@ -157,7 +166,9 @@ def _dedupe_ids(X: sp.csr_matrix, ids: np.ndarray, symbols: np.ndarray, duplicat
             # gene-merge matrix M (old genes x kept genes): every gene adds into its id's kept copy
             kept = np.flatnonzero(~drop)
             target = pd.Series(np.arange(len(kept)), index=ids[kept])[ids].to_numpy()
-            M = sp.csr_matrix((np.ones(len(ids), np.float32), (np.arange(len(ids)), target)), shape=(len(ids), len(kept)))
+            M = sp.csr_matrix(
+                (np.ones(len(ids), np.float32), (np.arange(len(ids)), target)), shape=(len(ids), len(kept))
+            )
             logger.info("summed the counts of %d duplicated Ensembl ids", len(conflicts))
             return (X @ M).tocsr(), kept
         logger.info("kept the first of %d duplicated Ensembl ids", len(conflicts))
@@ -298,13 +309,40 @@ def canonicalize(
     new_var[K.ENSEMBL_ID] = ids[kept].astype(str)
     new_var.index = make_index_unique(pd.Index(symbols[kept].astype(str)))
     new_var.index.name = None
-    params = {"layout": layout, "label_key": label_key, "classes": cats, "min_cells_per_class": min_cells_per_class,
-              "duplicate_ids": duplicate_ids, "n_input_cells": int(adata.n_obs), "n_empty_cells_dropped": int(empty.sum())}
-    params.update({k: v for k, v in {"perturbation": perturbation, "layer": layer,
-                                     "groups": None if groups is None else str(groups)}.items() if v is not None})
-    out = AnnData(X=X, obs=obs, var=new_var, uns={**sub.uns, "canonicalize": {"params": params}},
-                  obsm={k: np.asarray(v)[~empty] for k, v in sub.obsm.items()})
-    logger.info("canonical AnnData: %d cells x %d genes, %d classes (%s layout)", out.n_obs, out.n_vars, len(cats), layout)
+    params = {
+        "layout": layout,
+        "label_key": label_key,
+        "classes": cats,
+        "min_cells_per_class": min_cells_per_class,
+        "duplicate_ids": duplicate_ids,
+        "n_input_cells": int(adata.n_obs),
+        "n_empty_cells_dropped": int(empty.sum()),
+    }
+    params.update(
+        {
+            k: v
+            for k, v in {
+                "perturbation": perturbation,
+                "layer": layer,
+                "groups": None if groups is None else str(groups),
+            }.items()
+            if v is not None
+        }
+    )
+    out = AnnData(
+        X=X,
+        obs=obs,
+        var=new_var,
+        uns={**sub.uns, "canonicalize": {"params": params}},
+        obsm={k: np.asarray(v)[~empty] for k, v in sub.obsm.items()},
+    )
+    logger.info(
+        "canonical AnnData: %d cells x %d genes, %d classes (%s layout)",
+        out.n_obs,
+        out.n_vars,
+        len(cats),
+        layout,
+    )
     return out
 
 

@@ -36,17 +36,36 @@ class Layout:
     unhashed: tuple[str, ...] = ()
 
 
-_ENSEMBL_KEYS = ("ensembl_id", "gene_ids", "gene_id", "ensembl", "ensembl_ids", "Ensemble Id", "Ensembl", "feature_id")
+_ENSEMBL_KEYS = (
+    "ensembl_id",
+    "gene_ids",
+    "gene_id",
+    "ensembl",
+    "ensembl_ids",
+    "Ensemble Id",
+    "Ensembl",
+    "feature_id",
+)
 
 LAYOUTS: dict[str, Layout] = {
     "canonical": Layout("canonical", ensembl_keys=_ENSEMBL_KEYS, well_key="well"),
     "scperturb": Layout(
-        "scperturb", drug_key="perturbation", dose_key="dose_value", well_key="well", counts_key="ncounts",
-        ensembl_keys=("ensembl_id", *_ENSEMBL_KEYS), unhashed=("control",),
+        "scperturb",
+        drug_key="perturbation",
+        dose_key="dose_value",
+        well_key="well",
+        counts_key="ncounts",
+        ensembl_keys=("ensembl_id", *_ENSEMBL_KEYS),
+        unhashed=("control",),
     ),
     "kaggle": Layout(
-        "kaggle", drug_key="drug", dose_key="dose", well_key=None, counts_key="n.umi",
-        ensembl_keys=("Ensemble Id", *_ENSEMBL_KEYS), unhashed=("NAN", "nan"),
+        "kaggle",
+        drug_key="drug",
+        dose_key="dose",
+        well_key=None,
+        counts_key="n.umi",
+        ensembl_keys=("Ensemble Id", *_ENSEMBL_KEYS),
+        unhashed=("NAN", "nan"),
     ),
 }
 
@@ -133,7 +152,9 @@ def match_value(wanted: str, available: list[str], *, what: str) -> str:
     raise InputError(msg)
 
 
-def sciplex_obs(adata: AnnData, layout: Layout, *, perturbation: str | None) -> tuple[pd.DataFrame, np.ndarray]:
+def sciplex_obs(
+    adata: AnnData, layout: Layout, *, perturbation: str | None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """Harmonised obs of a sci-Plex file and the mask of cells kept (hashed, of the chosen drug).
 
     Adds ``perturbation`` (the drug) and ``dose`` (normalised token, e.g. ``'10.0'`` -> ``'10'``) and, when
@@ -148,11 +169,18 @@ def sciplex_obs(adata: AnnData, layout: Layout, *, perturbation: str | None) -> 
         raise InputError(msg)
     drug = obs[layout.drug_key].astype("object")
     dose = obs[layout.dose_key].astype("object")
-    unhashed = drug.isna() | dose.isna() | drug.astype(str).isin(layout.unhashed) | dose.astype(str).isin(("NAN", "nan"))
+    unhashed = (
+        drug.isna()
+        | dose.isna()
+        | drug.astype(str).isin(layout.unhashed)
+        | dose.astype(str).isin(("NAN", "nan"))
+    )
     if unhashed.any():
         logger.info(
             "dropped %d un-hashed cells (%s in %s): they are not the vehicle; the vehicle is dose 0 of each drug",
-            int(unhashed.sum()), "/".join(layout.unhashed), layout.drug_key,
+            int(unhashed.sum()),
+            "/".join(layout.unhashed),
+            layout.drug_key,
         )
     keep = ~unhashed.to_numpy()
     drugs = sorted(drug[keep].astype(str).unique())

@@ -43,7 +43,9 @@ def _check_file(path: Path) -> None:
         raise InputError(msg)
     if not h5py.is_hdf5(path):
         hint = _OTHER_FORMATS.get(path.suffix.lower())
-        fix = f"read it with {hint} and save with adata.write_h5ad()" if hint else "pass an AnnData .h5ad file"
+        fix = (
+            f"read it with {hint} and save with adata.write_h5ad()" if hint else "pass an AnnData .h5ad file"
+        )
         msg = f"{path} is not an HDF5/h5ad file; {fix}"
         raise InputError(msg)
 
@@ -79,5 +81,7 @@ def read_h5ad(path: str | os.PathLike[str], *, backed: bool = False) -> AnnData:
             "not written by anndata: re-download it or write it again with adata.write_h5ad()"
         )
         raise InputError(msg) from e
-    logger.info("read %s: %d cells x %d genes%s", path, adata.n_obs, adata.n_vars, " (backed)" if backed else "")
+    logger.info(
+        "read %s: %d cells x %d genes%s", path, adata.n_obs, adata.n_vars, " (backed)" if backed else ""
+    )
     return adata

@@ -35,10 +35,13 @@ def _matrix(adata: AnnData, layer: str | None):
 def _chunks(X, chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield (values, row sums) per block of rows; sparse blocks yield their stored values only."""
     if sp.issparse(X):
-        # in memory: one pass over the stored values; row sums only where cheap
+        # in memory: the stored values in slices (bounded temporaries); row sums for the diagnosis
         data = np.asarray(X.data)
-        sums = np.asarray(X.sum(axis=1)).ravel() if sp.isspmatrix_csr(X) or isinstance(X, sp.csr_array) else None
-        yield data, sums
+        is_csr = sp.isspmatrix_csr(X) or isinstance(X, sp.csr_array)
+        sums = np.asarray(X.sum(axis=1)).ravel() if is_csr else None
+        step = max(chunk_size, 1) * 1000
+        for start in range(0, max(len(data), 1), step):
+            yield data[start : start + step], sums
         return
     n = X.shape[0]
     for start in range(0, n, chunk_size):
@@ -148,7 +151,9 @@ def validate_canonical(adata: AnnData) -> None:
     """
     problems = []
     if not (sp.isspmatrix_csr(adata.X) or isinstance(adata.X, sp.csr_array)) or adata.X.dtype != np.float32:
-        problems.append(f"X must be CSR float32 (is {type(adata.X).__name__} {getattr(adata.X, 'dtype', '?')})")
+        problems.append(
+            f"X must be CSR float32 (is {type(adata.X).__name__} {getattr(adata.X, 'dtype', '?')})"
+        )
     else:
         validate_counts(adata)
     if not adata.var_names.is_unique:

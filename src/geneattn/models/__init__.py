@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from ._finetune import FinetuneConfig, FinetuneResult, finetune, predict
     from ._load import check_vocab, load, save_model
-    from .presets import PRESETS, make_config
     from ._pretrain import PretrainConfig, pretrain
+    from .presets import PRESETS, make_config
     from .splits import make_splits
 
 _WHERE = {
@@ -30,7 +30,20 @@ _WHERE = {
     "make_splits": "splits",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [  # noqa: F822 - resolved lazily by __getattr__
+    "FinetuneConfig",
+    "FinetuneResult",
+    "PRESETS",
+    "PretrainConfig",
+    "check_vocab",
+    "finetune",
+    "load",
+    "make_config",
+    "make_splits",
+    "predict",
+    "pretrain",
+    "save_model",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -91,7 +91,7 @@ def length_grouped_batches(
 
 
 def shard_batches(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
-    """This process's batches: every ``world_size``-th, truncated so all processes take equal steps."""
+    """Batches for one process: every ``world_size``-th, truncated so all processes take equal steps."""
     n = len(batches) // world_size if world_size > 1 else len(batches)
     return batches[rank::world_size][:n]
 

@@ -23,8 +23,8 @@ from transformers import BertForSequenceClassification, PreTrainedModel
 from .._atomic import atomic_path, write_json
 from ..errors import InputError
 from ._data import as_dataset, length_grouped_batches, lengths_of, max_token_id, pad_batch, shard_batches
-from ._loop import LoopSpec, LoopState, distributed, run_loop
 from ._load import check_lengths, load, save_model
+from ._loop import LoopSpec, LoopState, distributed, run_loop
 from .metrics import bag_of_genes, baselines, check_groups, classification_metrics, group_metrics
 from .splits import make_splits
 

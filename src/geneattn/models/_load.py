@@ -221,7 +221,7 @@ def save_model(model: PreTrainedModel, out: str | os.PathLike[str]) -> Path:
             model.save_pretrained(tmp)
         names = sorted(p.name for p in tmp.iterdir())
         for name in [n for n in names if n != "config.json"] + ["config.json"]:
-            os.replace(tmp / name, out / name)
+            (tmp / name).replace(out / name)
         stale = out / "pytorch_model.bin"
         if stale.exists():
             stale.unlink()

@@ -41,7 +41,7 @@ STATE_FILE = "trainer_state.json"
 
 @dataclasses.dataclass(frozen=True)
 class Dist:
-    """This process's place in a (possibly single-process) run."""
+    """Where this process sits in a (possibly single-process) run."""
 
     rank: int = 0
     world_size: int = 1
@@ -179,7 +179,7 @@ def _load_checkpoint(
         raise InputError(msg)
     weights = load_file(path / "model.safetensors")
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    real_missing = [k for k in missing if not k.endswith("decoder.weight")]  # tied to the embeddings
+    real_missing = [k for k in missing if not k.endswith(("decoder.weight", "decoder.bias"))]  # tied
     if real_missing or unexpected:
         msg = f"checkpoint {path} does not match the model (missing {real_missing[:3]}, unexpected {unexpected[:3]})"
         raise InputError(msg)

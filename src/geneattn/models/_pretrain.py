@@ -32,9 +32,9 @@ from ._data import (
     pad_batch,
     shard_batches,
 )
+from ._load import check_lengths, save_model
 from ._loop import LoopSpec, distributed, run_loop
 from ._vocab import mask_id, pad_id, special_ids, vocab_size
-from ._load import check_lengths, save_model
 from .presets import PRESETS, make_config
 
 __all__ = ["PretrainConfig", "pretrain"]
@@ -73,10 +73,12 @@ class PretrainConfig:
         Checkpoint every N steps (and at each epoch end) into ``out/checkpoints``; keep the last K.
     device
         Torch device; None uses ``geneattn.settings``.
+    config_overrides
+        `BertConfig` fields replacing the preset's (e.g. ``{"hidden_size": 32, "num_hidden_layers": 2}``).
     """
 
     preset: str = "mini"
-    epochs: int = 2
+    epochs: int = 1
     batch_size: int = 16
     learning_rate: float = 1e-3
     weight_decay: float = 0.001
@@ -90,6 +92,7 @@ class PretrainConfig:
     save_steps: int = 100
     keep_checkpoints: int = 2
     device: str | None = None
+    config_overrides: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS and self.preset != "Geneformer-V1-10M":
@@ -140,6 +143,11 @@ def _resolve_config(cfg: PretrainConfig, vocab: Any, longest: int) -> Any:
     if max_pos is None and cfg.preset == "mini":
         max_pos = longest
     config = make_config(cfg.preset, vocab_size=size, max_position_embeddings=max_pos)
+    for key, value in (cfg.config_overrides or {}).items():
+        if not hasattr(config, key):
+            msg = f"config_overrides: {key!r} is not a BertConfig field"
+            raise InputError(msg)
+        setattr(config, key, value)
     if config.vocab_size != size:
         msg = f"preset {cfg.preset} has vocab_size {config.vocab_size} but the tokenizer's has {size}"
         raise InputError(msg)

@@ -16,6 +16,27 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
+def _nested(
+    labels: np.ndarray, groups: np.ndarray, test_size: float, val_size: float, seed: int
+) -> np.ndarray:
+    """Groups nested in classes (a well holds one dose): per class, whole groups go to test, val, train."""
+    rng = np.random.default_rng(seed)
+    split = np.full(len(labels), "train", dtype=object)
+    for c in np.unique(labels):
+        in_c = labels == c
+        names, sizes = np.unique(groups[in_c], return_counts=True)
+        order = rng.permutation(len(names))
+        names, sizes = names[order], sizes[order]
+        total, i = sizes.sum(), 0
+        for part, frac in (("test", test_size), ("val", val_size)):
+            taken = 0
+            while i < len(names) - 1 and (taken == 0 or taken < frac * total):
+                split[in_c & (groups == names[i])] = part
+                taken += sizes[i]
+                i += 1
+    return split
+
+
 def _grouped(
     labels: np.ndarray, groups: np.ndarray, test_size: float, val_size: float, seed: int
 ) -> np.ndarray:
@@ -62,8 +83,10 @@ def make_splits(
 ) -> tuple[np.ndarray, bool]:
     """Assign each cell to ``train``, ``val`` or ``test``.
 
-    With ``groups`` (e.g. wells), `sklearn.model_selection.StratifiedGroupKFold` keeps all cells of a
-    group on one side while balancing labels. Grouping is impossible when a class lives in fewer
+    With ``groups`` (e.g. wells), all cells of a group stay on one side. When every group holds one
+    class (sci-Plex wells hold one dose), whole groups of each class are drawn for test and
+    validation until each has its fraction of the class's cells (at least one group each, at least
+    one left for training); otherwise `sklearn.model_selection.StratifiedGroupKFold` balances labels. Grouping is impossible when a class lives in fewer
     than three groups (it could not appear in all three splits) or there are too few groups; then a
     warning is issued and the split is only stratified by label (Geneformer's default 80/10/10).
 
@@ -100,8 +123,9 @@ def make_splits(
         few = [c for c, n in per_class.items() if n < 3]
         reason = f"classes {few} have fewer than 3 groups" if few else None
         if reason is None:
+            nested = all(len(np.unique(labels[groups == g])) == 1 for g in np.unique(groups))
             try:
-                split = _grouped(labels, groups, test_size, val_size, seed)
+                split = (_nested if nested else _grouped)(labels, groups, test_size, val_size, seed)
             except ValueError as e:
                 reason = str(e)
             else:

@@ -83,7 +83,9 @@ def _top(s: pd.Series, k: int) -> set:
     return set(s.index[df.index[:k]])
 
 
-def topk_overlap(a: pd.Series, b: pd.Series, k: int = 20, *, universe: Sequence | None = None) -> dict[str, float]:
+def topk_overlap(
+    a: pd.Series, b: pd.Series, k: int = 20, *, universe: Sequence | None = None
+) -> dict[str, float]:
     """Overlap of the top-``k`` genes of two scores, with a hypergeometric p-value.
 
     p = P(X ≥ overlap) for X ~ Hypergeom(M = |universe|, n = k, N = k): drawing ``k`` genes at

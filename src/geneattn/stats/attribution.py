@@ -1,4 +1,4 @@
-"""Baselines: does attention beat simpler gene scores? (methods §2–3)
+"""Baselines for attention: simpler gene scores on the same cells (methods §2–3).
 
 Per-token scores on the same cells as the attention analysis, in the token-store layout
 (`TokenScores`: flat values + ``offsets`` + ``token_ids``), reduced to the gene table
@@ -31,7 +31,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import InputError
 from .agreement import auprc, auroc, spearman, topk_overlap
 from .confounds import gene_means, length_bins, position_residual
 
@@ -78,10 +77,12 @@ class Cells:
 
     @property
     def offsets(self) -> np.ndarray:
+        """``[n_cells + 1]`` token offsets."""
         return np.r_[0, np.cumsum([len(x) for x in self.input_ids])].astype(np.int64)
 
     @property
     def token_ids(self) -> np.ndarray:
+        """All token ids, concatenated."""
         return np.concatenate(self.input_ids).astype(np.int64) if len(self) else np.zeros(0, np.int64)
 
 
@@ -98,6 +99,7 @@ class TokenScores:
 
     @property
     def seconds_per_cell(self) -> float:
+        """Wall time per cell of the method."""
         return self.seconds / max(self.n_cells, 1)
 
 
@@ -134,7 +136,9 @@ def _batches(n: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def targets_for(model: torch.nn.Module, cells: Cells, *, target: str = "label", pad_id: int = 0, batch_size: int = 16) -> np.ndarray:
+def targets_for(
+    model: torch.nn.Module, cells: Cells, *, target: str = "label", pad_id: int = 0, batch_size: int = 16
+) -> np.ndarray:
     """Target class index per cell: the true label's index in ``config.label2id`` or the prediction."""
     preds = np.zeros(len(cells), dtype=np.int64)
     with torch.inference_mode():
@@ -144,7 +148,9 @@ def targets_for(model: torch.nn.Module, cells: Cells, *, target: str = "label", 
     if target == "predicted" or cells.labels is None:
         return preds
     l2i = {str(k): int(v) for k, v in (getattr(model.config, "label2id", None) or {}).items()}
-    return np.array([l2i.get(str(lab), p) for lab, p in zip(cells.labels, preds, strict=True)], dtype=np.int64)
+    return np.array(
+        [l2i.get(str(lab), p) for lab, p in zip(cells.labels, preds, strict=True)], dtype=np.int64
+    )
 
 
 def _flat(per_cell: list[np.ndarray], cells: Cells, method: str, t0: float) -> TokenScores:
@@ -191,7 +197,9 @@ def _logit_and_grad(model: torch.nn.Module, emb: torch.Tensor, mask: torch.Tenso
     return y.detach(), g
 
 
-def grad_input(model: torch.nn.Module, cells: Cells, targets: np.ndarray, *, pad_id: int = 0, batch_size: int = 8) -> TokenScores:
+def grad_input(
+    model: torch.nn.Module, cells: Cells, targets: np.ndarray, *, pad_id: int = 0, batch_size: int = 8
+) -> TokenScores:
     """Gradient × input on the word embeddings, summed over the embedding dimension."""
     t0 = time.perf_counter()
     wemb = model.get_input_embeddings()
@@ -309,7 +317,11 @@ def gene_table(scores: TokenScores, *, gene_map: Mapping[int, str] | pd.Series |
         v = position_residual(v, pos[ok], tbin[ok])
     g = gene_means(v, scores.token_ids[ok]).rename(columns={"mean": "score_mean"}).drop(columns="sd")
     gm = None if gene_map is None else (gene_map if isinstance(gene_map, pd.Series) else pd.Series(gene_map))
-    g.insert(1, "gene", g["token_id"].astype(str) if gm is None else g["token_id"].map(gm).fillna(g["token_id"].astype(str)))
+    g.insert(
+        1,
+        "gene",
+        g["token_id"].astype(str) if gm is None else g["token_id"].map(gm).fillna(g["token_id"].astype(str)),
+    )
     return g[["token_id", "gene", "n_cells", "score_mean"]]
 
 
@@ -350,7 +362,10 @@ def compare_methods(
             pl = planted.astype(bool)
             sv = s.reindex(pl.index)
             sv = sv.fillna((np.nanmin(sv.to_numpy()) - 1) if sv.notna().any() else 0.0)
-            row["auroc_planted"], row["auprc_planted"] = auroc(sv.to_numpy(), pl.to_numpy()), auprc(sv.to_numpy(), pl.to_numpy())
+            row["auroc_planted"], row["auprc_planted"] = (
+                auroc(sv.to_numpy(), pl.to_numpy()),
+                auprc(sv.to_numpy(), pl.to_numpy()),
+            )
         if de_score is not None:
             row["spearman_vs_de"] = spearman(s, de_score)[0]
             ov = topk_overlap(s.dropna(), de_score.dropna(), k)

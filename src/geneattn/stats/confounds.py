@@ -91,7 +91,11 @@ class TokenStore:
         if self.logfold.ndim == 2:
             self.logfold = self.logfold[:, :, None]
         n_tok = int(self.offsets[-1]) if len(self.offsets) else 0
-        if self.logfold.shape[0] != n_tok or len(self.token_ids) != n_tok or len(self.cell_ids) != len(self.offsets) - 1:
+        if (
+            self.logfold.shape[0] != n_tok
+            or len(self.token_ids) != n_tok
+            or len(self.cell_ids) != len(self.offsets) - 1
+        ):
             msg = (
                 f"token store is inconsistent: logfold {self.logfold.shape}, token_ids {len(self.token_ids)}, "
                 f"offsets end {n_tok}, {len(self.cell_ids)} cells for {len(self.offsets) - 1} offsets"
@@ -111,14 +115,17 @@ class TokenStore:
 
     @property
     def n_cells(self) -> int:
+        """Number of cells."""
         return len(self.offsets) - 1
 
     @property
     def n_layers(self) -> int:
+        """Number of layers."""
         return self.logfold.shape[1]
 
     @property
     def n_heads(self) -> int:
+        """Number of heads per layer."""
         return self.logfold.shape[2]
 
     @property
@@ -128,6 +135,7 @@ class TokenStore:
 
     @property
     def cell_of_token(self) -> np.ndarray:
+        """Cell index of each token."""
         return np.repeat(np.arange(self.n_cells), self.lengths)
 
     @property
@@ -178,7 +186,9 @@ def position_expectation(
     nb = int(n_bins if n_bins is not None else (bins.max() + 1 if len(bins) else 0))
     key = positions.astype(np.int64) * nb + bins.astype(np.int64)
     n = np.bincount(key, minlength=n_pos * nb)
-    sums = np.stack([np.bincount(key, weights=v[:, k], minlength=n_pos * nb) for k in range(v.shape[1])], axis=-1)
+    sums = np.stack(
+        [np.bincount(key, weights=v[:, k], minlength=n_pos * nb) for k in range(v.shape[1])], axis=-1
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         e = sums / n[:, None]
     e = e.reshape(n_pos, nb, v.shape[1])
@@ -205,8 +215,10 @@ def gene_means(values: np.ndarray, token_ids: np.ndarray) -> pd.DataFrame:
 
 
 def iter_columns(store: TokenStore, *, mean_heads: bool = True) -> Iterator[tuple[str, str, np.ndarray]]:
-    """Yield ``(layer, head, logfold[n_tokens])`` for each head, plus head ``"mean"`` per layer and
-    ``("mean", "mean")`` over all layers and heads when ``mean_heads``."""
+    """Yield ``(layer, head, logfold[n_tokens])`` for each head (and head means).
+
+    With ``mean_heads``: also head ``"mean"`` per layer and ``("mean", "mean")`` over all layers and heads.
+    """
     lf = store.logfold
     for layer in range(store.n_layers):
         for head in range(store.n_heads):
@@ -217,7 +229,9 @@ def iter_columns(store: TokenStore, *, mean_heads: bool = True) -> Iterator[tupl
         yield "mean", "mean", np.asarray(lf, dtype=np.float64).reshape(len(lf), -1).mean(axis=1)
 
 
-def _scores_for(lf: np.ndarray, store: TokenStore, pos: np.ndarray, tbin: np.ndarray, n_tok: np.ndarray) -> dict[str, np.ndarray]:
+def _scores_for(
+    lf: np.ndarray, store: TokenStore, pos: np.ndarray, tbin: np.ndarray, n_tok: np.ndarray
+) -> dict[str, np.ndarray]:
     fold = np.exp(lf)
     return {"raw": fold / n_tok, "fold": fold, "logfold": lf, "residual": position_residual(lf, pos, tbin)}
 
@@ -252,7 +266,11 @@ def gene_scores(
     gene and ``residual = logfold − expected`` (exactly, per gene).
     """
     pos = store.positions
-    cb = length_bins(store.lengths, n_length_bins) if cell_bins is None else np.asarray(cell_bins, dtype=np.int64)
+    cb = (
+        length_bins(store.lengths, n_length_bins)
+        if cell_bins is None
+        else np.asarray(cell_bins, dtype=np.int64)
+    )
     tbin = np.repeat(cb, store.lengths)
     n_tok = np.repeat(store.lengths, store.lengths).astype(np.float64)
     base = gene_means(pos, store.token_ids).rename(columns={"mean": "mean_position"}).drop(columns="sd")
@@ -307,7 +325,9 @@ def residual_from_tables(
     pos = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
     tbin = np.repeat(np.asarray(cell_bins, dtype=np.int64), lengths)
     e_tab = attention_by_position_length[attention_by_position_length["model"] == model]
-    g_tab = attention_by_gene[(attention_by_gene["model"] == model) & (attention_by_gene["label"].astype(str) == "__all__")]
+    g_tab = attention_by_gene[
+        (attention_by_gene["model"] == model) & (attention_by_gene["label"].astype(str) == "__all__")
+    ]
     if e_tab.empty or g_tab.empty:
         msg = f"attention tables have no rows for model {model!r}"
         raise InputError(msg)
@@ -316,7 +336,9 @@ def residual_from_tables(
     out = []
     for (layer, head), e_lh in e_tab.groupby(["layer", "head"], sort=True):
         e = np.full((n_pos, n_bins), np.nan)
-        e[e_lh["position"].to_numpy(int), e_lh["length_bin"].to_numpy(int)] = e_lh["logfold_mean"].to_numpy(float)
+        e[e_lh["position"].to_numpy(int), e_lh["length_bin"].to_numpy(int)] = e_lh["logfold_mean"].to_numpy(
+            float
+        )
         exp_g = gene_means(e[pos, tbin], token_ids)
         g = g_tab[(g_tab["layer"] == layer) & (g_tab["head"] == head)].set_index("token_id")["logfold_mean"]
         df = exp_g.rename(columns={"mean": "expected"}).drop(columns="sd")
@@ -334,7 +356,9 @@ def _subsample(n: int, max_n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, max_n, replace=False))
 
 
-def length_dependence(store: TokenStore, *, max_tokens: int = 200_000, seed: int = 0, n_length_bins: int = 10) -> pd.DataFrame:
+def length_dependence(
+    store: TokenStore, *, max_tokens: int = 200_000, seed: int = 0, n_length_bins: int = 10
+) -> pd.DataFrame:
     """How attention depends on cell length ``n_c`` and on rank position, per layer/head and score type.
 
     Token level (a seeded subsample of ``max_tokens`` tokens): Spearman of each per-token score with
@@ -355,7 +379,9 @@ def length_dependence(store: TokenStore, *, max_tokens: int = 200_000, seed: int
     rows = []
     for layer, head, lf in iter_columns(store):
         sc = _scores_for(lf, store, pos, tbin, n_tok)
-        cell_raw = np.bincount(store.cell_of_token, weights=sc["raw"], minlength=store.n_cells) / store.lengths
+        cell_raw = (
+            np.bincount(store.cell_of_token, weights=sc["raw"], minlength=store.n_cells) / store.lengths
+        )
         r_cell = _spear(cell_raw, store.lengths)
         for st in SCORE_TYPES:
             v = sc[st][idx]
@@ -393,9 +419,11 @@ def confounds_table(
     n_length_bins: int = 10,
     max_tokens: int = 200_000,
     heads: Sequence[tuple[str, str]] | None = None,
+    precomputed: Mapping[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """For each model, layer/head and score type (raw, fold, residual): the length and position
-    dependence, the agreement with DE and the recovery of planted genes.
+    """Length/position dependence, agreement with DE and planted-gene recovery of each score type.
+
+    One row per model, layer/head and score type (raw, fold, residual).
 
     Parameters
     ----------
@@ -419,6 +447,8 @@ def confounds_table(
         Token subsample size for token-level correlations.
     heads
         Restrict to these ``(layer, head)`` string pairs (default all, plus means).
+    precomputed
+        `gene_scores` output per model (same ``n_length_bins`` and ``gene_map``), to skip recomputing.
 
     Returns
     -------
@@ -426,7 +456,9 @@ def confounds_table(
     """
     rows = []
     for model, store in stores.items():
-        gs = gene_scores(store, n_length_bins=n_length_bins, gene_map=gene_map)
+        gs = (precomputed or {}).get(model)
+        if gs is None:
+            gs = gene_scores(store, n_length_bins=n_length_bins, gene_map=gene_map)
         dep = length_dependence(store, max_tokens=max_tokens, seed=seed, n_length_bins=n_length_bins)
         dep = dep.set_index(["layer", "head", "score_type"])
         for (layer, head), g in gs.groupby(["layer", "head"], sort=False):
@@ -453,7 +485,9 @@ def confounds_table(
                     "spearman_vs_de": np.nan,
                     "topk_overlap_de": np.nan,
                     "hypergeom_p": np.nan,
-                    "top_genes": ",".join(s.sort_values(ascending=False, kind="stable").index[:n_top].astype(str)),
+                    "top_genes": ",".join(
+                        s.sort_values(ascending=False, kind="stable").index[:n_top].astype(str)
+                    ),
                 }
                 if de_score is not None:
                     row["spearman_vs_de"] = spearman(s, de_score)[0]

@@ -26,7 +26,17 @@ __all__ = ["normalize", "rank_genes", "de_df", "pseudobulk", "umap", "DE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-DE_COLUMNS = ["group", "reference", "gene", "ensembl_id", "score", "logfoldchange", "pval", "pval_adj", "rank"]
+DE_COLUMNS = [
+    "group",
+    "reference",
+    "gene",
+    "ensembl_id",
+    "score",
+    "logfoldchange",
+    "pval",
+    "pval_adj",
+    "rank",
+]
 COUNTS_LAYER = "counts"
 LOGNORM_LAYER = "lognorm"
 
@@ -78,13 +88,17 @@ def normalize(
     adata.obs["n_counts"] = n_counts.astype(np.float64)
     adata.obs["n_genes"] = n_genes.astype(np.int64)
     adata.obs["qc_pass"] = n_genes >= min_genes
-    tmp = AnnData(X=sp.csr_matrix(counts, dtype=np.float32) if sp.issparse(counts) else np.asarray(counts, np.float32))
+    tmp = AnnData(
+        X=sp.csr_matrix(counts, dtype=np.float32) if sp.issparse(counts) else np.asarray(counts, np.float32)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.pp.normalize_total(tmp, target_sum=target_sum)
         sc.pp.log1p(tmp)
     adata.layers[layer] = tmp.X
-    adata.uns["normalize"] = {"params": {"target_sum": float(target_sum), "layer": layer, "min_genes": int(min_genes)}}
+    adata.uns["normalize"] = {
+        "params": {"target_sum": float(target_sum), "layer": layer, "min_genes": int(min_genes)}
+    }
     logger.info("log-normalised counts into layers[%r]", layer)
     return adata if copy else None
 
@@ -147,7 +161,13 @@ def rank_genes(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.tl.rank_genes_groups(
-            adata, obs_col, method=method, reference=reference, layer=layer, use_raw=False, key_added=key_added
+            adata,
+            obs_col,
+            method=method,
+            reference=reference,
+            layer=layer,
+            use_raw=False,
+            key_added=key_added,
         )
     if obs_col != groupby:
         del adata.obs[obs_col]
@@ -176,12 +196,22 @@ def de_df(adata: AnnData, key: str = "de", *, group: str | Sequence[str] | None 
         names = adata.uns[key]["names"].dtype.names
         df.insert(0, "group", group if isinstance(group, str) else names[0])
     df = df.rename(
-        columns={"names": "gene", "scores": "score", "logfoldchanges": "logfoldchange", "pvals": "pval", "pvals_adj": "pval_adj"}
+        columns={
+            "names": "gene",
+            "scores": "score",
+            "logfoldchanges": "logfoldchange",
+            "pvals": "pval",
+            "pvals_adj": "pval_adj",
+        }
     )
     df["group"] = df["group"].astype(str)
     df["rank"] = df.groupby("group", sort=False).cumcount() + 1
     df["reference"] = str(adata.uns[key]["params"].get("reference", "rest"))
-    ens = adata.var[ENSEMBL_ID] if ENSEMBL_ID in adata.var else pd.Series(adata.var_names, index=adata.var_names)
+    ens = (
+        adata.var[ENSEMBL_ID]
+        if ENSEMBL_ID in adata.var
+        else pd.Series(adata.var_names, index=adata.var_names)
+    )
     df["ensembl_id"] = ens.reindex(df["gene"].to_numpy()).astype(str).to_numpy()
     if "logfoldchange" not in df:
         df["logfoldchange"] = np.nan
@@ -239,11 +269,15 @@ def pseudobulk(
     log2 of the ratio of mean CPM (+1). ``pval_adj`` is Benjamini–Hochberg within each group.
     """
     ukey = _unit_key(adata, unit)
-    obs = pd.DataFrame({"g": adata.obs[groupby].astype(str).to_numpy(), "u": adata.obs[ukey].astype(str).to_numpy()})
+    obs = pd.DataFrame(
+        {"g": adata.obs[groupby].astype(str).to_numpy(), "u": adata.obs[ukey].astype(str).to_numpy()}
+    )
     key = obs["g"] + "\x1f" + obs["u"]
     codes, uniq = pd.factorize(key)
     n_units_total = len(uniq)
-    ind = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_units_total, len(codes)))
+    ind = sp.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_units_total, len(codes))
+    )
     sums = np.asarray((ind @ sp.csr_matrix(_counts(adata))).todense(), dtype=np.float64)  # [units, genes]
     n_cells = np.bincount(codes, minlength=n_units_total)
     keep = n_cells >= min_cells
@@ -254,7 +288,11 @@ def pseudobulk(
     logcpm = np.log1p(sums / lib * 1e6)
     cpm = sums / lib * 1e6
     groups = sorted(set(ugroup)) if reference == "rest" else sorted(set(ugroup) - {reference})
-    ens = adata.var[ENSEMBL_ID].astype(str).to_numpy() if ENSEMBL_ID in adata.var else np.asarray(adata.var_names)
+    ens = (
+        adata.var[ENSEMBL_ID].astype(str).to_numpy()
+        if ENSEMBL_ID in adata.var
+        else np.asarray(adata.var_names)
+    )
     out = []
     for g in groups:
         a = logcpm[ugroup == g]
@@ -293,7 +331,13 @@ def pseudobulk(
         df["rank"] = np.arange(1, len(df) + 1)
         out.append(df)
     res_df = pd.concat(out, ignore_index=True)
-    res_df.attrs["params"] = {"groupby": groupby, "unit": ukey, "test": test, "reference": reference, "min_cells": min_cells}
+    res_df.attrs["params"] = {
+        "groupby": groupby,
+        "unit": ukey,
+        "test": test,
+        "reference": reference,
+        "min_cells": min_cells,
+    }
     return res_df[[*DE_COLUMNS, "n_units", "n_units_ref"]]
 
 
@@ -337,7 +381,9 @@ def umap(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.pp.pca(adata, n_comps=n_comps, layer=layer, random_state=seed)
-        sc.pp.neighbors(adata, n_neighbors=min(n_neighbors, adata.n_obs - 1), n_pcs=n_comps, random_state=seed)
+        sc.pp.neighbors(
+            adata, n_neighbors=min(n_neighbors, adata.n_obs - 1), n_pcs=n_comps, random_state=seed
+        )
         sc.tl.umap(adata, random_state=seed)
     params = dict(adata.uns.get("umap", {}).get("params", {}))
     params.update({"seed": seed, "n_pcs": n_comps, "n_neighbors": n_neighbors, "layer": layer})

@@ -1,5 +1,7 @@
-"""Significance: pretrained vs fine-tuned (paired, same cells), between classes, multiple testing,
-bootstrap bands for the percentage-change-by-rank curves (methods §7.3–7.4).
+"""Significance of attention differences (methods §7.3–7.4).
+
+Pretrained vs fine-tuned (paired, same cells), between classes, multiple testing, and bootstrap
+bands for the percentage-change-by-rank curves.
 
 The unit of analysis is the cell (paired tests) or the well/replicate (between-class tests: per-cell
 residuals are averaged per unit first); token-level values from one cell are never treated as
@@ -40,6 +42,7 @@ SIGNIFICANCE_COLUMNS = [
     "token_id",
     "gene",
     "metric",
+    "method",
     "n",
     "effect",
     "pct_change",
@@ -168,7 +171,7 @@ def paired_gene_test(
     gene_map: pd.Series | dict | None = None,
     names: tuple[str, str] = ("pretrained", "finetuned"),
 ) -> pd.DataFrame:
-    """Per gene: does the fine-tuned model attend to it more than the pretrained one, in the same cells?
+    """Per gene: does the fine-tuned model attend to it more than the pretrained one in the same cells.
 
     ``d(c, g) = logfold_other(c, g) − logfold_ref(c, g)`` (identical token sequences, so rank and
     ``n_c`` cancel); Wilcoxon signed-rank (`scipy.stats.wilcoxon`) or sign-flip permutation of the
@@ -207,6 +210,7 @@ def paired_gene_test(
                     "token_id": tok,
                     "gene": genes,
                     "metric": "logfold",
+                    "method": "wilcoxon" if method == "wilcoxon" else "signflip",
                     "n": n.astype(int),
                     "effect": med,
                     "pct_change": 100 * (np.exp(med) - 1),
@@ -237,7 +241,9 @@ def paired_head_test(
         if metric not in cell_head:
             msg = f"cell_head table has no column {metric!r}"
             raise InputError(msg)
-        wide = cell_head.pivot_table(index=["cell_id", "layer", "head"], columns="model", values=metric, aggfunc="mean")
+        wide = cell_head.pivot_table(
+            index=["cell_id", "layer", "head"], columns="model", values=metric, aggfunc="mean"
+        )
         if ref not in wide or other not in wide:
             msg = f"cell_head table lacks model {ref!r} or {other!r} (has {list(wide.columns)})"
             raise InputError(msg)
@@ -256,6 +262,7 @@ def paired_head_test(
                     "layer": str(layer),
                     "head": str(head),
                     "metric": metric,
+                    "method": "wilcoxon",
                     "n": len(d),
                     "effect": float(np.median(d)) if len(d) else np.nan,
                     "pct_change": 100 * (y.sum() / x.sum() - 1) if x.sum() else np.nan,
@@ -278,21 +285,39 @@ def _numeric(labels: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def _class_p(vals: np.ndarray, labs: np.ndarray) -> tuple[float, float, float]:
-    classes = np.unique(labs)
-    samples = [vals[labs == c] for c in classes]
-    samples = [s for s in samples if len(s)]
-    if len(samples) < 2 or np.ptp(vals) == 0:
-        return float("nan"), 1.0, float("nan")
+def _kw_h(ranks: np.ndarray, codes: np.ndarray, n_k: np.ndarray) -> np.ndarray:
+    """Kruskal–Wallis H (no tie correction) for label codes ``[..., n]`` on fixed ranks ``[n]``."""
+    n = len(ranks)
+    h = np.zeros(codes.shape[:-1])
+    for k, nk in enumerate(n_k):
+        h += ((ranks * (codes == k)).sum(-1)) ** 2 / nk
+    return 12 / (n * (n + 1)) * h - 3 * (n + 1)
+
+
+def _class_p(
+    vals: np.ndarray, labs: np.ndarray, *, n_perm: int, min_asymptotic: int, rng: np.random.Generator
+) -> tuple[float, float, float, str]:
+    classes, codes, n_k = np.unique(labs, return_inverse=True, return_counts=True)
+    if len(classes) < 2 or np.ptp(vals) == 0:
+        return float("nan"), 1.0, float("nan"), ""
+    num = _numeric(labs)
+    eff = float(stats.spearmanr(vals, num).statistic) if num is not None and np.ptp(num) > 0 else float("nan")
+    if n_perm > 0 and n_k.min() < min_asymptotic:
+        # small groups: the chi-square approximation is poor -> label permutation of the H statistic
+        ranks = stats.rankdata(vals)
+        h = float(_kw_h(ranks, codes, n_k))
+        perm = codes[np.argsort(rng.random((n_perm, len(codes))), axis=1)]
+        null = _kw_h(ranks, perm, n_k)
+        p = (1 + np.sum(null >= h - 1e-9 * max(1.0, abs(h)))) / (1 + n_perm)
+        return h, float(p), eff, "kruskal_permutation"
+    samples = [vals[codes == k] for k in range(len(classes))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if len(samples) == 2:
             r = stats.mannwhitneyu(samples[0], samples[1], alternative="two-sided")
-        else:
-            r = stats.kruskal(*samples)
-    num = _numeric(labs)
-    eff = float(stats.spearmanr(vals, num).statistic) if num is not None and np.ptp(num) > 0 else float("nan")
-    return float(r.statistic), float(r.pvalue), eff
+            return float(r.statistic), float(r.pvalue), eff, "mannwhitneyu"
+        r = stats.kruskal(*samples)
+    return float(r.statistic), float(r.pvalue), eff, "kruskal"
 
 
 def class_test(
@@ -305,6 +330,9 @@ def class_test(
     n_length_bins: int = 10,
     gene_map: pd.Series | dict | None = None,
     model: str = "finetuned",
+    n_perm: int = 999,
+    min_asymptotic: int = 5,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Between classes on position-matched residual attention, per gene.
 
@@ -331,10 +359,18 @@ def class_test(
         token id → gene symbol.
     model
         Model name recorded in ``model_other``.
+    n_perm
+        Label permutations used instead of the asymptotic test when a class has fewer than
+        ``min_asymptotic`` units (Kruskal–Wallis H; 0 disables). Permutation p-values are at least
+        ``1 / (1 + n_perm)``, which limits what survives BH across many genes.
+    min_asymptotic
+        Smallest class size (units) for the asymptotic Mann–Whitney / Kruskal–Wallis p-value.
+    seed
+        Seed of the permutations.
 
     Returns
     -------
-    Significance rows, ``test="between_class"``.
+    Significance rows, ``test="between_class"``; ``method`` says which p-value was used.
     """
     labels = np.asarray(labels).astype(str)
     if len(labels) != store.n_cells:
@@ -362,11 +398,15 @@ def class_test(
         res = position_residual(lf, pos, tbin)
         umean = np.bincount(inv, weights=res) / cnt  # mean residual per (gene, unit)
         st, pv, eff, nn = (np.full(len(tok), np.nan) for _ in range(4))
+        meth = np.full(len(tok), "", dtype=object)
+        rng = np.random.default_rng(seed)
         for i in range(len(tok)):
             s = slice(gstart[i], gstart[i + 1])
             nn[i] = gstart[i + 1] - gstart[i]
             if nn[i] >= min_units:
-                st[i], pv[i], eff[i] = _class_p(umean[s], unit_label[gu_unit[s]])
+                st[i], pv[i], eff[i], meth[i] = _class_p(
+                    umean[s], unit_label[gu_unit[s]], n_perm=n_perm, min_asymptotic=min_asymptotic, rng=rng
+                )
         out.append(
             pd.DataFrame(
                 {
@@ -378,6 +418,7 @@ def class_test(
                     "token_id": tok,
                     "gene": genes,
                     "metric": "residual",
+                    "method": meth,
                     "n": nn.astype(int),
                     "effect": eff,
                     "pct_change": np.nan,
@@ -400,28 +441,40 @@ def null_calibration(
     seed: int = 0,
     heads: Sequence[tuple[str, str]] | None = (("mean", "mean"),),
     min_units: int = 3,
+    n_perm: int = 999,
+    ks_min_units: int = 10,
 ) -> dict[str, float]:
     """Between-class test with the class labels shuffled (across units when given, else cells).
 
+    Genes seen in few units have very discrete (valid but conservative) permutation p-values, which a
+    KS test against U(0, 1) rejects although the test is valid; the KS test therefore uses the
+    genes seen in at least ``ks_min_units`` units.
+
     Returns
     -------
-    dict: ``n_tests``, ``ks_pvalue`` (KS test of the null p-values against U(0, 1)),
-    ``frac_below_0.05``, ``n_fdr_0.05`` (discoveries after BH at 5%, expected 0).
+    dict: ``n_tests``, ``frac_below_0.05`` and ``n_fdr_0.05`` (BH discoveries at 5%, expected 0)
+    over all tested genes; ``ks_pvalue`` and ``n_ks`` over genes with ``n >= ks_min_units``.
     """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels).astype(str)
     if units is None:
         shuffled = rng.permutation(labels)
     else:
-        units = np.asarray(units).astype(str)
+        # a unit is a (class, well) pair, as in `class_test`; shuffle the classes of whole units
+        units = np.char.add(np.char.add(labels, "\x1f"), np.asarray(units).astype(str))
         key = pd.Series(labels).groupby(units).first()
         perm = pd.Series(rng.permutation(key.to_numpy()), index=key.index)
         shuffled = perm.reindex(units).to_numpy()
-    df = class_test(store, shuffled, units=units, heads=heads, min_units=min_units)
-    p = df["pval"].dropna().to_numpy()
+    df = class_test(
+        store, shuffled, units=units, heads=heads, min_units=min_units, n_perm=n_perm, seed=seed + 1
+    )
+    df = df[df["pval"].notna()]
+    p = df["pval"].to_numpy()
+    p_ks = df.loc[df["n"] >= ks_min_units, "pval"].to_numpy()
     return {
         "n_tests": len(p),
-        "ks_pvalue": float(stats.kstest(p, "uniform").pvalue) if len(p) else float("nan"),
+        "n_ks": len(p_ks),
+        "ks_pvalue": float(stats.kstest(p_ks, "uniform").pvalue) if len(p_ks) else float("nan"),
         "frac_below_0.05": float(np.mean(p < 0.05)) if len(p) else float("nan"),
         "n_fdr_0.05": int(np.sum(bh(p) < 0.05)) if len(p) else 0,
     }
@@ -466,7 +519,11 @@ def bootstrap_change_by_rank(
     key = ref.cell_of_token[ok] * nb + b[ok]
     cnt = np.bincount(key, minlength=ref.n_cells * nb).reshape(ref.n_cells, nb)
     has = (cnt > 0).astype(float)
-    w = np.random.default_rng(seed).multinomial(ref.n_cells, np.full(ref.n_cells, 1 / ref.n_cells), size=n_boot).astype(float)
+    w = (
+        np.random.default_rng(seed)
+        .multinomial(ref.n_cells, np.full(ref.n_cells, 1 / ref.n_cells), size=n_boot)
+        .astype(float)
+    )
     alpha = (1 - ci) / 2
     cols_o = {(la, h): lf for la, h, lf in iter_columns(other, mean_heads=mean_heads)}
     out = []

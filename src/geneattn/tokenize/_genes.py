@@ -130,6 +130,7 @@ def _plan_in_order(collapsed: list[str | None], vocab: GeneVocab, path: str) -> 
 
 
 def _finish(colmap: np.ndarray, out_ids: list[str], vocab: GeneVocab, path: str, n_groups: int) -> GenePlan:
+    colmap = colmap.astype(np.int32) if colmap.size < 2**31 else colmap
     if not out_ids:
         msg = (
             "no gene id maps to the vocabulary: check that the gene id column holds Ensembl ids "
@@ -148,8 +149,8 @@ def _finish(colmap: np.ndarray, out_ids: list[str], vocab: GeneVocab, path: str,
     )
 
 
-def remap_chunk(x: sp.csr_matrix, plan: GenePlan) -> sp.csr_matrix:
-    """Restrict a CSR chunk to vocabulary columns (summing collapsed duplicates), sorted, no zeros.
+def remap_chunk(x: sp.csr_matrix, plan: GenePlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Restrict a CSR chunk to vocabulary columns (summing collapsed duplicates).
 
     Parameters
     ----------
@@ -160,18 +161,23 @@ def remap_chunk(x: sp.csr_matrix, plan: GenePlan) -> sp.csr_matrix:
 
     Returns
     -------
-    Cells x vocabulary columns, CSR with sorted indices and no explicit zeros.
+    data, indices, indptr
+        CSR arrays over vocabulary columns, indices sorted within rows, no stored zeros.
     """
-    n_out = plan.tokens.size
     new = plan.colmap[x.indices]
     keep = new >= 0
     if x.data.size:
         keep &= x.data != 0  # stored zeros are not expressed genes
-    kept_before = np.zeros(keep.size + 1, dtype=np.int64)
-    np.cumsum(keep, out=kept_before[1:])
-    indptr = kept_before[np.asarray(x.indptr, dtype=np.int64)]  # kept nonzeros before each row start
-    out = sp.csr_matrix((x.data[keep], new[keep], indptr), shape=(x.shape[0], n_out))
-    if not (plan.monotonic and x.has_sorted_indices):
-        out.sum_duplicates()  # sorts indices within rows and sums collapsed duplicates
-        out.eliminate_zeros()
-    return out
+    if np.count_nonzero(keep) == keep.size:  # common case: nothing to drop
+        data, indptr = x.data, np.asarray(x.indptr, dtype=np.int64)
+    else:
+        kept_before = np.zeros(keep.size + 1, dtype=np.int64)
+        np.cumsum(keep, out=kept_before[1:])
+        indptr = kept_before[np.asarray(x.indptr, dtype=np.int64)]  # kept nonzeros before each row
+        data, new = x.data[keep], new[keep]
+    if plan.monotonic and x.has_sorted_indices:
+        return data, new, indptr
+    out = sp.csr_matrix((data, new, indptr), shape=(x.shape[0], plan.tokens.size))
+    out.sum_duplicates()  # sorts indices within rows and sums collapsed duplicates
+    out.eliminate_zeros()
+    return out.data, out.indices, np.asarray(out.indptr, dtype=np.int64)

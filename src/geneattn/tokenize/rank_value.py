@@ -46,7 +46,7 @@ def scaled_values(
     """
     recip_n = np.divide(1, np.asarray(n_counts))  # scipy: self.multiply(np.divide(1, other))
     v = np.multiply(data, np.repeat(recip_n, np.diff(indptr)))
-    v = v * target_sum  # python int: keeps v's dtype, as scipy's _mul_scalar
+    np.multiply(v, target_sum, out=v)  # python int: keeps v's dtype, as scipy's _mul_scalar
     return np.multiply(v, recip_medians)
 
 
@@ -79,20 +79,18 @@ def rank_cells(
     """
     indptr = np.asarray(indptr, dtype=np.int64)
     n_cells = indptr.size - 1
-    nnz = np.diff(indptr)
-    keep = np.minimum(nnz, max_genes)
+    keep = np.minimum(np.diff(indptr), max_genes)
     offsets = np.zeros(n_cells + 1, dtype=np.int64)
     np.cumsum(keep, out=offsets[1:])
     neg = -values
-    # position (into values) of each output token; argsort per cell reproduces upstream ties
-    pos = np.empty(int(offsets[-1]), dtype=np.int64)
+    flat = np.empty(int(offsets[-1]), dtype=tokens.dtype)
     starts, ends, outs, ks = indptr[:-1].tolist(), indptr[1:].tolist(), offsets[:-1].tolist(), keep.tolist()
     argsort = np.argsort
+    # argsort each cell's own slice: the order of tied values depends on the array sorted
     for s, e, o, k in zip(starts, ends, outs, ks, strict=True):
         if k:
-            pos[o : o + k] = argsort(neg[s:e])[:k]
-    pos += np.repeat(indptr[:-1], keep)
-    return tokens[pos], offsets
+            flat[o : o + k] = tokens[s:e][argsort(neg[s:e])[:k]]
+    return flat, offsets
 
 
 def add_special_tokens(

@@ -8,6 +8,7 @@ saved as JSON beside the tokens it produced.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._atomic import write_json
+from .._atomic import write_text
 from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,8 +170,9 @@ class GeneVocab:
             raise InputError(msg)
         if self.mapping is not None:
             _str_keys(self.mapping, "mapping dictionary")
-            # as Geneformer: keep only entries whose value is a vocabulary key
-            self.mapping = {k: v for k, v in self.mapping.items() if v in self.token_ids}
+            # as Geneformer: keep only entries whose value is a vocabulary gene
+            genes = set(self.genes)
+            self.mapping = {k: v for k, v in self.mapping.items() if v in genes}
         self.symbols = {str(k): str(v) for k, v in self.symbols.items()}
 
     # ------------------------------------------------------------------ properties
@@ -213,14 +215,38 @@ class GeneVocab:
         return names.astype(str)
 
     @functools.cached_property
-    def fingerprint(self) -> str:
-        """sha256 hex digest of token ids, medians and mapping (symbols excluded)."""
-        payload = json.dumps(
-            {"token_ids": self.token_ids, "medians": self.medians, "mapping": self.mapping},
-            sort_keys=True,
-            separators=(",", ":"),
+    def _core_json(self) -> str:
+        """JSON of token ids, medians and mapping, in insertion order (the body of `to_json`)."""
+        return ",".join(
+            f'"{name}":' + json.dumps(getattr(self, name), separators=(",", ":"))
+            for name in ("token_ids", "medians", "mapping")
         )
-        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 hex digest of token ids, medians and mapping (symbols excluded; order-free)."""
+        h = hashlib.sha256()
+        for name in ("token_ids", "medians", "mapping"):
+            d = getattr(self, name)
+            h.update(f"\x00{name}\x00".encode())
+            if d is None:
+                h.update(b"identity")
+                continue
+            keys = sorted(d)
+            h.update("\x00".join(keys).encode())
+            h.update(b"\x01")
+            if name == "mapping":
+                h.update("\x00".join([d[k] for k in keys]).encode())
+            else:
+                dtype = np.int64 if name == "token_ids" else np.float64
+                h.update(np.array([d[k] for k in keys], dtype=dtype).tobytes())
+        return h.hexdigest()
+
+    def with_symbols(self, symbols: dict[str, str]) -> GeneVocab:
+        """A shallow copy whose `symbols` are ``symbols`` (cached fingerprint kept)."""
+        new = copy.copy(self)
+        new.symbols = {str(k): str(v) for k, v in symbols.items()}
+        return new
 
     def check_model_vocab_size(self, n: int) -> None:
         """Raise `InputError` unless a model's embedding size ``n`` equals this vocabulary's size."""
@@ -272,7 +298,7 @@ class GeneVocab:
         return vocab
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the format of `to_json`)."""
+        """JSON-ready dict (the content of `to_json`)."""
         return {
             "format": _JSON_FORMAT,
             "version": _JSON_VERSION,
@@ -284,8 +310,10 @@ class GeneVocab:
         }
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
-        """Write the vocabulary as JSON (atomically); floats round-trip exactly."""
-        return write_json(path, self.to_dict())
+        """Write the vocabulary as compact JSON (atomically); floats round-trip exactly."""
+        head = json.dumps({"format": _JSON_FORMAT, "version": _JSON_VERSION, "fingerprint": self.fingerprint})
+        symbols = json.dumps(self.symbols, sort_keys=True, separators=(",", ":"))
+        return write_text(path, f'{head[:-1]},{self._core_json},"symbols":{symbols}}}\n')
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> GeneVocab:
@@ -359,13 +387,17 @@ def build_vocab(
         cols, vals = [], []
         for start, x in _row_chunks(adata, chunk_size):
             n = x.sum(axis=1).A1 if n_counts is None else n_counts[start : start + x.shape[0]]
+            n = np.asarray(n, dtype=np.float64)
+            if np.any(~(n > 0) & (np.diff(x.indptr) > 0)):
+                msg = f"cells with counts have non-positive or missing {n_counts_key!r} (rows from {start})"
+                raise InputError(msg)
             # sum columns that share an id: duplicates are summed by the CSR constructor
             m = sp.csr_matrix((x.data, inverse[x.indices], x.indptr), shape=(x.shape[0], uniq.size))
             m.sum_duplicates()
             m.eliminate_zeros()
             rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
             cols.append(m.indices.astype(np.int64))
-            vals.append(m.data.astype(np.float64) / np.asarray(n, dtype=np.float64)[rows] * 10_000)
+            vals.append(m.data.astype(np.float64) / n[rows] * 10_000)
     finally:
         close()
     col = np.concatenate(cols) if cols else np.zeros(0, np.int64)

@@ -1,0 +1,104 @@
+"""``geneattn run`` (the whole study, cached and resumable) and ``geneattn report`` (rebuild the page)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import app
+
+logger = logging.getLogger(__name__)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Study config (TOML); flags override it.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Built-in dataset: nutlin-sim (default) or pbmc68k.")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="An .h5ad file (canonical or sci-Plex-2 layout) instead of a built-in dataset."),
+    ] = None,
+    perturbation: Annotated[str | None, typer.Option(help="sci-Plex drug to keep, e.g. Nutlin.")] = None,
+    label_key: Annotated[
+        str | None, typer.Option(help="obs column with the class to predict (default label).")
+    ] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated classes, e.g. 0.1,0.5,5,10.")] = None,
+    groups: Annotated[str | None, typer.Option(help="Coarse groups, e.g. 'low=0.1,0.5;high=5,10'.")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="A Geneformer checkpoint directory (skips pretraining).")
+    ] = None,
+    dictionaries: Annotated[
+        Path | None, typer.Option(help="Directory with the Geneformer dictionaries of --model.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Results directory (default results).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of every stochastic step (default 0).")] = None,
+    highlight: Annotated[
+        str | None, typer.Option(help="Comma-separated genes to highlight (default MDM2).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Model size pretrained without --model (default mini).")
+    ] = None,
+    cells_per_dose: Annotated[int | None, typer.Option(help="nutlin-sim: cells per dose.")] = None,
+    pretrain_epochs: Annotated[int | None, typer.Option(help="Pretraining epochs (default 2).")] = None,
+    finetune_epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs (default 3).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size (default 16).")] = None,
+    attention_batch_size: Annotated[
+        int | None, typer.Option(help="Attention batch size (default 16).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help="Top genes reported and compared with DE (default 20).")
+    ] = None,
+    n_boot: Annotated[
+        int | None, typer.Option(help="Bootstrap resamples of the change-by-rank bands (default 200).")
+    ] = None,
+    attribution_cells: Annotated[
+        int | None, typer.Option(help="Cells for the attribution baselines (0 skips; default 32).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo every stage (ignore the cache).")] = False,  # noqa: FBT002
+) -> None:
+    """Run the whole study (data, QC/UMAP/DE, tokens, models, attention, statistics, figures, report).
+
+    Without arguments: the built-in simulated nutlin-3a study into ./results. Finished stages are
+    skipped on re-runs; changed parameters re-run only what depends on them; a killed run resumes.
+    """
+    from ..config import load_toml, merge
+    from ..pipeline import run_study
+
+    cli = {
+        "dataset": dataset, "data": None if data is None else str(data), "perturbation": perturbation,
+        "label_key": label_key, "classes": _csv(classes), "groups": groups,
+        "model": None if model is None else str(model), "dictionaries": None if dictionaries is None else str(dictionaries),
+        "out": None if out is None else str(out), "seed": seed, "highlight": _csv(highlight), "preset": preset,
+        "cells_per_dose": cells_per_dose, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
+        "batch_size": batch_size, "attention_batch_size": attention_batch_size, "device": device, "top_k": top_k,
+        "n_boot": n_boot, "attribution_cells": attribution_cells,
+    }  # fmt: skip
+    cfg = merge(load_toml(config) if config is not None else None, cli)
+    manifest = run_study(cfg, force=force)
+    total = sum(float(s.get("seconds") or 0) for s in manifest["stages"].values())
+    logger.info("done: %s/report.html (stages: %.0fs)", cfg.out, total)
+
+
+@app.command()
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="A results directory written by `geneattn run`.")],
+) -> None:
+    """Rebuild the figures and report.html of an existing results directory."""
+    from .._study import rebuild_report
+
+    path = rebuild_report(results_dir)
+    logger.info("wrote %s", path)

@@ -1,0 +1,249 @@
+"""`StudyConfig`: every setting of one study (`geneattn run`), with TOML reading and writing.
+
+Precedence is CLI flag > config file > default (`merge`). The resolved config is written to
+``results/config.toml``; ``geneattn run --config results/config.toml`` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["StudyConfig", "DATASETS", "load_toml", "dump_toml", "merge", "NUTLIN_CLASSES", "NUTLIN_GROUPS"]
+
+DATASETS = ("nutlin-sim", "pbmc68k")
+NUTLIN_CLASSES = ("0.1", "0.5", "5", "10")
+NUTLIN_GROUPS = "low=0.1,0.5;high=5,10"
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# field -> accepted Python types (checked in __post_init__; TOML gives int for whole numbers)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "dataset": (str,),
+    "data": (str,),
+    "perturbation": (str,),
+    "label_key": (str,),
+    "classes": (list,),
+    "groups": (str,),
+    "model": (str,),
+    "dictionaries": (str,),
+    "seed": (int,),
+    "out": (str,),
+    "highlight": (list,),
+    "preset": (str,),
+    "cells_per_dose": (int,),
+    "min_cells_per_class": (int,),
+    "model_input_size": (int,),
+    "pretrain_epochs": (int,),
+    "finetune_epochs": (int,),
+    "batch_size": (int,),
+    "attention_batch_size": (int,),
+    "device": (str,),
+    "top_k": (int,),
+    "rank_bin": (int,),
+    "n_boot": (int,),
+    "attribution_cells": (int,),
+}
+_OPTIONAL = {"data", "perturbation", "classes", "groups", "model", "dictionaries", "cells_per_dose"}
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """Settings of one study (every `geneattn run` flag has a field of the same name).
+
+    Attributes
+    ----------
+    dataset
+        Built-in dataset, ``"nutlin-sim"`` (simulated sci-Plex-2 nutlin-3a) or ``"pbmc68k"``; ignored
+        when ``data`` is given.
+    data
+        An ``.h5ad`` file (canonical, scPerturb or Kaggle sci-Plex-2 layout) instead of a built-in dataset.
+    perturbation
+        sci-Plex drug to keep, e.g. ``"Nutlin"``.
+    label_key
+        obs column with the class to predict.
+    classes
+        Classes to keep, in order (nutlin-sim default: 0.1, 0.5, 5, 10).
+    groups
+        Coarse groups of classes, ``"low=0.1,0.5;high=5,10"`` (nutlin-sim default).
+    model, dictionaries
+        A real Geneformer checkpoint directory and the directory with its dictionaries (both or
+        neither); without them a ``preset`` model is pretrained on the corpus.
+    seed
+        Seed of every stochastic step.
+    out
+        Results directory.
+    highlight
+        Genes highlighted in the figures and reported by rank (nutlin-3a's target MDM2).
+    preset
+        Model size pretrained when no ``model`` is given.
+    cells_per_dose
+        nutlin-sim only: cells per dose (default: the simulator's).
+    min_cells_per_class
+        Classes with fewer cells are an input error.
+    model_input_size
+        Maximum tokens per cell (Geneformer V1: 2048).
+    pretrain_epochs, finetune_epochs, batch_size
+        Training settings.
+    attention_batch_size
+        Cells per forward pass when extracting attention.
+    device
+        ``auto``, ``cpu`` or ``cuda``.
+    top_k
+        Number of top attended genes reported and compared with DE.
+    rank_bin
+        Width of the rank-position bins of the change-by-rank curves.
+    n_boot
+        Bootstrap resamples of the change-by-rank bands.
+    attribution_cells
+        Cells for the attribution baselines of the method comparison (0 skips them).
+    """
+
+    dataset: str = "nutlin-sim"
+    data: str | None = None
+    perturbation: str | None = None
+    label_key: str = "label"
+    classes: list[str] | None = None
+    groups: str | None = None
+    model: str | None = None
+    dictionaries: str | None = None
+    seed: int = 0
+    out: str = "results"
+    highlight: list[str] = dataclasses.field(default_factory=lambda: ["MDM2"])
+    preset: str = "mini"
+    cells_per_dose: int | None = None
+    min_cells_per_class: int = 10
+    model_input_size: int = 2048
+    pretrain_epochs: int = 2
+    finetune_epochs: int = 3
+    batch_size: int = 16
+    attention_batch_size: int = 16
+    device: str = "auto"
+    top_k: int = 20
+    rank_bin: int = 25
+    n_boot: int = 200
+    attribution_cells: int = 32
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name in _OPTIONAL:
+                continue
+            ok = _TYPES[f.name]
+            if isinstance(value, bool) or not isinstance(value, ok):
+                msg = f"config: {f.name} must be {' or '.join(t.__name__ for t in ok)}, got {value!r}"
+                raise InputError(msg)
+        for name in ("classes", "highlight"):
+            value = getattr(self, name)
+            if value is not None:
+                if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value):
+                    msg = f"config: {name} must be a list of strings, got {value!r}"
+                    raise InputError(msg)
+                setattr(self, name, [_num_str(v) for v in value])
+        if self.data is None and self.dataset not in DATASETS:
+            msg = f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)} or pass --data FILE.h5ad"
+            raise InputError(msg)
+        if (self.model is None) != (self.dictionaries is None):
+            msg = "--model and --dictionaries go together (a Geneformer checkpoint and its dictionaries)"
+            raise InputError(msg)
+        if self.device not in _DEVICES:
+            msg = f"config: device must be one of {_DEVICES}, got {self.device!r}"
+            raise InputError(msg)
+        for name in ("min_cells_per_class", "model_input_size", "pretrain_epochs", "finetune_epochs",
+                     "batch_size", "attention_batch_size", "top_k", "rank_bin", "n_boot"):  # fmt: skip
+            if getattr(self, name) < 1:
+                msg = f"config: {name} must be >= 1, got {getattr(self, name)}"
+                raise InputError(msg)
+        if self.attribution_cells < 0 or (self.cells_per_dose is not None and self.cells_per_dose < 1):
+            msg = "config: attribution_cells must be >= 0 and cells_per_dose >= 1"
+            raise InputError(msg)
+
+    @property
+    def source(self) -> str:
+        """``"file"`` when ``data`` is given, else the built-in dataset's name."""
+        return "file" if self.data is not None else self.dataset
+
+    def resolved(self) -> StudyConfig:
+        """A copy with dataset-specific defaults filled in (nutlin-sim: the study's 4 doses and groups)."""
+        c = dataclasses.replace(self)
+        if c.source == "nutlin-sim":
+            c.classes = c.classes if c.classes is not None else list(NUTLIN_CLASSES)
+            c.groups = c.groups if c.groups is not None else NUTLIN_GROUPS
+        for name in ("data", "model", "dictionaries"):
+            value = getattr(c, name)
+            if value is not None:
+                setattr(c, name, str(Path(value).expanduser().resolve()))
+        return c
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (lists copied)."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StudyConfig:
+        """Build from a mapping; unknown keys are an `InputError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            msg = f"config: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}"
+            raise InputError(msg)
+        return cls(**dict(d))
+
+
+def _num_str(v: Any) -> str:
+    """Class labels as strings: ``10`` and ``10.0`` -> ``"10"``, ``0.5`` -> ``"0.5"``."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a study config file (flat TOML, or everything under a ``[study]`` table)."""
+    p = Path(path)
+    if not p.is_file():
+        msg = f"config file not found: {p}"
+        raise InputError(msg)
+    try:
+        d = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        msg = f"config file {p} is not valid TOML: {e}"
+        raise InputError(msg) from None
+    if set(d) == {"study"} and isinstance(d["study"], dict):
+        d = d["study"]
+    return d
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, str):
+        esc = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return f'"{esc}"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    msg = f"cannot write {type(v).__name__} to TOML"
+    raise TypeError(msg)
+
+
+def dump_toml(d: Mapping[str, Any], *, header: str | None = None) -> str:
+    """Serialise a flat mapping of str/int/float/bool/lists to TOML (``None`` values are left out)."""
+    lines = [f"# {line}" for line in (header or "").splitlines()]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in d.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def merge(file_values: Mapping[str, Any] | None, cli_values: Mapping[str, Any] | None) -> StudyConfig:
+    """CLI flag > config file > default; ``None`` CLI values mean "not given"."""
+    merged = dict(file_values or {})
+    merged.update({k: v for k, v in (cli_values or {}).items() if v is not None})
+    return StudyConfig.from_dict(merged)

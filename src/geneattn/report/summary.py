@@ -1,0 +1,179 @@
+"""``metrics.json``: the numbers the report quotes, computed from the results (never hard-coded)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["compute_metrics"]
+
+REF, OTHER = "pretrained", "finetuned"
+
+
+def _f(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _overall(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows averaged over all layers and heads (``layer == head == "mean"``) when the table has them."""
+    if {"layer", "head"} <= set(df.columns):
+        m = (df["layer"].astype(str) == "mean") & (df["head"].astype(str) == "mean")
+        if m.any():
+            return df[m]
+    return df
+
+
+def _data(root: Path) -> dict[str, Any]:
+    import anndata as ad
+
+    p = root / "cells.h5ad"
+    if not p.is_file():
+        return {}
+    a = ad.read_h5ad(p, backed="r")
+    try:
+        obs = a.obs
+        out: dict[str, Any] = {"n_cells": int(a.n_obs), "n_genes": int(a.n_vars)}
+        out["classes"] = (
+            {str(k): int(v) for k, v in obs["label"].value_counts(sort=False).items()}
+            if "label" in obs
+            else {}
+        )
+        if "group" in obs:
+            out["groups"] = {str(k): int(v) for k, v in obs["group"].value_counts(sort=False).items()}
+        if "n_genes" in obs:
+            ng = obs["n_genes"].astype(float)
+            out["genes_per_cell"] = {"median": _f(ng.median()), "min": _f(ng.min()), "max": _f(ng.max())}
+            if "label" in obs:
+                out["genes_per_cell_by_class"] = {
+                    str(k): _f(v) for k, v in ng.groupby(obs["label"].astype(str)).median().items()
+                }
+        out["planted"] = int(a.var["planted"].astype(bool).sum()) if "planted" in a.var else None
+    finally:
+        a.file.close()
+    return out
+
+
+def _attention(
+    root: Path, highlight: Sequence[str], top_k: int, change_ci: pd.DataFrame | None
+) -> dict[str, Any]:
+    from .. import get
+
+    out: dict[str, Any] = {}
+    try:
+        abg = get.gene_attention_df(root)
+    except Exception:  # noqa: BLE001 - attention not run
+        return out
+    for model in (OTHER, REF):
+        s = get.gene_scores_df(root, model=model)
+        out[f"top_genes_{model}"] = s["gene"].head(top_k).tolist()
+        out[f"highlight_rank_{model}"] = {h: (int(s.loc[s["gene"] == h, "rank"].iloc[0]) if (s["gene"] == h).any() else None)
+                                          for h in highlight}  # fmt: skip
+    out["n_genes_scored"] = int(abg["gene"].nunique())
+    if "rank_mean" in abg:
+        pos = abg[abg["model"] == OTHER].groupby("gene")["rank_mean"].mean()
+        out["highlight_mean_position"] = {h: _f(pos.get(h)) for h in highlight}
+    ch = change_ci if change_ci is not None and not change_ci.empty else None
+    if ch is None and (root / "tables" / "head_change.parquet").is_file():
+        ch = get.head_change_df(root)
+    if ch is not None and not ch.empty:
+        num = ch[
+            pd.to_numeric(ch["layer"].astype(str), errors="coerce").notna()
+            & pd.to_numeric(ch["head"].astype(str), errors="coerce").notna()
+        ]
+        if not num.empty:
+            best = num.loc[num["pct_change"].abs().idxmax()]
+            out["largest_change"] = {"layer": str(best["layer"]), "head": str(best["head"]), "bin_start": int(best["bin_start"]),
+                                     "bin_end": int(best["bin_end"]), "pct_change": _f(best["pct_change"])}  # fmt: skip
+            prof = num.groupby("bin_start")["pct_change"].apply(lambda v: v.abs().mean())
+            out["peak_bin_mean_abs_change"] = {
+                "bin_start": int(prof.idxmax()),
+                "mean_abs_pct_change": _f(prof.max()),
+            }
+    return out
+
+
+def _agreement(t: pd.DataFrame | None) -> dict[str, Any]:
+    if t is None or t.empty:
+        return {}
+    out = {}
+    for st in ("raw", "fold", "residual"):
+        m = t[(t["model"] == OTHER) & (t.get("score_type", t.get("score")) == st)]
+        m = _overall(m)
+        if not m.empty:
+            r = m.iloc[0]
+            out[st] = {"spearman_vs_de": _f(r.get("spearman_vs_de")), "topk_overlap_de": _f(r.get("topk_overlap_de")),
+                       "topk_expected": _f(r.get("topk_expected")), "k": _f(r.get("k")), "auroc_planted": _f(r.get("auroc_planted")),
+                       "marker": r.get("marker"), "marker_rank": _f(r.get("marker_rank"))}  # fmt: skip
+    return out
+
+
+def _confounds(t: pd.DataFrame | None) -> dict[str, Any]:
+    if t is None or t.empty:
+        return {}
+    t = _overall(t)
+    return {f"{r.model}/{r.score_type}": {"spearman_vs_length": _f(r.spearman_vs_length), "auroc_planted": _f(getattr(r, "auroc_planted", None))}
+            for r in t.itertuples()}  # fmt: skip
+
+
+def _significance(t: pd.DataFrame | None, calibration: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "calibration": json.loads(pd.Series([dict(calibration or {})]).to_json(orient="records"))[0]
+    }
+    if t is None or t.empty:
+        return out
+    for test, g in t.groupby("test"):
+        out[str(test)] = {"n_tests": int(len(g)), "n_significant": int((g["pval_adj"] < 0.05).sum())}
+    ph = t[(t["test"] == "paired_head") & (t["metric"] == "head_out")] if "metric" in t else t.iloc[0:0]
+    if not ph.empty:
+        out["heads"] = {"n_heads": int(len(ph)), "n_significant": int((ph["pval_adj"] < 0.05).sum()),
+                        "max_abs_pct_change": _f(ph["pct_change"].abs().max())}  # fmt: skip
+    return out
+
+
+def _methods(t: pd.DataFrame | None) -> dict[str, Any]:
+    if t is None or t.empty:
+        return {}
+    metric = "auroc_planted" if t["auroc_planted"].notna().any() else "spearman_vs_de"
+    rows = {f"{r.method}/{r.score_type}": _f(getattr(r, metric)) for r in t.itertuples()}
+    best = max(((k, v) for k, v in rows.items() if v is not None), key=lambda kv: kv[1], default=(None, None))
+    return {"metric": metric, "values": rows, "best": best[0], "best_value": best[1]}
+
+
+def compute_metrics(
+    root: str | Path,
+    *,
+    tables: Mapping[str, pd.DataFrame],
+    calibration: Mapping[str, Any] | None = None,
+    highlight: Sequence[str] = ("MDM2",),
+    top_k: int = 20,
+    timings: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Everything the report quotes: data, classification, attention, agreement, confounds, significance, methods."""
+    root = Path(root)
+    fm = root / "models" / "finetuned" / "metrics.json"
+    clf = json.loads(fm.read_text()) if fm.is_file() else {}
+    metrics = {
+        "data": _data(root),
+        "classification": clf,
+        "attention": _attention(root, highlight, top_k, tables.get("change_ci")),
+        "agreement": _agreement(tables.get("agreement")),
+        "confounds": _confounds(tables.get("confounds")),
+        "significance": _significance(tables.get("significance"), calibration),
+        "methods": _methods(tables.get("methods")),
+        "stats_timings_s": dict(timings or {}),
+        "highlight": list(highlight),
+    }
+    return json.loads(
+        json.dumps(metrics, default=lambda o: o.item() if hasattr(o, "item") else str(o)).replace(
+            "NaN", "null"
+        )
+    )

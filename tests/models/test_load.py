@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from transformers import BertForMaskedLM
+
+from geneattn import InputError
+from geneattn.models import check_vocab, load, make_config, save_model
+
+
+@pytest.fixture(scope="module")
+def v1_dir(tmp_path_factory):
+    """A randomly initialised model with the exact released V1 config, saved as a user's checkpoint."""
+    torch.manual_seed(0)
+    model = BertForMaskedLM(make_config("gf-6L-30M-i2048"))
+    d = tmp_path_factory.mktemp("v1")
+    save_model(model, d)
+    return d, model
+
+
+def _same(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa if k in sb)
+
+
+def test_load_v1_safetensors_and_bin(v1_dir, tmp_path):
+    d, model = v1_dir
+    loaded = load(d, vocab=25_426)
+    assert type(loaded).__name__ == "BertForMaskedLM"
+    assert loaded.config._attn_implementation == "sdpa"
+    assert _same(model, loaded)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "config.json").write_bytes((d / "config.json").read_bytes())
+    torch.save(model.state_dict(), bin_dir / "pytorch_model.bin")
+    assert _same(model, load(bin_dir))
+    clf = load(d, task="classifier", id2label={0: "x", 1: "y"}, label2id={"x": 0, "y": 1})
+    assert clf.config.num_labels == 2
+    assert torch.equal(
+        clf.bert.encoder.layer[5].output.dense.weight, model.bert.encoder.layer[5].output.dense.weight
+    )
+
+
+def test_real_v1_dictionary_pairs_with_v1_model(v1_dir, shared_dir):
+    path = shared_dir / "geneformer-dictionaries" / "v1_gc30M" / "token_dictionary_gc30M.pkl"
+    with path.open("rb") as f:
+        size = len(pickle.load(f))  # noqa: S301 - a read-only test fixture from ../shared
+    assert size == 25_426
+    check_vocab(make_config("gf-6L-30M-i2048"), size)
+    with pytest.raises(InputError, match=r"20,275.*25,426|25,426.*20,275"):
+        check_vocab(make_config("Geneformer-V2-104M"), size)
+
+
+def test_vocab_mismatch_message(v1_dir):
+    d, _ = v1_dir
+    with pytest.raises(InputError) as e:
+        load(d, vocab=20_275)
+    msg = str(e.value)
+    assert "20,275" in msg and "25,426" in msg and "V1 gc30M" in msg and "V2 gc104M" in msg
+
+
+def test_load_errors(tmp_path, v1_dir):
+    with pytest.raises(InputError, match="does not exist"):
+        load(tmp_path / "nope")
+    with pytest.raises(InputError, match="no config.json"):
+        load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(InputError, match="expected 'bert'"):
+        load(tmp_path)
+    d, _ = v1_dir
+    (tmp_path / "config.json").write_bytes((d / "config.json").read_bytes())
+    with pytest.raises(InputError, match="no model.safetensors"):
+        load(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InputError, match="cannot read model weights"):
+        load(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "pytorch_model.bin").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="cannot read model weights"):
+        load(tmp_path)
