@@ -19,6 +19,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -87,6 +88,14 @@ def make_h5ad(path: Path, n_cells: int, n_genes: int, density: float, seed: int 
     ad.AnnData(X=X, obs=obs, var=var).write_h5ad(path)
 
 
+def _vmhwm_mib() -> float:
+    """Peak resident set of this process image (VmHWM), a cross-check of ru_maxrss."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _child(kind: str, path: str, out: str, n_cells: int) -> None:
     """Run one measurement (in a subprocess) and print a JSON line."""
     import logging
@@ -103,6 +112,7 @@ def _child(kind: str, path: str, out: str, n_cells: int) -> None:
 
     vocab = GeneVocab.from_geneformer(*V2)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     if kind == "geneattn":
         t0 = time.perf_counter()
         ds = tokenize(
@@ -130,19 +140,51 @@ def _child(kind: str, path: str, out: str, n_cells: int) -> None:
             filter_pass=a.obs["filter_pass"].to_numpy(),
         )
         seconds, n = time.perf_counter() - t0, len(cells)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
+    rss = cpu1.ru_maxrss / 1024  # KiB -> MiB (Linux)
+    hwm = _vmhwm_mib()
     print(
         json.dumps(
             {"kind": kind, "seconds": seconds, "cells": n, "cells_per_s": n / seconds, "rss_mib": rss}
-            | {"base_rss_mib": base_rss}
+            | {"base_rss_mib": base_rss, "vmhwm_mib": hwm, "cpu_s": cpu, "cells_per_cpu_s": n / cpu}
         )
     )
+
+
+def generate(path: Path, n_cells: int, n_genes: int, density: float, seed: int) -> None:
+    """Generate in a subprocess: a child inherits its parent's peak RSS, so the parent stays small."""
+    if path.exists():
+        return
+    t0 = time.perf_counter()
+    cmd = [sys.executable, __file__, "--make", str(path), str(n_cells), str(n_genes), str(density), str(seed)]
+    subprocess.run(cmd, check=True)
+    print(f"generated {path} ({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s")
 
 
 def measure(kind: str, path: Path, out: Path, n_cells: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, str(path), str(out), str(n_cells)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _compare(args: argparse.Namespace, data: Path, work: Path) -> None:
+    runs = [measure("geneattn", data, work / "tokens") for _ in range(args.repeats)]
+    best = max(runs, key=lambda r: r["cells_per_s"])
+    naive = measure("naive", data, work / "naive", args.naive_cells)
+    lo, hi = UPSTREAM_CELLS_PER_S
+    print(f"\n{args.cells} cells x {args.genes} genes, density {args.density}, V2 (4096, <cls>/<eos>)")
+    print(f"{'':22}{'cells/s':>10}{'seconds':>10}{'cells/CPU-s':>13}{'peak RSS MiB':>14}")
+    for name, r in [*(("geneattn", r) for r in runs), ("naive per-cell ref", naive)]:
+        row = f"{r['cells_per_s']:>10.0f}{r['seconds']:>10.2f}{r['cells_per_cpu_s']:>13.0f}{r['rss_mib']:>14.0f}"
+        print(f"{name:22}{row}")
+    print(f"{'Geneformer (§7)':22}{f'{lo}-{hi}':>10}{'':>10}{'':>13}{'~960':>14}")
+    load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+    print(f"load average during the run: {load} (on {os.cpu_count()} CPUs)")
+    print(
+        f"geneattn / naive: {best['cells_per_s'] / naive['cells_per_s']:.1f}x; "
+        f"geneattn / Geneformer: {best['cells_per_s'] / hi:.0f}-{best['cells_per_s'] / lo:.0f}x"
+    )
 
 
 def main() -> None:
@@ -154,8 +196,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scaling", action="store_true", help="also 20k vs 200k cells (backed memory)")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--only-scaling", action="store_true", help="skip the 5,000-cell comparison")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--make", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.make:
+        path, n, g, d, seed = args.make
+        make_h5ad(Path(path), int(n), int(g), float(d), int(seed))
+        return
     if args.child:
         kind, path, out, n = args.child
         _child(kind, path, out, int(n))
@@ -165,33 +213,15 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="geneattn-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     data = work / f"bench_{args.cells}x{args.genes}.h5ad"
-    if not data.exists():
-        t0 = time.perf_counter()
-        make_h5ad(data, args.cells, args.genes, args.density)
-        print(f"generated {data} ({data.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.0f} s")
-    runs = [measure("geneattn", data, work / "tokens") for _ in range(args.repeats)]
-    best = max(runs, key=lambda r: r["cells_per_s"])
-    naive = measure("naive", data, work / "naive", args.naive_cells)
-    lo, hi = UPSTREAM_CELLS_PER_S
-    print(f"\n{args.cells} cells x {args.genes} genes, density {args.density}, V2 (4096, <cls>/<eos>)")
-    print(f"{'':22}{'cells/s':>10}{'seconds':>10}{'peak RSS MiB':>14}")
-    for r in runs:
-        print(f"{'geneattn':22}{r['cells_per_s']:>10.0f}{r['seconds']:>10.2f}{r['rss_mib']:>14.0f}")
-    print(
-        f"{'naive per-cell ref':22}{naive['cells_per_s']:>10.0f}{naive['seconds']:>10.2f}{naive['rss_mib']:>14.0f}"
-    )
-    print(f"{'Geneformer (§7)':22}{f'{lo}-{hi}':>10}{'':>10}{'~960 (0.94 GB)':>14}")
-    print(
-        f"geneattn / naive: {best['cells_per_s'] / naive['cells_per_s']:.1f}x; "
-        f"geneattn / Geneformer: {best['cells_per_s'] / hi:.0f}-{best['cells_per_s'] / lo:.0f}x"
-    )
+    generate(data, args.cells, args.genes, args.density, 0)
+    if not args.only_scaling:
+        _compare(args, data, work)
     if args.scaling:
         print("\nbacked scaling (20,000 genes, density 0.01):")
         rss = {}
         for n in (20_000, 200_000):
             f = work / f"scale_{n}.h5ad"
-            if not f.exists():
-                make_h5ad(f, n, args.genes, 0.01, seed=1)
+            generate(f, n, args.genes, 0.01, 1)
             r = measure("geneattn", f, work / f"tokens_{n}")
             rss[n] = r["rss_mib"]
             print(

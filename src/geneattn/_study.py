@@ -251,7 +251,7 @@ def stage_attention(ctx: Context) -> str:
     for name, df in ch.items():
         write_table(ctx.path(f"tables/{name}.parquet"), df)
     abg = res.tables["attention_by_gene"]
-    top = pd.concat([top_genes(abg, k=max(cfg.top_k, 50), model=m) for m in (REF, OTHER)], ignore_index=True)
+    top = pd.concat([top_genes(abg, k=100, model=m) for m in (REF, OTHER)], ignore_index=True)
     write_table(ctx.path("tables/top_genes.parquet"), top)
     for name in ("attention_by_gene", "attention_by_position", "head_norms"):
         _link(ctx.path(f"attention/{name}.parquet"), ctx.path(f"tables/{name}.parquet"))
@@ -365,7 +365,7 @@ def stages(cfg: StudyConfig) -> list[Stage]:
             "attention",
             stage_attention,
             ("finetune",),
-            {"batch_size": cfg.attention_batch_size, "rank_bin": cfg.rank_bin, "top_k": cfg.top_k},
+            {"batch_size": cfg.attention_batch_size, "rank_bin": cfg.rank_bin},
             ["attention/params.json", "tables/head_change.parquet", "tables/top_genes.parquet"],
         ),  # fmt: skip
         Stage(

@@ -128,7 +128,7 @@ class StudyConfig:
     top_k: int = 20
     rank_bin: int = 25
     n_boot: int = 200
-    attribution_cells: int = 32
+    attribution_cells: int = 16
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -18,7 +18,7 @@ def make_counts(n_cells=60, n_genes=40, n_markers=5, seed=0, n_wells=6, lfc=2.0)
     mus = np.tile(mu, (n_cells, 1))
     mus[labels == "b", :n_markers] *= 2**lfc
     x = rng.negative_binomial(5, 5 / (5 + mus)).astype(np.float32)
-    wells = np.array([f"{lab}{i % (n_wells // 2)}" for i, lab in enumerate(labels)])
+    wells = np.array([f"{lab}{(i // 2) % (n_wells // 2)}" for i, lab in enumerate(labels)])
     ad = AnnData(
         X=sp.csr_matrix(x),
         obs=pd.DataFrame(

@@ -54,7 +54,7 @@ def test_pseudobulk_vs_naive(counts_adata):
     b = df[df.group == "b"].set_index("gene")
     assert set(b.index[:5]) >= {f"G{i}" for i in range(3)}
     # naive: sum per well, CPM-log, Welch
-    x = ad.X.toarray()
+    x = ad.X.toarray().astype(np.float64)
     wells = sorted(set(ad.obs.well))
     sums = np.array([x[(ad.obs.well == w).to_numpy()].sum(0) for w in wells])
     lab = np.array([w[0] for w in wells])

@@ -13,8 +13,10 @@ Tables (`AttentionResult.tables`, Parquet in ``out/``):
 
 ``attention_by_gene``
     model, layer, head, token_id, ensembl_id, gene, label (a class or ``"__all__"``), n_cells (cells
-    containing the gene), {recv, fold, logfold, norm}_{mean, sd}, fnorm_mean, first_mean, rank_mean
-    (mean 0-based position of the gene). Means over the cells where the gene is present.
+    containing the gene; strictly, tokens of the gene -- one per cell in rank-value encoding),
+    {recv, fold, logfold, norm}_{mean, sd}, fnorm_mean, first_mean, rank_mean (mean 0-based position
+    of the gene). Means over the cells where the gene is present (absent genes: no row, never 0).
+    ``"__all__"`` rows pool the class rows exactly (sums of the accumulators).
 ``attention_by_position``
     model, layer, head, position, label, n_cells (cells long enough to have the position), same
     statistics as by gene (without rank_mean), over the tokens at that position.

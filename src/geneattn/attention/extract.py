@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,37 +152,9 @@ def extract(
         raise InputError(f"model names must be non-empty and contain no '/': {names}")
     loaded = {n: (load_model(m, vocab) if isinstance(m, str | os.PathLike) else m) for n, m in models.items()}
 
-    ids_col = (
-        ds.data.column("input_ids")
-        if not getattr(ds, "_indices", None)
-        else ds.flatten_indices().data.column("input_ids")
-    )
-    import pyarrow.compute as pc
-
-    lengths = pc.list_value_length(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
-    n_cells = len(lengths)
-    if n_cells == 0 or lengths.min() < 1:
-        raise InputError("the token dataset is empty or has cells without tokens")
-    # token ids of all cells, 4 bytes per token (the token index of the store needs them anyway)
-    flat = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int32)
-    gene_tokens = np.unique(flat)
-    lut = np.full(int(gene_tokens.max()) + 1, -1, dtype=np.int64)
-    lut[gene_tokens] = np.arange(len(gene_tokens))
-    ens, sym = _vocab_arrays(vocab, gene_tokens)
-    cols = ds.column_names
-    cell_ids = np.asarray(ds["cell_id"], dtype=str) if "cell_id" in cols else np.arange(n_cells).astype(str)
-    if label_key in cols:
-        labels = np.asarray([str(x) for x in ds[label_key]])
-        classes = sorted(set(labels.tolist()), key=lambda s: (_num(s), s))
-    else:
-        logger.info("no %r column: statistics over all cells only", label_key)
-        labels, classes = np.full(n_cells, "__all__"), ["__all__"]
-    class_of = {c: i for i, c in enumerate(classes)}
-    class_idx = np.array([class_of[x] for x in labels], dtype=np.int64)
-    bin_source = np.asarray(ds["length"], dtype=np.int64) if "length" in cols else lengths
-    edges, bin_idx = _length_bins(bin_source, length_bins)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    max_len = int(lengths.max())
+    cells = _prepare_cells(ds, vocab, label_key, length_bins)
+    lengths, flat, offsets, max_len = cells.lengths, cells.flat, cells.offsets, int(cells.lengths.max())
+    gene_tokens, n_cells = cells.gene_tokens, len(cells.lengths)
 
     shapes = {}
     for n, m in loaded.items():
@@ -198,7 +171,7 @@ def extract(
         shapes[n] = (len(layers), layers[0].attention.self.num_attention_heads)
         m.eval().to(dev)
     accs = {
-        n: acc_mod.ModelAccumulator(nl, nh, len(gene_tokens), len(classes), max_len, length_bins, dev)
+        n: acc_mod.ModelAccumulator(nl, nh, len(gene_tokens), len(cells.classes), max_len, length_bins, dev)
         for n, (nl, nh) in shapes.items()
     }
     rank, world = _dist()
@@ -217,10 +190,10 @@ def extract(
         ids = np.full((len(rows), width), pad_id, dtype=np.int64)
         valid_np = np.arange(width)[None, :] < lens[:, None]
         ids[valid_np] = np.concatenate([flat[offsets[r] : offsets[r + 1]] for r in rows])
-        gidx = np.where(valid_np, lut[ids.clip(0, len(lut) - 1)], 0)
+        gidx = np.where(valid_np, cells.lut[ids.clip(0, len(cells.lut) - 1)], 0)
         input_ids, valid = torch.from_numpy(ids).to(dev), torch.from_numpy(valid_np).to(dev)
-        g_t, c_t = torch.from_numpy(gidx).to(dev), torch.from_numpy(class_idx[rows]).to(dev)
-        b_t = torch.from_numpy(bin_idx[rows].astype(np.int64)).to(dev)
+        g_t, c_t = torch.from_numpy(gidx).to(dev), torch.from_numpy(cells.class_idx[rows]).to(dev)
+        b_t = torch.from_numpy(cells.bin_idx[rows].astype(np.int64)).to(dev)
         for name, model in loaded.items():
             acc = accs[name]
             with torch.inference_mode(), collecting(model, acc.sink, method=method):
@@ -234,10 +207,73 @@ def extract(
                 for r, n_c in zip(rows, lens, strict=True):
                     store[name][offsets[r] : offsets[r] + n_c] = lf[pos : pos + n_c]
                     pos += n_c
-    return _finish(accs, loaded, store, out_path, classes, gene_tokens, ens, sym, cell_ids, labels, lengths,
-                   offsets, flat, dict(batch_size=batch_size, label_key=label_key, length_bins=length_bins,
-                                       length_bin_edges=edges.tolist(), method=method, n_cells=n_cells,
-                                       classes=classes, device=str(dev)))  # fmt: skip
+    params = dict(batch_size=batch_size, label_key=label_key, length_bins=length_bins, method=method,
+                  length_bin_edges=cells.edges.tolist(), n_cells=n_cells, classes=cells.classes, device=str(dev))  # fmt: skip
+    return _finish(accs, loaded, store, out_path, cells, params)
+
+
+@dataclass
+class _Cells:
+    """Per-cell arrays of the token dataset, read once before the pass (no per-token Python work)."""
+
+    lengths: np.ndarray  # [n_cells] number of tokens
+    flat: np.ndarray  # [n_tokens] int32 token ids, cells in dataset order
+    offsets: np.ndarray  # [n_cells + 1]
+    gene_tokens: np.ndarray  # sorted token ids present (compact gene index -> token id)
+    lut: np.ndarray  # token id -> compact gene index (-1 absent)
+    ens: np.ndarray  # gene id per compact index
+    sym: np.ndarray  # symbol per compact index
+    cell_ids: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    class_idx: np.ndarray
+    edges: np.ndarray  # length-bin edges
+    bin_idx: np.ndarray
+
+
+def _prepare_cells(ds: Any, vocab: Any, label_key: str, length_bins: int) -> _Cells:
+    import pyarrow.compute as pc
+
+    ids_col = (ds.flatten_indices() if getattr(ds, "_indices", None) is not None else ds).data.column(
+        "input_ids"
+    )
+    lengths = pc.list_value_length(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(lengths) == 0 or lengths.min() < 1:
+        raise InputError("the token dataset is empty or has cells without tokens")
+    # token ids of all cells, 4 bytes per token (the token index of the store needs them anyway)
+    flat = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int32)
+    gene_tokens = np.unique(flat)
+    lut = np.full(int(gene_tokens.max()) + 1, -1, dtype=np.int64)
+    lut[gene_tokens] = np.arange(len(gene_tokens))
+    ens, sym = _vocab_arrays(vocab, gene_tokens)
+    n_cells, cols = len(lengths), ds.column_names
+    cell_ids = np.asarray(ds["cell_id"], dtype=str) if "cell_id" in cols else np.arange(n_cells).astype(str)
+    if label_key in cols:
+        labels = np.asarray([str(x) for x in ds[label_key]])
+        classes = sorted(set(labels.tolist()), key=lambda s: (_num(s), s))
+    else:
+        logger.info("no %r column: statistics over all cells only", label_key)
+        labels, classes = np.full(n_cells, "__all__"), ["__all__"]
+    class_of = {c: i for i, c in enumerate(classes)}
+    class_idx = np.array([class_of[x] for x in labels], dtype=np.int64)
+    bin_source = np.asarray(ds["length"], dtype=np.int64) if "length" in cols else lengths
+    edges, bin_idx = _length_bins(bin_source, length_bins)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return _Cells(
+        lengths,
+        flat,
+        offsets,
+        gene_tokens,
+        lut,
+        ens,
+        sym,
+        cell_ids,
+        labels,
+        classes,
+        class_idx,
+        edges,
+        bin_idx,
+    )
 
 
 def _num(s: str) -> float:
@@ -270,8 +306,9 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _finish(accs, loaded, store, out, classes, gene_tokens, ens, sym, cell_ids, labels, lengths, offsets, flat,
-            params) -> AttentionResult:  # fmt: skip
+def _finish(
+    accs: dict, loaded: dict, store: dict, out: Path | None, cells: _Cells, params: dict
+) -> AttentionResult:
     rank, world = _dist()
     tables: dict[str, list] = {k: [] for k in ("gene", "pos", "poslen", "head", "cell")}
     for name, acc in accs.items():
@@ -282,11 +319,13 @@ def _finish(accs, loaded, store, out, classes, gene_tokens, ens, sym, cell_ids, 
             gathered: list[Any] = [None] * world
             dist.all_gather_object(gathered, acc.cells)
             acc.cells = [c for part in gathered for c in part]
-        tables["gene"].append(acc_mod.gene_table(acc, name, classes, gene_tokens, ens, sym))
-        tables["pos"].append(acc_mod.position_table(acc, name, classes))
+        tables["gene"].append(
+            acc_mod.gene_table(acc, name, cells.classes, cells.gene_tokens, cells.ens, cells.sym)
+        )
+        tables["pos"].append(acc_mod.position_table(acc, name, cells.classes))
         tables["poslen"].append(acc_mod.position_length_table(acc, name))
         tables["head"].append(acc_mod.head_table(acc, name))
-        tables["cell"].append(acc_mod.cell_table(acc, name, cell_ids, labels, lengths))
+        tables["cell"].append(acc_mod.cell_table(acc, name, cells.cell_ids, cells.labels, cells.lengths))
     import pandas as pd
 
     cat = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
@@ -298,7 +337,9 @@ def _finish(accs, loaded, store, out, classes, gene_tokens, ens, sym, cell_ids, 
         "cell_head": cat["cell"],
     }
     params["models"] = {n: str(getattr(m, "name_or_path", "") or "") for n, m in loaded.items()}
-    token_index = {"offsets": offsets, "token_ids": flat, "cell_ids": cell_ids} if store else {}
+    token_index = (
+        {"offsets": cells.offsets, "token_ids": cells.flat, "cell_ids": cells.cell_ids} if store else {}
+    )
     _barrier(world)
     if out is not None and store:
         for n, arr in list(store.items()):

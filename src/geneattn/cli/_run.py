@@ -66,7 +66,7 @@ def run(
         int | None, typer.Option(help="Bootstrap resamples of the change-by-rank bands (default 200).")
     ] = None,
     attribution_cells: Annotated[
-        int | None, typer.Option(help="Cells for the attribution baselines (0 skips; default 32).")
+        int | None, typer.Option(help="Cells for the attribution baselines (0 skips; default 16).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage (ignore the cache).")] = False,  # noqa: FBT002
 ) -> None:

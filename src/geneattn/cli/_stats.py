@@ -28,6 +28,12 @@ def stats(
     deletion_top_k: Annotated[int, typer.Option(help="Top-ranked genes deleted per cell.")] = 20,
     ig_steps: Annotated[int, typer.Option(help="Integrated-gradients steps.")] = 16,
     umap: Annotated[bool, typer.Option("--umap/--no-umap", help="Compute the UMAP table.")] = True,  # noqa: FBT002
+    paired_heads: Annotated[
+        str, typer.Option(help="Paired pt-vs-ft gene tests: 'layers' (head means) or 'all' heads.")
+    ] = "layers",
+    annotate: Annotated[  # noqa: FBT002
+        bool, typer.Option("--annotate/--no-annotate", help="Write DE/UMAP results into cells.h5ad.")
+    ] = False,
 ) -> None:
     """Statistics of a results directory (see `geneattn.stats.run_stats`).
 
@@ -40,5 +46,6 @@ def stats(
         msg = f"results directory {results_dir} does not exist"
         raise InputError(msg)
     out = run_stats(results_dir, seed=seed, k=k, n_boot=n_boot, attribution_cells=attribution_cells,
-                    deletion_cells=deletion_cells, deletion_top_k=deletion_top_k, ig_steps=ig_steps, umap=umap)  # fmt: skip
+                    deletion_cells=deletion_cells, deletion_top_k=deletion_top_k, ig_steps=ig_steps, umap=umap,
+                    paired_heads=paired_heads, annotate=annotate)  # fmt: skip
     typer.echo(f"wrote {len(out)} tables to {results_dir / 'tables'}")

@@ -11,6 +11,7 @@ process takes its own share of each epoch's batches, and only rank 0 writes file
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import json
@@ -68,24 +69,26 @@ class Dist:
 
 @contextlib.contextmanager
 def distributed(device: str | None = None) -> Iterator[Dist]:
-    """Join the ``torchrun`` process group if ``WORLD_SIZE`` > 1 (creating it if needed)."""
+    """Join the ``torchrun`` process group if ``WORLD_SIZE`` > 1 (creating it once per process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dev = torch.device(device or settings.resolved_device())
-    created = False
     if world > 1 and not dist.is_initialized():
+        # kept for the life of the process (torchrun ends it): re-creating a group after
+        # destroying it in the same process is unreliable (gloo reconnects to stale ports)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        created = True
+        atexit.register(_destroy)
     if world > 1:
         rank, world = dist.get_rank(), dist.get_world_size()
         if dev.type == "cuda":
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     else:
         rank = 0
-    try:
-        yield Dist(rank=rank, world_size=world, device=dev)
-    finally:
-        if created:
-            dist.destroy_process_group()
+    yield Dist(rank=rank, world_size=world, device=dev)
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @dataclasses.dataclass

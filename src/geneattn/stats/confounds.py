@@ -229,11 +229,60 @@ def iter_columns(store: TokenStore, *, mean_heads: bool = True) -> Iterator[tupl
         yield "mean", "mean", np.asarray(lf, dtype=np.float64).reshape(len(lf), -1).mean(axis=1)
 
 
-def _scores_for(
-    lf: np.ndarray, store: TokenStore, pos: np.ndarray, tbin: np.ndarray, n_tok: np.ndarray
-) -> dict[str, np.ndarray]:
+@dataclasses.dataclass
+class _Index:
+    """Per-store groupings computed once: (position, length bin) cells and genes."""
+
+    pos: np.ndarray
+    n_tok: np.ndarray  # n_c of each token's cell
+    key: np.ndarray  # position * n_bins + bin
+    key_n: np.ndarray
+    gene_inv: np.ndarray
+    genes: np.ndarray
+    gene_n: np.ndarray
+
+    @classmethod
+    def build(cls, store: TokenStore, cell_bins: np.ndarray) -> _Index:
+        pos = store.positions
+        nb = int(cell_bins.max()) + 1 if len(cell_bins) else 1
+        key = pos * nb + np.repeat(cell_bins, store.lengths)
+        genes, inv = np.unique(store.token_ids, return_inverse=True)
+        return cls(
+            pos,
+            np.repeat(store.lengths, store.lengths).astype(np.float64),
+            key,
+            np.bincount(key),
+            inv,
+            genes,
+            np.bincount(inv, minlength=len(genes)),
+        )
+
+    def residual(self, v: np.ndarray) -> np.ndarray:
+        return (
+            v
+            - (np.bincount(self.key, weights=v, minlength=len(self.key_n)) / np.maximum(self.key_n, 1))[
+                self.key
+            ]
+        )
+
+    def gene_mean(self, v: np.ndarray) -> np.ndarray:
+        return np.bincount(self.gene_inv, weights=v, minlength=len(self.genes)) / self.gene_n
+
+    def gene_sd(self, v: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        s2 = np.bincount(self.gene_inv, weights=v * v, minlength=len(self.genes))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sqrt(np.maximum(s2 - self.gene_n * mean**2, 0) / (self.gene_n - 1))
+
+
+def _cell_bins(store: TokenStore, n_length_bins: int, cell_bins: np.ndarray | None) -> np.ndarray:
+    if cell_bins is None:
+        return length_bins(store.lengths, n_length_bins)
+    return np.asarray(cell_bins, dtype=np.int64)
+
+
+def _scores_for(lf: np.ndarray, ix: _Index) -> dict[str, np.ndarray]:
     fold = np.exp(lf)
-    return {"raw": fold / n_tok, "fold": fold, "logfold": lf, "residual": position_residual(lf, pos, tbin)}
+    return {"raw": fold / ix.n_tok, "fold": fold, "logfold": lf, "residual": ix.residual(lf)}
 
 
 def gene_scores(
@@ -265,24 +314,16 @@ def gene_scores(
     expected, residual, residual_sd`` where each score is the mean over the cells expressing the
     gene and ``residual = logfold − expected`` (exactly, per gene).
     """
-    pos = store.positions
-    cb = (
-        length_bins(store.lengths, n_length_bins)
-        if cell_bins is None
-        else np.asarray(cell_bins, dtype=np.int64)
-    )
-    tbin = np.repeat(cb, store.lengths)
-    n_tok = np.repeat(store.lengths, store.lengths).astype(np.float64)
-    base = gene_means(pos, store.token_ids).rename(columns={"mean": "mean_position"}).drop(columns="sd")
+    ix = _Index.build(store, _cell_bins(store, n_length_bins, cell_bins))
+    base = pd.DataFrame({"token_id": ix.genes, "n_cells": ix.gene_n, "mean_position": ix.gene_mean(ix.pos)})
     out = []
     for layer, head, lf in iter_columns(store, mean_heads=mean_heads):
-        sc = _scores_for(lf, store, pos, tbin, n_tok)
+        sc = _scores_for(lf, ix)
         df = base.copy()
         for name in ("raw", "fold", "logfold"):
-            df[name] = gene_means(sc[name], store.token_ids)["mean"].to_numpy()
-        res = gene_means(sc["residual"], store.token_ids)
-        df["residual"] = res["mean"].to_numpy()
-        df["residual_sd"] = res["sd"].to_numpy()
+            df[name] = ix.gene_mean(sc[name])
+        df["residual"] = ix.gene_mean(sc["residual"])
+        df["residual_sd"] = ix.gene_sd(sc["residual"], df["residual"].to_numpy())
         df["expected"] = df["logfold"] - df["residual"]
         df.insert(0, "head", head)
         df.insert(0, "layer", layer)
@@ -357,7 +398,7 @@ def _subsample(n: int, max_n: int, seed: int) -> np.ndarray:
 
 
 def length_dependence(
-    store: TokenStore, *, max_tokens: int = 200_000, seed: int = 0, n_length_bins: int = 10
+    store: TokenStore, *, max_tokens: int = 100_000, seed: int = 0, n_length_bins: int = 10
 ) -> pd.DataFrame:
     """How attention depends on cell length ``n_c`` and on rank position, per layer/head and score type.
 
@@ -370,35 +411,39 @@ def length_dependence(
     DataFrame ``layer, head, score_type, spearman_vs_length, loglength_slope, spearman_vs_position,
     cell_mean_raw_vs_length`` (the last: Spearman over cells of the per-cell mean raw attention vs ``n_c``).
     """
-    pos = store.positions
-    cb = length_bins(store.lengths, n_length_bins)
-    tbin = np.repeat(cb, store.lengths)
-    n_tok = np.repeat(store.lengths, store.lengths).astype(np.float64)
-    idx = _subsample(len(pos), max_tokens, seed)
-    logn = np.log(n_tok[idx])
+    ix = _Index.build(store, length_bins(store.lengths, n_length_bins))
+    idx = _subsample(len(ix.pos), max_tokens, seed)
+    logn = np.log(ix.n_tok[idx])
+    r_len, r_pos = stats.rankdata(ix.n_tok[idx]), stats.rankdata(ix.pos[idx])  # Spearman = Pearson of ranks
+    cell_of_token = store.cell_of_token
     rows = []
     for layer, head, lf in iter_columns(store):
-        sc = _scores_for(lf, store, pos, tbin, n_tok)
-        cell_raw = (
-            np.bincount(store.cell_of_token, weights=sc["raw"], minlength=store.n_cells) / store.lengths
-        )
+        sc = _scores_for(lf, ix)
+        cell_raw = np.bincount(cell_of_token, weights=sc["raw"], minlength=store.n_cells) / store.lengths
         r_cell = _spear(cell_raw, store.lengths)
         for st in SCORE_TYPES:
             v = sc[st][idx]
             logv = np.log(v) if st != "residual" else v
             slope = float(np.polyfit(logn, logv, 1)[0]) if np.ptp(logn) > 0 else float("nan")
+            r_v = stats.rankdata(v)
             rows.append(
                 {
                     "layer": layer,
                     "head": head,
                     "score_type": st,
-                    "spearman_vs_length": _spear(v, n_tok[idx]),
+                    "spearman_vs_length": _pearson(r_v, r_len),
                     "loglength_slope": slope,
-                    "spearman_vs_position": _spear(v, pos[idx]),
+                    "spearman_vs_position": _pearson(r_v, r_pos),
                     "cell_mean_raw_vs_length": r_cell,
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _spear(a: np.ndarray, b: np.ndarray) -> float:

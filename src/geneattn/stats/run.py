@@ -202,22 +202,28 @@ def step_confounds(inp: Inputs, de: pd.DataFrame, *, k: int = 20, seed: int = 0)
     )
 
 
-def _layer_heads(store: TokenStore) -> list[tuple[str, str]]:
-    return [(str(la), "mean") for la in range(store.n_layers)] + [("mean", "mean")]
+def _layer_heads(store: TokenStore, *, every_head: bool = False) -> list[tuple[str, str]]:
+    heads = (
+        [(str(la), str(h)) for la in range(store.n_layers) for h in range(store.n_heads)]
+        if every_head
+        else []
+    )
+    return heads + [(str(la), "mean") for la in range(store.n_layers)] + [("mean", "mean")]
 
 
-def step_significance(inp: Inputs, *, seed: int = 0, n_boot: int = 200, min_cells: int = 10,
-                      label_key: str = LABEL) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:  # fmt: skip
+def step_significance(inp: Inputs, *, seed: int = 0, n_boot: int = 200, min_cells: int = 10, label_key: str = LABEL,
+                      paired_heads: str = "layers") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:  # fmt: skip
     """Significance tests and bootstrap bands.
 
-    Paired pt-vs-ft per gene (head means per layer + overall) and per head (``cell_head``),
+    Paired pt-vs-ft per gene (``paired_heads="layers"``: head means per layer + overall; ``"all"``:
+    also every head) and per head (``cell_head``),
     between-class residual tests (wells as units where present), a shuffled-label calibration and
     the bootstrap change-by-rank bands. Returns ``(significance, change_ci, calibration)``.
     """
     parts, change, calib = [], pd.DataFrame(), {}
     ref, other = inp.stores.get(REF), inp.stores.get(OTHER)
     if ref is not None and other is not None:
-        parts.append(sg.paired_gene_test(ref, other, heads=_layer_heads(ref), min_cells=min_cells, seed=seed,
+        parts.append(sg.paired_gene_test(ref, other, heads=_layer_heads(ref, every_head=paired_heads == "all"), min_cells=min_cells, seed=seed,
                                          gene_map=inp.gene_map, names=(REF, OTHER)))  # fmt: skip
         change = sg.bootstrap_change_by_rank(ref, other, n_boot=n_boot, seed=seed, names=(REF, OTHER))
     ch = inp.tables.get("cell_head")
@@ -353,8 +359,17 @@ def _attention_seconds(inp: Inputs) -> float:
         params = json.loads(p.read_text()) if p.is_file() else {}
     except (OSError, json.JSONDecodeError):
         params = {}
-    s, n = params.get("seconds"), params.get("n_cells")
-    return float(s) / float(n) if s and n else float("nan")
+    s = next((params[k] for k in ("seconds", "wall_s", "elapsed_s") if params.get(k)), None)
+    n = params.get("n_cells")
+    if s is None:  # the pipeline's manifest, when it records stage timings
+        try:
+            man = json.loads((inp.results_dir / "manifest.json").read_text())
+            st = man.get("stages", {}).get("attention", {})
+            s = next((st[k] for k in ("seconds", "wall_s", "elapsed_s", "duration_s") if st.get(k)), None)
+        except (OSError, json.JSONDecodeError, AttributeError):
+            s = None
+    n_models = max(1, len(inp.stores))
+    return float(s) / float(n) / n_models if s and n else float("nan")
 
 
 def _write_table(path: Path, df: pd.DataFrame) -> None:
@@ -374,6 +389,8 @@ def run_stats(
     ig_steps: int = 16,
     umap: bool = True,
     markers: tuple[str, ...] = ("MDM2",),
+    paired_heads: str = "layers",
+    annotate: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Run every statistics step on a results directory and write its tables and metrics.
 
@@ -397,6 +414,13 @@ def run_stats(
         Compute the UMAP table.
     markers
         Genes whose rank is reported (MDM2, nutlin-3a's target).
+    paired_heads
+        Heads of the paired per-gene pt-vs-ft test: ``"layers"`` (head means per layer and overall)
+        or ``"all"`` (also each head; slower).
+    annotate
+        Also write the DE (``uns["de"]``, ``uns["de_ref"]``) and UMAP (``obsm["X_umap"]``,
+        ``obsm["X_pca"]``) results into ``cells.h5ad`` (atomically; counts in ``X`` unchanged, the
+        derived ``counts``/``lognorm`` layers are not stored).
 
     Returns
     -------
@@ -422,15 +446,28 @@ def run_stats(
         logger.warning("no attention token store in %s/attention: attention statistics skipped", root)
     out["agreement"] = _timed("agreement", step_agreement, inp, out["de"], k=k, markers=markers)
     out["confounds"] = _timed("confounds", step_confounds, inp, out["de"], k=k, seed=seed)
-    sig, change, calib = _timed("significance", step_significance, inp, seed=seed, n_boot=n_boot)
+    sig, change, calib = _timed(
+        "significance", step_significance, inp, seed=seed, n_boot=n_boot, paired_heads=paired_heads
+    )
     out["significance"], out["change_ci"] = sig, change
     out["methods"] = _timed("methods", step_methods, inp, out["de"], seed=seed, n_cells=attribution_cells, k=k,
                             ig_steps=ig_steps, deletion_top_k=deletion_top_k, deletion_cells=deletion_cells)  # fmt: skip
     for name, df in out.items():
         _write_table(root / "tables" / f"{name}.parquet", df)
+    if annotate:
+        _annotate(root, inp.adata)
     _update_metrics(root, out, calib, timings, seed=seed, total=time.perf_counter() - t0)
     logger.info("stats: wrote %s", ", ".join(f"tables/{n}.parquet" for n in out))
     return out
+
+
+def _annotate(root: Path, adata: Any) -> None:
+    ann = adata.copy()
+    for layer in ("counts", "lognorm"):
+        ann.layers.pop(layer, None)
+    with atomic_path(root / "cells.h5ad") as tmp:
+        ann.write_h5ad(tmp)
+    logger.info("stats: annotated %s (uns['de'], uns['de_ref'], obsm['X_umap'])", root / "cells.h5ad")
 
 
 def _update_metrics(

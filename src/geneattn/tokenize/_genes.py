@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from .vocab import SPECIAL_TOKENS, GeneVocab
+from .vocab import GeneVocab
 
 __all__ = ["GenePlan", "plan_genes", "remap_chunk"]
 
@@ -72,7 +72,7 @@ def plan_genes(ids: np.ndarray, vocab: GeneVocab, *, collapse_gene_ids: bool = T
     -------
     The plan.
     """
-    genes = {k for k in vocab.token_ids if k not in SPECIAL_TOKENS}
+    genes = vocab._gene_set
     ids = list(ids)
     if not collapse_gene_ids:
         collapsed = [g if g in genes else None for g in ids]
@@ -84,7 +84,7 @@ def plan_genes(ids: np.ndarray, vocab: GeneVocab, *, collapse_gene_ids: bool = T
             )
             raise InputError(msg)
         return _plan_in_order(collapsed, vocab, "none")
-    mapping = vocab.mapping if vocab.mapping is not None else {g: g for g in genes}
+    mapping = vocab._effective_mapping
     # uniqueness test on raw (not upper-cased) ids that are mapping keys, as upstream
     in_map = [g for g in ids if g is not None and g in mapping]
     unique = len(set(in_map)) == len({mapping[g] for g in in_map})

@@ -437,7 +437,7 @@ def _obs_arrow(series: pd.Series) -> pa.Array:
 
 
 def _static_columns(adata: AnnData, obs_keys: list[str]) -> dict[str, pa.Array]:
-    cols = {_keys.CELL_ID: pa.array(np.asarray(adata.obs_names, dtype=object).astype(str).tolist())}
+    cols = {_keys.CELL_ID: pa.array(adata.obs_names.astype(str).to_numpy(dtype=object), type=pa.string())}
     for k in obs_keys:
         cols[k] = _obs_arrow(adata.obs[k].reset_index(drop=True))
     return cols

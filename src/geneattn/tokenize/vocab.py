@@ -181,6 +181,15 @@ class GeneVocab:
         """Gene ids of the vocabulary (token keys that are not special tokens), in token order."""
         return [k for k in self.token_ids if k not in SPECIAL_TOKENS]
 
+    @functools.cached_property
+    def _gene_set(self) -> frozenset[str]:
+        return frozenset(self.genes)
+
+    @functools.cached_property
+    def _effective_mapping(self) -> dict[str, str]:
+        """The mapping, or the identity over the genes when there is none."""
+        return self.mapping if self.mapping is not None else {g: g for g in self.genes}
+
     @property
     def size(self) -> int:
         """Number of token ids (max id + 1): the model's ``vocab_size``."""

@@ -1,0 +1,131 @@
+"""report.build: self-contained, numbers from metrics, user strings escaped; rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from geneattn import plotting as pl  # noqa: E402
+from geneattn import report  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plotting"))
+from conftest import synthetic_tables  # noqa: E402
+
+EVIL = "<script>alert(1)</script>"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _metrics():
+    return {
+        "data": {"n_cells": 1234, "n_genes": 987, "classes": {"0.1": 300, EVIL: 12},
+                 "genes_per_cell": {"median": 1500.0, "min": 200.0, "max": 4000.0}},
+        "classification": {"accuracy": 0.4321, "macro_f1": 0.4, "n_train": 900, "n_val": 100, "n_test": 110,
+                           "confusion": {"labels": ["0.1", EVIL], "matrix": [[5, 1], [2, 3]]},
+                           "groups": {"accuracy": 0.8771, "confusion": {"labels": ["low", "high"], "matrix": [[5, 1], [1, 5]]}},
+                           "baselines": {"majority": {"accuracy": 0.25}, "logreg": {"accuracy": 0.5}}},
+        "attention": {"top_genes_finetuned": ["G0", EVIL, "MDM2"], "highlight_rank_finetuned": {"MDM2": 6},
+                      "highlight_rank_pretrained": {"MDM2": 40}, "n_genes_scored": 31, "highlight_mean_position": {"MDM2": 200.0},
+                      "largest_change": {"layer": "3", "head": "1", "bin_start": 200, "bin_end": 224, "pct_change": 17.25},
+                      "peak_bin_mean_abs_change": {"bin_start": 200, "mean_abs_pct_change": 9.5}},
+        "agreement": {"fold": {"spearman_vs_de": 0.123, "topk_overlap_de": 3, "topk_expected": 1.1, "k": 20}},
+        "confounds": {"finetuned/raw": {"spearman_vs_length": -0.8, "auroc_planted": 0.6}},
+        "significance": {"heads": {"n_heads": 24, "n_significant": 11, "max_abs_pct_change": 30.0}, "calibration": {"fpr": 0.04}},
+        "methods": {"metric": "auroc_planted", "values": {"attention/raw": 0.61}, "best": "de/raw", "best_value": 0.99},
+        "highlight": ["MDM2"],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    t = synthetic_tables(labels=["0.1", EVIL])
+    figs = {"umap": pl.umap(t["umap"]).figure, "change_by_rank": pl.change_by_rank(t["change_ci"]),
+            "top_genes": pl.top_genes(t["top_genes"].assign(gene=lambda d: d["gene"].replace("G1", EVIL))).figure}  # fmt: skip
+    # one figure given as a saved PNG path
+    p = out / "elsewhere.png"
+    pl.method_comparison(t["methods"]).figure.savefig(p)
+    figs["methods"] = p
+    tables = {"top_genes": t["top_genes"], "significance": t["significance"], "methods": t["methods"]}
+    manifest = {"stages": {"data": {"seconds": 1.5, "status": "done", "summary": EVIL, "hash": "abc"}}}
+    config = {"dataset": "nutlin-sim", "seed": 0, "label_key": EVIL, "data": f"/x/{EVIL}.h5ad"}
+    path = report.build(None, figs, tables, out, metrics=_metrics(), config=config, manifest=manifest)
+    plt.close("all")
+    return out, path
+
+
+def test_self_contained_and_escaped(built):
+    out, path = built
+    html = path.read_text()
+    assert (out / "figures" / "umap.png").is_file() and (out / "figures" / "umap.svg").is_file()
+    assert EVIL not in html and "&lt;script&gt;" in html
+    assert "<script" not in html.lower()
+    assert "http://" not in html and "https://" not in html and "<link" not in html
+    assert html.count('src="data:image/png;base64,') == 4
+    # numbers come from metrics
+    for s in ("1,234", "43.2%", "87.7%", "17.2", "11 of 24", "ranks 6 of 31"):
+        assert s in html, s
+    order = [
+        html.index(f'id="{i}"')
+        for i in ("data", "model", "moved", "genes", "de", "confound", "significance", "methods", "run")
+    ]
+    assert order == sorted(order)
+
+
+def test_missing_metrics_render(tmp_path):
+    path = report.build(None, {}, {}, tmp_path)
+    assert "n/a" in path.read_text()
+
+
+def _browser_or_skip():
+    if not Path(CHROMIUM).exists() or importlib.util.find_spec("playwright") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{CHROMIUM} or playwright missing in CI: install the Debian package chromium")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium) or playwright missing")
+
+
+def test_report_in_headless_chromium(built, tmp_path):
+    _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    _, path = built
+    url = path.resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+    console, failed, foreign = [], [], []
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM, args=flags,
+                                                   headless=True, viewport={"width": 1200, "height": 900})  # fmt: skip
+        page = ctx.new_page()
+        page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: console.append(str(e)))
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.on(
+            "request", lambda r: None if r.url == url or r.url.startswith("data:") else foreign.append(r.url)
+        )
+        page.on("dialog", lambda d: console.append(f"dialog: {d.message}"))
+        page.goto(url, wait_until="load")
+        page.wait_for_load_state("networkidle")
+        imgs = page.locator("figure img")
+        assert imgs.count() == 4
+        for i in range(imgs.count()):
+            img = imgs.nth(i)
+            assert img.is_visible()
+            box = img.bounding_box()
+            assert box and box["width"] > 0 and box["height"] > 0
+            assert img.evaluate("e => e.complete && e.naturalWidth > 0")
+        assert EVIL in page.inner_text("body")  # shown as text, not run
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        ctx.close()
+    assert console == [] and failed == [] and foreign == []
+    assert shot.stat().st_size > 10_000
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
