@@ -99,3 +99,17 @@ def test_augmented_coordinate_path():
     out_ref, lse_ref = fused_attention_lse(q, k, v, bias, scale)
     torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lse, lse_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_no_padding_runs_unmasked():
+    q, k, v, _, _ = _qkv(2)
+    scale = 8**-0.5
+    a, out_ref = _naive_attention(q, k, v, torch.zeros(q.shape[0], q.shape[2]), scale)
+    out, lse = fused_attention_lse(q, k, v, None, scale)
+    torch.testing.assert_close(out.double(), out_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        column_logsum(q, k, lse, None, scale).exp().double(), a.sum(2), atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        _blocks(q, k, v, None, scale, 5)[2].exp().double(), a.sum(2), atol=1e-5, rtol=1e-5
+    )

@@ -131,15 +131,19 @@ def test_run_stats_writes_tables(results):
 
 
 def test_cli_stats(results, tmp_path):
+    import anndata as ad
     from typer.testing import CliRunner
 
     from geneattn.cli import app
 
-    r = CliRunner().invoke(
-        app, ["stats", str(results), "--attribution-cells", "0", "--no-umap", "--n-boot", "10"]
-    )
+    x0 = ad.read_h5ad(results / "cells.h5ad").X.copy()
+    args = ["stats", str(results), "--attribution-cells", "0", "--no-umap", "--n-boot", "10", "--annotate"]
+    r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert (results / "tables" / "methods.parquet").is_file()
+    annotated = ad.read_h5ad(results / "cells.h5ad")
+    assert "de" in annotated.uns and "lognorm" not in annotated.layers
+    assert (annotated.X != x0).nnz == 0
     # user errors: a one-line message (exit code 2 is app.py's mapping of InputError)
     r = CliRunner().invoke(app, ["stats", str(tmp_path / "nope")])
     assert r.exit_code != 0 and "does not exist" in (r.output + str(r.exception))

@@ -180,6 +180,10 @@ def extract(
     if store_tokens:
         store = _open_store(out_path, shapes, len(flat), rank, world)
 
+    logger.info(
+        "attention: %d cells, %d genes, models %s on %s (%s, %d process(es))",
+        n_cells, len(gene_tokens), list(loaded), dev, method, world,
+    )  # fmt: skip
     order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(n_cells)
     batches = [order[s : s + batch_size] for s in range(0, n_cells, batch_size)][rank::world]
     pad_id = int(getattr(vocab, "pad_id", 0) or 0)

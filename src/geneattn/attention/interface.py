@@ -68,10 +68,13 @@ class TokenStats:
 
 def _key_bias(
     attention_mask: torch.Tensor | None, batch: int, length: int, device: torch.device
-) -> torch.Tensor:
-    """The additive key bias ``[B, L]`` float32 (0 valid, -inf padded) from the mask we registered."""
+) -> torch.Tensor | None:
+    """The additive key bias ``[B, L]`` float32 (0 valid, -inf padded) from the mask we registered.
+
+    ``None`` when there is no mask (no padding in the batch): the kernels then run unmasked.
+    """
     if attention_mask is None:
-        return torch.zeros(batch, length, device=device)
+        return None
     m = attention_mask
     if m.dtype == torch.bool:
         m = torch.zeros(m.shape, device=device).masked_fill(~m, -math.inf)
@@ -84,7 +87,7 @@ def _pad_last(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def fused_attention_lse(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused attention ``softmax(q k^T scale + bias) v`` and its row log-sum-exp.
 
@@ -93,7 +96,7 @@ def fused_attention_lse(
     q, k, v
         ``[B, H, L, e]`` (same head size ``e``).
     bias
-        ``[B, L]`` additive key bias (0 or -inf).
+        ``[B, L]`` additive key bias (0 or -inf), or ``None`` (no padding).
     scale
         Score scale.
 
@@ -104,7 +107,7 @@ def fused_attention_lse(
     coordinate (``[q s, 1] . [k, bias]``) because its ``attn_bias`` needs an aligned ``[.., L, L]`` tensor.
     """
     if q.device.type == "cpu":
-        mask = bias[:, None, None, :].to(q.dtype)
+        mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, attn_mask=mask, scale=scale
         )
@@ -121,7 +124,7 @@ def augmented_lse(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    bias: torch.Tensor,
+    bias: torch.Tensor | None,
     scale: float,
     kernel: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,6 +134,8 @@ def augmented_lse(
     ``kernel(q, k, v) -> (out, lse)`` is an unmasked fused attention (CUDA: memory-efficient kernel).
     """
     e, length = q.shape[-1], q.shape[2]
+    if bias is None:
+        bias = torch.zeros(q.shape[0], length, device=q.device)
     qa = torch.cat([q * scale, torch.ones_like(q[..., :1])], -1)
     ka = torch.cat([k, bias[:, None, :, None].to(k.dtype).clamp_min(-1e30).expand_as(k[..., :1])], -1)
     size = (e + 1 + 7) // 8 * 8  # kernels want head sizes that are multiples of 8
@@ -139,7 +144,7 @@ def augmented_lse(
 
 
 def column_logsum(
-    q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, bias: torch.Tensor, scale: float
+    q: torch.Tensor, k: torch.Tensor, lse: torch.Tensor, bias: torch.Tensor | None, scale: float
 ) -> torch.Tensor:
     """Algorithm C pass 2: ``log sum_{i valid} A[i, j]`` ``[B, H, L]`` from ``q, k`` and pass 1's ``lse``.
 
@@ -172,6 +177,8 @@ def _zeros_like(x: torch.Tensor) -> torch.Tensor:
 def _blocks(q, k, v, bias, scale, block_size):
     """Algorithm A: explicit softmax per query block; returns (out, lse, logcol), exact, O(b L) memory."""
     bsz, nh, length, _ = q.shape
+    if bias is None:
+        bias = torch.zeros(bsz, length, device=q.device)
     valid_q = torch.isfinite(bias)[:, None, :, None]  # [B, 1, L, 1]
     col = q.new_zeros(bsz, nh, length, dtype=torch.float32)
     outs, lses = [], []
@@ -217,7 +224,7 @@ def geneattn_attention_forward(
         with torch.no_grad():
             # attention from the first token: A[0, j] = exp(q_0 . k_j s + bias_j - lse_0)
             s0 = torch.einsum("bhd,bhld->bhl", query[:, :, 0].float(), key.float()) * scale
-            first = torch.exp(s0 + bias[:, None, :] - lse[:, :, :1])
+            first = torch.exp((s0 if bias is None else s0 + bias[:, None, :]) - lse[:, :, :1])
             gram = info.gram
             info.sink(
                 info.layer,

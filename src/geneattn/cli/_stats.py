@@ -23,7 +23,7 @@ def stats(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the change-by-rank bands.")] = 200,
     attribution_cells: Annotated[
         int, typer.Option(help="Cells for rollout / gradient x input / integrated gradients (0: skip).")
-    ] = 32,
+    ] = 16,
     deletion_cells: Annotated[int, typer.Option(help="Cells for in-silico deletion.")] = 8,
     deletion_top_k: Annotated[int, typer.Option(help="Top-ranked genes deleted per cell.")] = 20,
     ig_steps: Annotated[int, typer.Option(help="Integrated-gradients steps.")] = 16,

@@ -54,6 +54,7 @@ CONFOUND_COLUMNS = [
     "spearman_vs_length",
     "loglength_slope",
     "spearman_vs_position",
+    "cell_mean_raw_vs_length",
     "spearman_vs_mean_rank",
     "auroc_planted",
     "auprc_planted",
@@ -409,7 +410,9 @@ def length_dependence(
     Returns
     -------
     DataFrame ``layer, head, score_type, spearman_vs_length, loglength_slope, spearman_vs_position,
-    cell_mean_raw_vs_length`` (the last: Spearman over cells of the per-cell mean raw attention vs ``n_c``).
+    cell_mean_raw_vs_length`` (the last: Spearman over cells of the per-cell mean raw attention vs
+    ``n_c``; since ``Σ_j a_j = 1`` the mean is ``1/n_c`` and this is −1 by construction: a check
+    of the store and the plainest statement of the confound).
     """
     ix = _Index.build(store, length_bins(store.lengths, n_length_bins))
     idx = _subsample(len(ix.pos), max_tokens, seed)
@@ -524,6 +527,7 @@ def confounds_table(
                     "spearman_vs_length": d["spearman_vs_length"],
                     "loglength_slope": d["loglength_slope"],
                     "spearman_vs_position": d["spearman_vs_position"],
+                    "cell_mean_raw_vs_length": d["cell_mean_raw_vs_length"],
                     "spearman_vs_mean_rank": spearman(s, mean_rank)[0],
                     "auroc_planted": np.nan,
                     "auprc_planted": np.nan,

@@ -288,7 +288,7 @@ def _model(path: Path) -> Any:
         return BertForSequenceClassification.from_pretrained(path, local_files_only=True).eval()
 
 
-def step_methods(inp: Inputs, de: pd.DataFrame, *, seed: int = 0, n_cells: int = 32, k: int = 20, ig_steps: int = 16,
+def step_methods(inp: Inputs, de: pd.DataFrame, *, seed: int = 0, n_cells: int = 16, k: int = 20, ig_steps: int = 16,
                  deletion_top_k: int = 20, deletion_cells: int = 8, batch_size: int = 8) -> pd.DataFrame:  # fmt: skip
     """Attention vs simpler gene scores on the same cells (fine-tuned model).
 
@@ -383,7 +383,7 @@ def run_stats(
     seed: int = 0,
     k: int = 20,
     n_boot: int = 200,
-    attribution_cells: int = 32,
+    attribution_cells: int = 16,
     deletion_cells: int = 8,
     deletion_top_k: int = 20,
     ig_steps: int = 16,
