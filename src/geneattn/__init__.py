@@ -1,4 +1,4 @@
-"""geneattn: which genes does a single-cell foundation model attend to, and is that signal real?
+"""Find the genes a single-cell foundation model attends to, and test whether that signal is real.
 
 Nothing runs at import: submodules are imported lazily on first attribute access.
 """
@@ -29,7 +29,18 @@ _SUBMODULES = (
 __all__ = ["InputError", "settings", "__version__", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import attention, datasets, get, io, models, pipeline, plotting, report, stats, tokenize
+    from . import (  # noqa: F401
+        attention,
+        datasets,
+        get,
+        io,
+        models,
+        pipeline,
+        plotting,
+        report,
+        stats,
+        tokenize,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -35,7 +35,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, path)
+        tmp_path.replace(path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -52,11 +52,11 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "old-", dir=path.parent))
             old.rmdir()
-            os.replace(path, old)
-            os.replace(tmp, path)
+            path.replace(old)
+            tmp.replace(path)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, path)
+            tmp.replace(path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

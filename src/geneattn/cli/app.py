@@ -65,10 +65,12 @@ def _configure_logging(level: int) -> None:
 
 @app.callback()
 def _root(
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """geneattn command-line interface."""
+    """Command-line interface of geneattn."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     settings.progress = not quiet and sys.stderr.isatty() or (not quiet and verbose)
     _configure_logging(level)
