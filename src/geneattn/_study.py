@@ -94,6 +94,13 @@ def stage_data(ctx: Context) -> str:
         study = load(cfg.data, classes=classes, groups=cfg.groups, **kw)
         if classes is not None and cfg.model is None:
             corpus = load(cfg.data, classes=None, groups=None, **{**kw, "min_cells_per_class": 1})
+    n_classes = study.obs["label"].nunique()
+    if n_classes < 2:
+        msg = (
+            f"the study needs at least two classes to tell apart, found {n_classes} "
+            f"({', '.join(map(str, study.obs['label'].unique()))}) in {cfg.label_key!r}; choose another label column or classes"
+        )
+        raise InputError(msg)
     _write_h5ad(ctx.path("data/study.h5ad"), study)
     corpus_path = ctx.path("data/corpus.h5ad")
     if corpus is not None and cfg.model is None:
@@ -415,12 +422,39 @@ def run(cfg: StudyConfig, *, force: bool = False, progress: bool | None = None) 
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
+    all_stages = _pin_torch_threads(all_stages)
     header = f"geneattn {__version__} resolved study configuration\nreproduce: geneattn run --config {out / 'config.toml'}"
     write_text(out / "config.toml", dump_toml(cfg.to_dict(), header=header))
     manifest = run_stages(all_stages, out, ctx=ctx, force=[s.name for s in all_stages[1:]] if force else False,
                           progress=progress)  # fmt: skip
     _record_timings(out, manifest, wall=time.perf_counter() - t0)
     return manifest
+
+
+def _pin_torch_threads(all_stages: list[Stage]) -> list[Stage]:
+    """Run every stage with the torch thread count this process started with.
+
+    scanpy's PCA (through threadpoolctl) raises the OpenMP thread count that torch shares, so without
+    this a run whose ``qc`` stage ran trains with more threads than a resumed run that skipped it:
+    float reductions then differ, and a resumed run no longer reproduces an uninterrupted one.
+    """
+    import dataclasses
+
+    import torch
+
+    n = torch.get_num_threads()
+
+    def pinned(fn: Any) -> Any:
+        def run_pinned(ctx: Context) -> str | None:
+            torch.set_num_threads(n)
+            try:
+                return fn(ctx)
+            finally:
+                torch.set_num_threads(n)
+
+        return run_pinned
+
+    return [dataclasses.replace(s, run=pinned(s.run)) for s in all_stages]
 
 
 def _record_timings(out: Path, manifest: dict[str, Any], *, wall: float) -> None:

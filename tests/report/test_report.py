@@ -18,7 +18,7 @@ from geneattn import plotting as pl  # noqa: E402
 from geneattn import report  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plotting"))
-from conftest import synthetic_tables  # noqa: E402
+from _synth_tables import synthetic_tables  # noqa: E402
 
 EVIL = "<script>alert(1)</script>"
 CHROMIUM = "/usr/bin/chromium"

@@ -378,5 +378,8 @@ def load(path: str | os.PathLike[str], **canonicalize_kwargs) -> AnnData:
     adata = read_h5ad(path, backed=True)
     try:
         return canonicalize(adata, **canonicalize_kwargs)
+    except OSError as e:  # h5py failing on a corrupt chunk while reading the selected cells
+        msg = f"cannot read {path}: {e}; the file may be corrupt: re-download it or write it again"
+        raise InputError(msg) from e
     finally:
         adata.file.close()

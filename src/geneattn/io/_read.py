@@ -75,12 +75,21 @@ def read_h5ad(path: str | os.PathLike[str], *, backed: bool = False) -> AnnData:
     _check_file(path)
     try:
         adata = anndata.read_h5ad(path, backed="r" if backed else None)
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
+    except Exception as e:  # noqa: BLE001 - any reader failure (incl. anndata's IORegistryError) is a bad file
         msg = (
             f"cannot read {path} as h5ad ({type(e).__name__}: {e}); the file may be truncated or "
             "not written by anndata: re-download it or write it again with adata.write_h5ad()"
         )
         raise InputError(msg) from e
+    x_shape = None if adata.X is None else tuple(adata.X.shape)
+    if x_shape is not None and x_shape != (len(adata.obs), len(adata.var)):
+        if backed:
+            adata.file.close()
+        msg = (
+            f"{path} is inconsistent: X is {x_shape[0]} x {x_shape[1]} but obs has {len(adata.obs)} and var "
+            f"{len(adata.var)} rows; the file is corrupt: re-download it or write it again"
+        )
+        raise InputError(msg)
     logger.info(
         "read %s: %d cells x %d genes%s", path, adata.n_obs, adata.n_vars, " (backed)" if backed else ""
     )

@@ -66,6 +66,7 @@ def tokenize(
     n_counts_key: str = "n_counts",
     filter_key: str = "filter_pass",
     n_jobs: int | None = None,
+    min_gene_fraction: float = 0.1,
 ) -> datasets.Dataset:
     """Rank-value encode cells exactly as Geneformer's ``TranscriptomeTokenizer``.
 
@@ -99,6 +100,9 @@ def tokenize(
     n_jobs
         Worker threads encoding chunks; ``None`` uses ``settings.n_jobs`` or up to 4 CPUs.
         Output does not depend on it.
+    min_gene_fraction
+        Refuse inputs in which fewer than this fraction of the gene ids map to the vocabulary
+        (wrong id type, species or dictionaries); a warning below one half. 0 disables the check.
 
     Returns
     -------
@@ -119,6 +123,7 @@ def tokenize(
             raise InputError(msg)
         ids, _ = _gene_ids(adata, gene_id_key)
         plan = plan_genes(ids, vocab, collapse_gene_ids=collapse_gene_ids)
+        _check_coverage(ids, plan, min_gene_fraction)
         n_counts = _checked_n_counts(adata, n_counts_key)
         passing = _filter_pass(adata, filter_key)
         columns = _static_columns(adata, obs_keys)
@@ -213,6 +218,7 @@ def _encode_chunk(
     eos_id: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
     """Encode one chunk of rows: (tokens, offsets, input row numbers, n empty cells dropped)."""
+    _check_values(x, start)
     rows = start + np.flatnonzero(passing[start : start + x.shape[0]])
     if rows.size == 0:
         return None
@@ -237,6 +243,49 @@ def _encode_chunk(
         eos_id=eos_id,
     )
     return flat, offsets, rows, n_empty
+
+
+def _check_values(x: sp.csr_matrix, start: int) -> None:
+    """InputError unless the chunk holds raw counts (finite, non-negative integers)."""
+    v = x.data
+    if v.size == 0 or np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.bool_):
+        if v.size and np.issubdtype(v.dtype, np.signedinteger) and v.min() < 0:
+            msg = f"X has negative values (rows from {start}); tokenize raw integer UMI counts"
+            raise InputError(msg)
+        return
+    if not np.issubdtype(v.dtype, np.floating):
+        msg = f"X has dtype {v.dtype}; tokenize raw integer UMI counts"
+        raise InputError(msg)
+    if not np.isfinite(v).all():
+        msg = f"X has NaN or infinite values (rows from {start}); tokenize raw integer UMI counts"
+        raise InputError(msg)
+    if v.min() < 0:
+        msg = f"X has negative values (rows from {start}): scaled data? tokenize raw integer UMI counts"
+        raise InputError(msg)
+    if (np.abs(v - np.round(v)) > 1e-3).any():
+        msg = (
+            f"X has non-integer values (rows from {start}, max {float(v.max()):.3g}): log-normalised data? "
+            "tokenize raw integer UMI counts (e.g. a 'counts' layer or adata.raw)"
+        )
+        raise InputError(msg)
+
+
+def _check_coverage(ids: np.ndarray, plan: Any, min_fraction: float) -> None:
+    """InputError when too few input gene ids map to the vocabulary (wrong ids or dictionaries)."""
+    n_in = len(ids)
+    n_mapped = int((plan.colmap >= 0).sum())
+    frac = n_mapped / max(n_in, 1)
+    if frac >= 0.5:
+        return
+    unmapped = [str(i) for i, c in zip(ids, plan.colmap, strict=True) if c < 0][:3]
+    what = f"only {n_mapped} of {n_in} gene ids ({frac:.0%}) map to the vocabulary (unmapped e.g. {unmapped})"
+    if frac < min_fraction:
+        msg = (
+            f"{what}: the gene ids are probably not Ensembl ids of this vocabulary's species, or the "
+            "dictionaries do not match; pass the right gene id column (--gene-id-key) or dictionaries"
+        )
+        raise InputError(msg)
+    logger.warning("%s; check the gene id column and the dictionaries", what)
 
 
 def _n_workers(n_jobs: int | None) -> int:

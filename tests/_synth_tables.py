@@ -1,0 +1,58 @@
+"""Synthetic tables in the contract schemas (attention, stats, metrics) for plot and report tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+LABELS = ["0.1", "0.5", "5", "10"]
+
+
+def synthetic_tables(seed: int = 0, labels=LABELS) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    genes = [f"G{i}" for i in range(30)] + ["MDM2"]
+    n = 120
+    t: dict[str, pd.DataFrame] = {}
+    t["umap"] = pd.DataFrame({"cell_id": [f"c{i}" for i in range(n)], "umap1": rng.normal(size=n), "umap2": rng.normal(size=n),
+                              "label": rng.choice(labels, n), "n_genes": rng.integers(300, 3000, n)})  # fmt: skip
+    rows = []
+    for model in ("pretrained", "finetuned"):
+        for r, g in enumerate(genes):
+            rows.append({"model": model, "layer": -1, "head": -1, "rank": r + 1, "token_id": r + 2, "ensembl_id": f"E{r}",
+                         "gene": g, "n_cells": 50, "fold_mean": 3.0 - r * 0.05})  # fmt: skip
+    t["top_genes"] = pd.DataFrame(rows)
+    rows = []
+    for layer in range(6):
+        for head in (*range(4), "mean"):
+            for b in range(0, 500, 25):
+                pc = rng.normal(0, 5)
+                rows.append({"model_ref": "pretrained", "model_other": "finetuned", "layer": str(layer), "head": str(head),
+                             "bin_start": b, "bin_end": b + 24, "n_cells": 100, "ref_mean": 1.0, "other_mean": 1 + pc / 100,
+                             "pct_change": pc, "ci_low": pc - 2, "ci_high": pc + 2})  # fmt: skip
+    t["change_ci"] = pd.DataFrame(rows)
+    t["head_change"] = t["change_ci"].assign(layer=lambda d: pd.to_numeric(d["layer"], errors="coerce"),
+                                             head=lambda d: pd.to_numeric(d["head"], errors="coerce"), metric="fold").dropna()  # fmt: skip
+    sig = [{"test": "paired_head", "model_ref": "pretrained", "model_other": "finetuned", "layer": str(la), "head": str(h),
+            "token_id": None, "gene": None, "metric": "head_out", "n": 100, "effect": 0.1, "pct_change": rng.normal(0, 10),
+            "statistic": 1.0, "pval": 0.01, "pval_adj": rng.choice([0.001, 0.5]), "adjust": "holm"}
+           for la in range(6) for h in range(4)]  # fmt: skip
+    t["significance"] = pd.DataFrame(sig)
+    t["head_norms"] = pd.DataFrame([{"model": m, "layer": la, "head": h, "n_cells": 100, "head_out_mean": rng.uniform(1, 2),
+                                     "head_out_sd": 0.1, "share_mean": 0.25, "fnorm_mean": 1.0}
+                                    for m in ("pretrained", "finetuned") for la in range(6) for h in range(4)])  # fmt: skip
+    t["confounds"] = pd.DataFrame([{"model": m, "layer": "mean", "head": "mean", "score_type": s, "n_genes": 31,
+                                    "spearman_vs_length": v, "auroc_planted": 0.7, "spearman_vs_de": 0.2, "top_genes": "G1,G2"}
+                                   for m in ("pretrained", "finetuned") for s, v in (("raw", -0.8), ("fold", 0.1), ("residual", 0.02))])  # fmt: skip
+    t["attention_by_position_length"] = pd.DataFrame([{"model": "finetuned", "layer": 0, "head": 0, "position": p, "length_bin": b,
+                                                       "n": 10, "logfold_mean": -p / 300 + b / 10}
+                                                      for p in range(0, 400, 10) for b in range(4)])  # fmt: skip
+    t["methods"] = pd.DataFrame([{"method": m, "score_type": s, "n_genes": 31, "auroc_planted": rng.uniform(0.4, 1),
+                                  "auprc_planted": 0.5, "spearman_vs_de": 0.3, "topk_overlap_de": 5, "hypergeom_p": 0.01,
+                                  "seconds_per_cell": 0.01, "n_cells": 32}
+                                 for m, s in (("attention", "raw"), ("attention", "residual"), ("grad_input", "raw"), ("de", "raw"))])  # fmt: skip
+    t["expr"] = pd.DataFrame(
+        [{"gene": g, "label": lab, "mean_expr": rng.uniform(0, 3)} for g in genes[:10] for lab in labels]
+    )
+    t["de_vs"] = pd.DataFrame({"gene": genes, "de_score": rng.normal(size=len(genes)), "attention": rng.normal(size=len(genes)),
+                               "planted": [i < 5 for i in range(len(genes))]})  # fmt: skip
+    return t
