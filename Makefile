@@ -3,17 +3,18 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# torch: the local CPU wheel (an unpinned torch would pull a multi-GB CUDA build)
+# torch: the local CPU wheel (an unpinned torch would pull a multi-GB CUDA build);
+# constraints.txt pins the versions the suite was run with (Geneformer tie order depends on numpy/scipy)
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -231,7 +231,11 @@ def stage_finetune(ctx: Context) -> str:
 
     cfg: StudyConfig = ctx.config
     groups = parse_groups(cfg.groups) if cfg.groups else None
-    fc = FinetuneConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, device=_device(cfg))
+    lr = cfg.finetune_lr if cfg.finetune_lr is not None else (5e-5 if cfg.model is not None else 1e-3)
+    # select the epoch by validation macro-F1: a briefly trained small model grows over-confident
+    # (validation loss rising) while its validation accuracy still improves
+    fc = FinetuneConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, learning_rate=float(lr),
+                        select_by="macro_f1", device=_device(cfg))  # fmt: skip
     res = finetune(ctx.path("tokens"), model=pretrained_dir(ctx), out=ctx.path("models/finetuned"), label_key="label",
                    groups=groups, config=fc, seed=cfg.seed)  # fmt: skip
     shutil.rmtree(ctx.path("models/finetuned/checkpoints"), ignore_errors=True)

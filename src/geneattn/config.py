@@ -42,6 +42,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "model_input_size": (int,),
     "pretrain_epochs": (int,),
     "finetune_epochs": (int,),
+    "finetune_lr": (float, int),
     "batch_size": (int,),
     "attention_batch_size": (int,),
     "device": (str,),
@@ -50,7 +51,16 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "n_boot": (int,),
     "attribution_cells": (int,),
 }
-_OPTIONAL = {"data", "perturbation", "classes", "groups", "model", "dictionaries", "cells_per_dose"}
+_OPTIONAL = {
+    "data",
+    "perturbation",
+    "classes",
+    "groups",
+    "model",
+    "dictionaries",
+    "cells_per_dose",
+    "finetune_lr",
+}
 
 
 @dataclasses.dataclass
@@ -91,6 +101,9 @@ class StudyConfig:
         Maximum tokens per cell (Geneformer V1: 2048).
     pretrain_epochs, finetune_epochs, batch_size
         Training settings.
+    finetune_lr
+        Fine-tuning learning rate; default 1e-3 for a mini model pretrained here (a small model
+        needs it: at 1e-4 it does not learn within a few epochs) and Geneformer's 5e-5 with ``--model``.
     attention_batch_size
         Cells per forward pass when extracting attention.
     device
@@ -120,8 +133,9 @@ class StudyConfig:
     cells_per_dose: int | None = None
     min_cells_per_class: int = 10
     model_input_size: int = 2048
-    pretrain_epochs: int = 2
-    finetune_epochs: int = 3
+    pretrain_epochs: int = 1
+    finetune_epochs: int = 4
+    finetune_lr: float | None = None
     batch_size: int = 16
     attention_batch_size: int = 16
     device: str = "auto"

@@ -52,8 +52,12 @@ def run(
         str | None, typer.Option(help="Model size pretrained without --model (default mini).")
     ] = None,
     cells_per_dose: Annotated[int | None, typer.Option(help="nutlin-sim: cells per dose.")] = None,
-    pretrain_epochs: Annotated[int | None, typer.Option(help="Pretraining epochs (default 2).")] = None,
-    finetune_epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs (default 3).")] = None,
+    pretrain_epochs: Annotated[int | None, typer.Option(help="Pretraining epochs (default 1).")] = None,
+    finetune_epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs (default 4).")] = None,
+    finetune_lr: Annotated[
+        float | None,
+        typer.Option(help="Fine-tuning learning rate (default 1e-3 for a mini model, 5e-5 with --model)."),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size (default 16).")] = None,
     attention_batch_size: Annotated[
         int | None, typer.Option(help="Attention batch size (default 16).")
@@ -84,6 +88,7 @@ def run(
         "model": None if model is None else str(model), "dictionaries": None if dictionaries is None else str(dictionaries),
         "out": None if out is None else str(out), "seed": seed, "highlight": _csv(highlight), "preset": preset,
         "cells_per_dose": cells_per_dose, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
+        "finetune_lr": finetune_lr,
         "batch_size": batch_size, "attention_batch_size": attention_batch_size, "device": device, "top_k": top_k,
         "n_boot": n_boot, "attribution_cells": attribution_cells,
     }  # fmt: skip

@@ -53,7 +53,12 @@ class FinetuneConfig:
     freeze_layers
         Freeze the first N encoder layers [0].
     patience
-        Stop after this many epochs without a lower validation loss (0 disables early stopping).
+        Stop after this many epochs without a better validation score (0 disables early stopping).
+    select_by
+        Validation score for early stopping and for the epoch whose weights are kept: ``"loss"``
+        (lower is better; HF ``Trainer``'s default) or ``"macro_f1"`` (higher is better; what
+        Geneformer's hyper-parameter search maximises). A small model trained briefly often becomes
+        over-confident (validation loss rising) while its validation accuracy still improves.
     class_weights
         Weight the loss by inverse class frequency in the training split.
     test_size, val_size
@@ -81,6 +86,7 @@ class FinetuneConfig:
     warmup_ratio: float = 0.1
     freeze_layers: int = 0
     patience: int = 2
+    select_by: str = "loss"
     class_weights: bool = True
     test_size: float = 0.1
     val_size: float = 0.1
@@ -98,6 +104,9 @@ class FinetuneConfig:
                 raise InputError(msg)
         if self.learning_rate <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             msg = "learning_rate must be > 0, weight_decay and max_grad_norm >= 0"
+            raise InputError(msg)
+        if self.select_by not in ("loss", "macro_f1"):
+            msg = f"select_by must be 'loss' or 'macro_f1', got {self.select_by!r}"
             raise InputError(msg)
         if self.freeze_layers < 0 or self.patience < 0:
             msg = "freeze_layers and patience must be >= 0"
@@ -287,8 +296,10 @@ def finetune(
                 m["accuracy"],
                 m["macro_f1"],
             )
-            if val_loss < ex.get("best_val_loss", float("inf")):
-                ex.update(best_val_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+            # lower is better: the loss, or minus macro-F1
+            score = val_loss if cfg.select_by == "loss" else -m["macro_f1"]
+            if score < ex.get("best_score", float("inf")):
+                ex.update(best_score=score, best_val_loss=val_loss, best_epoch=epoch, bad_epochs=0)
                 if env.is_main:
                     save_model(clf, out / "checkpoints" / "best")
                 env.barrier()
