@@ -79,6 +79,14 @@ def stage_data(ctx: Context) -> str:
         from .io import canonicalize
 
         full = pbmc68k()
+        if classes is None:  # built-in data: keep the cell types with enough cells, say which are dropped
+            counts = full.obs["label"].value_counts()
+            classes = [str(c) for c in counts.index if counts[c] >= cfg.min_cells_per_class]
+            dropped = {str(c): int(counts[c]) for c in counts.index if counts[c] < cfg.min_cells_per_class}
+            if dropped:
+                logger.info(
+                    "pbmc68k: dropped cell types with < %d cells: %s", cfg.min_cells_per_class, dropped
+                )
         study = canonicalize(
             full, classes=classes, groups=cfg.groups, min_cells_per_class=cfg.min_cells_per_class
         )

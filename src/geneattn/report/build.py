@@ -45,7 +45,9 @@ def _fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, int):
         return f"{x:,}"
     if isinstance(x, float):
-        return f"{x:,.{digits}g}" if abs(x) < 1e5 else f"{x:,.0f}"
+        if x.is_integer() and abs(x) < 1e15:
+            return f"{int(x):,}"
+        return f"{x:,.{digits}g}" if abs(x) < 1e3 else f"{x:,.0f}"
     return str(x)
 
 
