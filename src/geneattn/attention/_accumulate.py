@@ -43,11 +43,16 @@ class ModelAccumulator:
         Longest cell (positions 0 .. max_len-1).
     n_length_bins
         Number of cell-length bins for `attention_by_position_length`.
+    device
+        Torch device of the running statistics.
+    n_cells
+        Number of dataset rows. Per-cell values go to preallocated ``[n_cells, n_layers, n_heads]``
+        arrays: per-batch arrays kept alive until the end fragmented the heap (RSS grew with cells).
     """
 
     def __init__(
         self, n_layers: int, n_heads: int, n_genes: int, n_classes: int, max_len: int, n_length_bins: int,
-        device: torch.device | str,
+        device: torch.device | str, n_cells: int = 0,
     ) -> None:  # fmt: skip
         self.n_layers, self.n_heads = n_layers, n_heads
         self.n_genes, self.n_classes, self.max_len, self.n_bins = n_genes, n_classes, max_len, n_length_bins
@@ -58,7 +63,9 @@ class ModelAccumulator:
         self.position = RunningStats.zeros(n_classes * max_len, ns * lh, device)
         self.position_length = RunningStats.zeros(n_length_bins * max_len, lh, device)
         self.head = RunningStats.zeros(1, 3 * lh, device)  # head_out, share, fnorm (cell means)
-        self.cells: list[dict[str, np.ndarray]] = []
+        self.cell_head_out = np.zeros((n_cells, n_layers, n_heads), np.float32)
+        self.cell_recv_first = np.zeros((n_cells, n_layers, n_heads), np.float32)
+        self.cell_seen = np.zeros(n_cells, bool)
         self._seen = [False] * n_layers
 
     def begin(self, valid: torch.Tensor) -> None:
@@ -125,13 +132,9 @@ class ModelAccumulator:
         share = head_out / head_out.sum(-1, keepdim=True).clamp_min(1e-300)
         per_cell = torch.stack([head_out, share, self._cell[:, 1].double()], 1).reshape(bsz, -1)
         self.head.update(torch.zeros(bsz, dtype=torch.long, device=valid.device), per_cell)
-        self.cells.append(
-            {
-                "row": cell_rows,
-                "head_out": self._cell[:, 0].cpu().numpy(),
-                "recv_first": self._cell[:, 2].cpu().numpy(),
-            }
-        )
+        self.cell_head_out[cell_rows] = self._cell[:, 0].cpu().numpy()
+        self.cell_recv_first[cell_rows] = self._cell[:, 2].cpu().numpy()
+        self.cell_seen[cell_rows] = True
         self._seen = [False] * self.n_layers
         return lf
 
@@ -139,6 +142,15 @@ class ModelAccumulator:
         """Combine accumulators across ``torch.distributed`` processes (no-op when not initialised)."""
         for rs in (self.gene, self.gene_rank, self.position, self.position_length, self.head):
             rs.all_reduce()
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        rows = np.flatnonzero(self.cell_seen)
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (rows, self.cell_head_out[rows], self.cell_recv_first[rows]))
+        for r, head_out, first in parts:
+            self.cell_head_out[r], self.cell_recv_first[r], self.cell_seen[r] = head_out, first, True
 
 
 def _long(
@@ -266,21 +278,19 @@ def cell_table(
     acc: ModelAccumulator, model: str, cell_ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray
 ) -> pd.DataFrame:
     """``cell_head``: one row per (cell, layer, head), cells in dataset order."""
-    if not acc.cells:
+    rows = np.flatnonzero(acc.cell_seen)
+    if not len(rows):
         return pd.DataFrame(
             columns=["model", "cell_id", "label", "length", "layer", "head", "head_out", "recv_first"]
         )
-    rows = np.concatenate([c["row"] for c in acc.cells])
-    order = np.argsort(rows, kind="stable")
-    rows = rows[order]
-    head_out = np.concatenate([c["head_out"] for c in acc.cells])[order].reshape(-1)
-    first = np.concatenate([c["recv_first"] for c in acc.cells])[order].reshape(-1)
+    head_out = acc.cell_head_out[rows].reshape(-1)
+    first = acc.cell_recv_first[rows].reshape(-1)
     lh = acc.n_layers * acc.n_heads
     return pd.DataFrame(
         {
             "model": model,
-            "cell_id": np.repeat(cell_ids[rows], lh),
-            "label": np.repeat(labels[rows], lh),
+            "cell_id": np.repeat(cell_ids[rows].astype(object), lh),  # lh rows share one str object
+            "label": np.repeat(_shared_str(labels[rows]), lh),
             "length": np.repeat(lengths[rows], lh).astype(np.int64),
             "layer": np.tile(np.repeat(np.arange(acc.n_layers), acc.n_heads), len(rows)),
             "head": np.tile(np.tile(np.arange(acc.n_heads), acc.n_layers), len(rows)),
@@ -288,3 +298,9 @@ def cell_table(
             "recv_first": first,
         }
     )
+
+
+def _shared_str(values: np.ndarray) -> np.ndarray:
+    """``values`` as an object array in which equal strings are one Python object (few distinct labels)."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    return uniq.astype(object)[inv.reshape(-1)]

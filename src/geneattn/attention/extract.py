@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,7 @@ def extract(
     loaded = {n: (load_model(m, vocab) if isinstance(m, str | os.PathLike) else m) for n, m in models.items()}
 
     cells = _prepare_cells(ds, vocab, label_key, length_bins)
-    lengths, flat, offsets, max_len = cells.lengths, cells.flat, cells.offsets, int(cells.lengths.max())
+    lengths, offsets, max_len = cells.lengths, cells.offsets, int(cells.lengths.max())
     gene_tokens, n_cells = cells.gene_tokens, len(cells.lengths)
 
     shapes = {}
@@ -171,14 +171,16 @@ def extract(
         shapes[n] = (len(layers), layers[0].attention.self.num_attention_heads)
         m.eval().to(dev)
     accs = {
-        n: acc_mod.ModelAccumulator(nl, nh, len(gene_tokens), len(cells.classes), max_len, length_bins, dev)
+        n: acc_mod.ModelAccumulator(
+            nl, nh, len(gene_tokens), len(cells.classes), max_len, length_bins, dev, n_cells=n_cells
+        )
         for n, (nl, nh) in shapes.items()
     }
     rank, world = _dist()
     out_path = Path(out) if out is not None else None
-    store: dict[str, np.ndarray] = {}
+    store: dict[str, Any] = {}
     if store_tokens:
-        store = _open_store(out_path, shapes, len(flat), rank, world)
+        store = _open_store(out_path, shapes, int(offsets[-1]), rank, world)
 
     logger.info(
         "attention: %d cells, %d genes, models %s on %s (%s, %d process(es))",
@@ -193,7 +195,7 @@ def extract(
         width = int(lens.max())
         ids = np.full((len(rows), width), pad_id, dtype=np.int64)
         valid_np = np.arange(width)[None, :] < lens[:, None]
-        ids[valid_np] = np.concatenate([flat[offsets[r] : offsets[r + 1]] for r in rows])
+        ids[valid_np] = cells.ids.of(rows)
         gidx = np.where(valid_np, cells.lut[ids.clip(0, len(cells.lut) - 1)], 0)
         input_ids, valid = torch.from_numpy(ids).to(dev), torch.from_numpy(valid_np).to(dev)
         g_t, c_t = torch.from_numpy(gidx).to(dev), torch.from_numpy(cells.class_idx[rows]).to(dev)
@@ -206,11 +208,7 @@ def extract(
                 base(input_ids=input_ids, attention_mask=valid.long())
                 lf = acc.update(g_t, c_t, b_t, rows)
             if name in store:
-                lf = lf.cpu().numpy()
-                pos = 0
-                for r, n_c in zip(rows, lens, strict=True):
-                    store[name][offsets[r] : offsets[r] + n_c] = lf[pos : pos + n_c]
-                    pos += n_c
+                _store_batch(store[name], lf.cpu().numpy(), offsets[rows], lens)
     params = dict(batch_size=batch_size, label_key=label_key, length_bins=length_bins, method=method,
                   length_bin_edges=cells.edges.tolist(), n_cells=n_cells, classes=cells.classes, device=str(dev))  # fmt: skip
     return _finish(accs, loaded, store, out_path, cells, params)
@@ -221,7 +219,7 @@ class _Cells:
     """Per-cell arrays of the token dataset, read once before the pass (no per-token Python work)."""
 
     lengths: np.ndarray  # [n_cells] number of tokens
-    flat: np.ndarray  # [n_tokens] int32 token ids, cells in dataset order
+    ids: _TokenIds  # token ids per cell, read from the Arrow column on demand
     offsets: np.ndarray  # [n_cells + 1]
     gene_tokens: np.ndarray  # sorted token ids present (compact gene index -> token id)
     lut: np.ndarray  # token id -> compact gene index (-1 absent)
@@ -235,7 +233,62 @@ class _Cells:
     bin_idx: np.ndarray
 
 
+class _TokenIds:
+    """Token ids of any dataset row, as zero-copy views of the chunks of the Arrow ``input_ids`` column.
+
+    Parameters
+    ----------
+    column
+        ``pyarrow.ChunkedArray`` of lists of integer token ids, one list per cell.
+    """
+
+    def __init__(self, column: Any) -> None:
+        chunks = [c for c in column.chunks if len(c)]
+        self.values = [c.values.to_numpy(zero_copy_only=False) for c in chunks]
+        self.offsets = [c.offsets.to_numpy(zero_copy_only=False).astype(np.int64) for c in chunks]
+        self.starts = np.cumsum([0] + [len(c) for c in chunks])
+
+    def of(self, rows: np.ndarray) -> np.ndarray:
+        """Concatenated int32 token ids of dataset rows ``rows`` (in the given order)."""
+        chunk = np.searchsorted(self.starts, rows, side="right") - 1
+        parts = []
+        for r, k in zip(rows.tolist(), chunk.tolist(), strict=True):
+            off = self.offsets[k]
+            parts.append(self.values[k][off[r - self.starts[k]] : off[r - self.starts[k] + 1]])
+        return np.concatenate(parts).astype(np.int32, copy=False)
+
+    def blocks(self, size: int = 1 << 20) -> Iterator[np.ndarray]:
+        """All token ids in dataset order, in int32 blocks of at most ``size`` tokens."""
+        for values, off in zip(self.values, self.offsets, strict=True):
+            for lo in range(int(off[0]), int(off[-1]), size):
+                yield values[lo : min(lo + size, int(off[-1]))].astype(np.int32)
+
+    def present(self) -> np.ndarray:
+        """Sorted distinct token ids (int32), from one chunked pass (O(vocabulary) memory)."""
+        seen = np.zeros(0, bool)
+        for block in self.blocks():
+            if block.min() < 0:
+                raise InputError(f"negative token id {int(block.min())} in input_ids")
+            if block.max() >= len(seen):
+                seen = np.concatenate([seen, np.zeros(int(block.max()) + 1 - len(seen), bool)])
+            seen[block] = True
+        return np.flatnonzero(seen).astype(np.int32)
+
+    def all(self) -> np.ndarray:
+        """``[n_tokens]`` int32 token ids of every cell in dataset order (for ``token_index.npz``)."""
+        out = np.empty(sum(int(o[-1] - o[0]) for o in self.offsets), np.int32)
+        pos = 0
+        for block in self.blocks():
+            out[pos : pos + len(block)] = block
+            pos += len(block)
+        return out
+
+
 def _prepare_cells(ds: Any, vocab: Any, label_key: str, length_bins: int) -> _Cells:
+    """Per-cell arrays (lengths, offsets, labels, length bins) and the gene index of ``ds``.
+
+    Token ids are not materialised: `_TokenIds` reads them per batch, so memory is O(n_cells + vocabulary).
+    """
     import pyarrow.compute as pc
 
     ids_col = (ds.flatten_indices() if getattr(ds, "_indices", None) is not None else ds).data.column(
@@ -244,9 +297,8 @@ def _prepare_cells(ds: Any, vocab: Any, label_key: str, length_bins: int) -> _Ce
     lengths = pc.list_value_length(ids_col).to_numpy(zero_copy_only=False).astype(np.int64)
     if len(lengths) == 0 or lengths.min() < 1:
         raise InputError("the token dataset is empty or has cells without tokens")
-    # token ids of all cells, 4 bytes per token (the token index of the store needs them anyway)
-    flat = pc.list_flatten(ids_col).to_numpy(zero_copy_only=False).astype(np.int32)
-    gene_tokens = np.unique(flat)
+    ids = _TokenIds(ids_col)
+    gene_tokens = ids.present()
     lut = np.full(int(gene_tokens.max()) + 1, -1, dtype=np.int64)
     lut[gene_tokens] = np.arange(len(gene_tokens))
     ens, sym = _vocab_arrays(vocab, gene_tokens)
@@ -265,7 +317,7 @@ def _prepare_cells(ds: Any, vocab: Any, label_key: str, length_bins: int) -> _Ce
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     return _Cells(
         lengths,
-        flat,
+        ids,
         offsets,
         gene_tokens,
         lut,
@@ -287,9 +339,37 @@ def _num(s: str) -> float:
         return float("inf")
 
 
-def _open_store(
-    out: Path | None, shapes: dict, n_tokens: int, rank: int, world: int
-) -> dict[str, np.ndarray]:
+class _StoreFile:
+    """Write side of ``token_logfold_<model>.npy``: rows go in with ``os.pwrite`` at their offsets.
+
+    Plain file writes, not a memmap: dirty pages of a shared mapping count in the process's RSS, so a
+    memmap store made peak memory grow with the number of tokens.
+
+    Parameters
+    ----------
+    path
+        The ``.npy`` file, already created with its header and full size.
+    """
+
+    def __init__(self, path: Path) -> None:
+        view = np.lib.format.open_memmap(path, mode="r")  # reads the header; touches no data page
+        self.path, self.header = path, int(view.offset)
+        self.row_bytes = int(np.prod(view.shape[1:], dtype=np.int64)) * view.dtype.itemsize
+        del view
+        self.fd = os.open(path, os.O_WRONLY)
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Write ``values`` (float32 ``[n, n_layers, n_heads]``) as token rows ``start .. start+n-1``."""
+        data = np.ascontiguousarray(values, dtype=np.float32).tobytes()
+        os.pwrite(self.fd, data, self.header + start * self.row_bytes)
+
+    def close(self) -> None:
+        """Close the file descriptor."""
+        os.close(self.fd)
+
+
+def _open_store(out: Path | None, shapes: dict, n_tokens: int, rank: int, world: int) -> dict[str, Any]:
+    """Per model: an in-memory ``[n_tokens, n_layers, n_heads]`` array (``out`` None) or a `_StoreFile`."""
     if out is None:
         return {n: np.zeros((n_tokens, nl, nh), np.float32) for n, (nl, nh) in shapes.items()}
     out.mkdir(parents=True, exist_ok=True)
@@ -297,10 +377,32 @@ def _open_store(
     for n, (nl, nh) in shapes.items():
         tmp = out / f"{TMP_PREFIX}token_logfold_{n}.npy"
         if rank == 0:
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_tokens, nl, nh)).flush()
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_tokens, nl, nh))
         _barrier(world)
-        store[n] = np.lib.format.open_memmap(tmp, mode="r+")
+        store[n] = _StoreFile(tmp)
     return store
+
+
+def _store_batch(dest: Any, lf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> None:
+    """Copy the cell-major token rows ``lf`` of one batch to token rows ``starts[i] ..`` of ``dest``.
+
+    Cells whose rows follow each other in the store are written with one call.
+    """
+    pos = 0
+    for lo, hi in _runs(starts, lens):
+        n = int(starts[hi - 1] + lens[hi - 1] - starts[lo])
+        if isinstance(dest, _StoreFile):
+            dest.write(int(starts[lo]), lf[pos : pos + n])
+        else:
+            dest[starts[lo] : starts[lo] + n] = lf[pos : pos + n]
+        pos += n
+
+
+def _runs(starts: np.ndarray, lens: np.ndarray) -> list[tuple[int, int]]:
+    """``[lo, hi)`` index ranges of cells that are contiguous in the store (``starts`` increasing)."""
+    breaks = np.flatnonzero(starts[1:] != starts[:-1] + lens[:-1]) + 1
+    edges = np.concatenate([[0], breaks, [len(starts)]]).tolist()
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 def _barrier(world: int) -> None:
@@ -317,12 +419,6 @@ def _finish(
     tables: dict[str, list] = {k: [] for k in ("gene", "pos", "poslen", "head", "cell")}
     for name, acc in accs.items():
         acc.all_reduce()
-        if world > 1:
-            import torch.distributed as dist
-
-            gathered: list[Any] = [None] * world
-            dist.all_gather_object(gathered, acc.cells)
-            acc.cells = [c for part in gathered for c in part]
         tables["gene"].append(
             acc_mod.gene_table(acc, name, cells.classes, cells.gene_tokens, cells.ens, cells.sym)
         )
@@ -342,15 +438,15 @@ def _finish(
     }
     params["models"] = {n: str(getattr(m, "name_or_path", "") or "") for n, m in loaded.items()}
     token_index = (
-        {"offsets": cells.offsets, "token_ids": cells.flat, "cell_ids": cells.cell_ids} if store else {}
+        {"offsets": cells.offsets, "token_ids": cells.ids.all(), "cell_ids": cells.cell_ids} if store else {}
     )
     _barrier(world)
     if out is not None and store:
         for n, arr in list(store.items()):
-            arr.flush()
+            arr.close()
             final = out / f"token_logfold_{n}.npy"
             if rank == 0:
-                Path(arr.filename).replace(final)
+                arr.path.replace(final)
             _barrier(world)
             store[n] = np.load(final, mmap_mode="r")
     result = AttentionResult(result_tables, params, store, token_index)
