@@ -84,3 +84,24 @@ def make_store(
         np.array([f"c{i}" for i in range(n_cells)]),
     )
     return store, planted
+
+
+def tiny_bert(seed, vocab_size, labels=("a", "b"), **overrides):
+    """A seeded 2-layer, 32-wide `BertForSequenceClassification` in eval mode; `overrides` go to `BertConfig`."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=len(labels),
+        label2id={lab: i for i, lab in enumerate(labels)},
+        id2label=dict(enumerate(labels)),
+        **overrides,
+    )
+    return BertForSequenceClassification(cfg).eval()

@@ -4,29 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from _stats_synth import tiny_bert
 
+from geneattn.models._data import pad_batch
 from geneattn.stats import attribution as at
 
 VOCAB, MASK, PLANT = 40, 1, 7
 
 
 def _tiny(seed=0):
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=2,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        label2id={"neg": 0, "pos": 1},
-        id2label={0: "neg", 1: "pos"},
+    return tiny_bert(
+        seed, VOCAB, labels=("neg", "pos"), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
     )
-    return BertForSequenceClassification(cfg).eval()
 
 
 def _cells(n=40, seed=0, plant=True):
@@ -52,7 +41,7 @@ def trained():
     for step in range(120):  # fresh cells every step: learn the rule, not the examples
         cells = _cells(32, seed=100 + step)
         y = torch.tensor([1 if lab == "pos" else 0 for lab in cells.labels])
-        ids, mask = at._pad(cells.input_ids, 0)
+        ids, mask = pad_batch(cells.input_ids, 0)
         loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, y)
         opt.zero_grad()
         loss.backward()

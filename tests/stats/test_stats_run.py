@@ -8,30 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from _stats_synth import make_counts
-from transformers import BertConfig, BertForSequenceClassification
+from _stats_synth import make_counts, tiny_bert
 
 from geneattn.stats import attribution as at
 from geneattn.stats import confounds as cf
 from geneattn.stats import significance as sg
 from geneattn.stats.run import load_inputs, run_stats
-
-
-def _model(seed, n_vocab):
-    torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=n_vocab,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=2,
-        label2id={"a": 0, "b": 1},
-        id2label={0: "a", 1: "b"},
-    )
-    return BertForSequenceClassification(cfg).eval()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +35,7 @@ def results(tmp_path_factory):
     )
     ds.save_to_disk(str(root / "tokens"))
     n_vocab = 2 + ad.n_vars
-    m0, m1 = _model(0, n_vocab), _model(1, n_vocab)
+    m0, m1 = tiny_bert(0, n_vocab), tiny_bert(1, n_vocab)
     for name, m in (("pretrained", m0), ("finetuned", m1)):
         m.save_pretrained(root / "models" / name)
     vocab = SimpleNamespace(

@@ -25,12 +25,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..models._data import pad_batch
 from .agreement import auprc, auroc, spearman, topk_overlap
 from .confounds import gene_means, length_bins, position_residual
 
@@ -122,16 +123,6 @@ def cells_from_tokens(
     return Cells(ids, cid, lab)
 
 
-def _pad(seqs: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
-
-
 def _batches(n: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
@@ -143,7 +134,7 @@ def targets_for(
     preds = np.zeros(len(cells), dtype=np.int64)
     with torch.inference_mode():
         for rows in _batches(len(cells), batch_size):
-            ids, mask = _pad([cells.input_ids[r] for r in rows], pad_id)
+            ids, mask = pad_batch([cells.input_ids[r] for r in rows], pad_id)
             preds[rows] = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).numpy()
     if target == "predicted" or cells.labels is None:
         return preds
@@ -173,7 +164,7 @@ def rollout(model: torch.nn.Module, cells: Cells, *, pad_id: int = 0, batch_size
     try:
         with torch.inference_mode():
             for rows in _batches(len(cells), batch_size):
-                ids, mask = _pad([cells.input_ids[r] for r in rows], pad_id)
+                ids, mask = pad_batch([cells.input_ids[r] for r in rows], pad_id)
                 att = model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
                 n = mask.sum(1, keepdim=True).double()
                 u = mask.double() / n  # [B, L] readout r
@@ -205,7 +196,7 @@ def grad_input(
     wemb = model.get_input_embeddings()
     out = []
     for rows in _batches(len(cells), batch_size):
-        ids, mask = _pad([cells.input_ids[r] for r in rows], pad_id)
+        ids, mask = pad_batch([cells.input_ids[r] for r in rows], pad_id)
         e = wemb(ids).detach()
         _, g = _logit_and_grad(model, e, mask, torch.as_tensor(targets[rows]))
         s = (e * g).sum(-1)
@@ -232,7 +223,7 @@ def integrated_gradients(
     wemb = model.get_input_embeddings()
     out, deltas = [], []
     for rows in _batches(len(cells), batch_size):
-        ids, mask = _pad([cells.input_ids[r] for r in rows], pad_id)
+        ids, mask = pad_batch([cells.input_ids[r] for r in rows], pad_id)
         tgt = torch.as_tensor(targets[rows])
         e = wemb(ids).detach()
         e0 = wemb(torch.where(mask.bool(), torch.full_like(ids, mask_id), ids)).detach()
@@ -276,7 +267,7 @@ def deletion(
     def _embed(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         probs, embs = [], []
         for rows in _batches(len(seqs), batch_size):
-            ids, mask = _pad([seqs[r] for r in rows], pad_id)
+            ids, mask = pad_batch([seqs[r] for r in rows], pad_id)
             o = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             h = o.hidden_states[len(o.hidden_states) - 1 + emb_layer]
             m = mask[..., None].to(h.dtype)
