@@ -275,9 +275,15 @@ def head_table(acc: ModelAccumulator, model: str) -> pd.DataFrame:
 
 
 def cell_table(
-    acc: ModelAccumulator, model: str, cell_ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray
-) -> pd.DataFrame:
-    """``cell_head``: one row per (cell, layer, head), cells in dataset order."""
+    acc: ModelAccumulator, model: str, cell_ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray,
+    models: list[str] | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """``cell_head``: one row per (cell, layer, head), cells in dataset order.
+
+    Compact in memory: ``model``, ``cell_id`` and ``label`` are Categorical (categories from every cell,
+    so the tables of several models concatenate without losing the dtype), ``length`` int32 and
+    ``layer``/``head`` int16. `AttentionResult.save` writes them back as strings and int64.
+    """
     rows = np.flatnonzero(acc.cell_seen)
     if not len(rows):
         return pd.DataFrame(
@@ -286,21 +292,25 @@ def cell_table(
     head_out = acc.cell_head_out[rows].reshape(-1)
     first = acc.cell_recv_first[rows].reshape(-1)
     lh = acc.n_layers * acc.n_heads
+    names = list(models) if models else [model]
     return pd.DataFrame(
         {
-            "model": model,
-            "cell_id": np.repeat(cell_ids[rows].astype(object), lh),  # lh rows share one str object
-            "label": np.repeat(_shared_str(labels[rows]), lh),
-            "length": np.repeat(lengths[rows], lh).astype(np.int64),
-            "layer": np.tile(np.repeat(np.arange(acc.n_layers), acc.n_heads), len(rows)),
-            "head": np.tile(np.tile(np.arange(acc.n_heads), acc.n_layers), len(rows)),
+            "model": pd.Categorical.from_codes(
+                np.full(len(rows) * lh, names.index(model), np.int16), categories=names
+            ),
+            "cell_id": _categorical(cell_ids, rows, lh),
+            "label": _categorical(labels, rows, lh),
+            "length": np.repeat(lengths[rows], lh).astype(np.int32),
+            "layer": np.tile(np.repeat(np.arange(acc.n_layers, dtype=np.int16), acc.n_heads), len(rows)),
+            "head": np.tile(np.tile(np.arange(acc.n_heads, dtype=np.int16), acc.n_layers), len(rows)),
             "head_out": head_out,
             "recv_first": first,
         }
     )
 
 
-def _shared_str(values: np.ndarray) -> np.ndarray:
-    """``values`` as an object array in which equal strings are one Python object (few distinct labels)."""
-    uniq, inv = np.unique(values, return_inverse=True)
-    return uniq.astype(object)[inv.reshape(-1)]
+def _categorical(values: np.ndarray, rows: np.ndarray, repeat: int) -> pd.Categorical:
+    """``values[rows]``, each repeated ``repeat`` times, as a Categorical over the distinct ``values``."""
+    uniq, inv = np.unique(np.asarray(values).astype(str), return_inverse=True)
+    codes = np.repeat(inv.reshape(-1)[rows].astype(np.int32), repeat)
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniq.astype(object), dtype=object))

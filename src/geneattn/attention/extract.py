@@ -24,7 +24,7 @@ from .._settings import settings
 from ..errors import InputError
 from . import _accumulate as acc_mod
 from .interface import collecting, encoder_layers
-from .result import AttentionResult
+from .result import AttentionResult, TokenIndex
 
 __all__ = ["extract", "load_model"]
 
@@ -425,10 +425,12 @@ def _finish(
         tables["pos"].append(acc_mod.position_table(acc, name, cells.classes))
         tables["poslen"].append(acc_mod.position_length_table(acc, name))
         tables["head"].append(acc_mod.head_table(acc, name))
-        tables["cell"].append(acc_mod.cell_table(acc, name, cells.cell_ids, cells.labels, cells.lengths))
+        tables["cell"].append(
+            acc_mod.cell_table(acc, name, cells.cell_ids, cells.labels, cells.lengths, models=list(accs))
+        )
     import pandas as pd
 
-    cat = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
+    cat = {k: pd.concat(tables.pop(k), ignore_index=True) for k in list(tables)}  # parts freed one by one
     result_tables = {
         "attention_by_gene": cat["gene"],
         "attention_by_position": cat["pos"],
@@ -437,8 +439,11 @@ def _finish(
         "cell_head": cat["cell"],
     }
     params["models"] = {n: str(getattr(m, "name_or_path", "") or "") for n, m in loaded.items()}
-    token_index = (
-        {"offsets": cells.offsets, "token_ids": cells.ids.all(), "cell_ids": cells.cell_ids} if store else {}
+    # token_ids are not materialised: written to token_index.npz block by block, read back on first access
+    token_index: Any = (
+        TokenIndex(cells.offsets, cells.cell_ids, int(cells.offsets[-1]), blocks=cells.ids.blocks)
+        if store
+        else {}
     )
     _barrier(world)
     if out is not None and store:
@@ -452,4 +457,6 @@ def _finish(
     result = AttentionResult(result_tables, params, store, token_index)
     if out is not None and rank == 0:
         result.save(out)
+        if isinstance(token_index, TokenIndex):
+            token_index.use_file(out / "token_index.npz")
     return result
