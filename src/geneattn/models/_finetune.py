@@ -24,7 +24,7 @@ from .._atomic import atomic_path, write_json
 from ..errors import InputError
 from ._data import as_dataset, length_grouped_batches, lengths_of, max_token_id, pad_batch, shard_batches
 from ._load import check_lengths, load, save_model
-from ._loop import LoopSpec, LoopState, distributed, run_loop
+from ._loop import LoopSpec, LoopState, check_training_args, distributed, run_loop
 from .metrics import bag_of_genes, baselines, check_groups, classification_metrics, group_metrics
 from .splits import make_splits
 
@@ -98,21 +98,12 @@ class FinetuneConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints"):
-            if int(getattr(self, name)) < 1:
-                msg = f"{name} must be >= 1, got {getattr(self, name)}"
-                raise InputError(msg)
-        if self.learning_rate <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            msg = "learning_rate must be > 0, weight_decay and max_grad_norm >= 0"
-            raise InputError(msg)
+        check_training_args(self, ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints"))
         if self.select_by not in ("loss", "macro_f1"):
             msg = f"select_by must be 'loss' or 'macro_f1', got {self.select_by!r}"
             raise InputError(msg)
         if self.freeze_layers < 0 or self.patience < 0:
             msg = "freeze_layers and patience must be >= 0"
-            raise InputError(msg)
-        if not 0 <= self.warmup_ratio < 1 or (self.warmup_steps is not None and self.warmup_steps < 0):
-            msg = "warmup_ratio must be in [0, 1) and warmup_steps >= 0"
             raise InputError(msg)
 
 

@@ -33,11 +33,37 @@ from .._settings import settings
 from ..errors import InputError
 from ._load import save_model
 
-__all__ = ["Dist", "distributed", "LoopSpec", "LoopState", "run_loop", "latest_checkpoint"]
+__all__ = [
+    "Dist",
+    "distributed",
+    "LoopSpec",
+    "LoopState",
+    "run_loop",
+    "latest_checkpoint",
+    "check_training_args",
+]
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+
+
+def check_training_args(cfg: Any, positive: tuple[str, ...]) -> None:
+    """Validate the settings every training config shares (`PretrainConfig`, `FinetuneConfig`).
+
+    ``positive`` names integer fields that must be >= 1; ``learning_rate`` must be > 0,
+    ``weight_decay`` and ``max_grad_norm`` >= 0, ``warmup_ratio`` in [0, 1) and ``warmup_steps`` >= 0.
+    """
+    for name in positive:
+        if int(getattr(cfg, name)) < 1:
+            msg = f"{name} must be >= 1, got {getattr(cfg, name)}"
+            raise InputError(msg)
+    if cfg.learning_rate <= 0 or cfg.weight_decay < 0 or cfg.max_grad_norm < 0:
+        msg = "learning_rate must be > 0, weight_decay and max_grad_norm >= 0"
+        raise InputError(msg)
+    if not 0 <= cfg.warmup_ratio < 1 or (cfg.warmup_steps is not None and cfg.warmup_steps < 0):
+        msg = "warmup_ratio must be in [0, 1) and warmup_steps >= 0"
+        raise InputError(msg)
 
 
 @dataclasses.dataclass(frozen=True)

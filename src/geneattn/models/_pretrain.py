@@ -33,7 +33,7 @@ from ._data import (
     shard_batches,
 )
 from ._load import check_lengths, save_model
-from ._loop import LoopSpec, distributed, run_loop
+from ._loop import LoopSpec, check_training_args, distributed, run_loop
 from ._vocab import mask_id, pad_id, special_ids, vocab_size
 from .presets import PRESETS, make_config
 
@@ -98,13 +98,7 @@ class PretrainConfig:
         if self.preset not in PRESETS and self.preset != "Geneformer-V1-10M":
             msg = f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}"
             raise InputError(msg)
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                msg = f"{name} must be >= 1, got {getattr(self, name)}"
-                raise InputError(msg)
-        if self.learning_rate <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            msg = "learning_rate must be > 0, weight_decay and max_grad_norm >= 0"
-            raise InputError(msg)
+        check_training_args(self, ("epochs", "batch_size"))
         if not 0 < self.mlm_probability < 1:
             msg = f"mlm_probability must be in (0, 1), got {self.mlm_probability}"
             raise InputError(msg)
@@ -112,9 +106,6 @@ class PretrainConfig:
             self.mask_replace_prob + self.random_replace_prob > 1
         ):
             msg = "mask_replace_prob and random_replace_prob must be >= 0 and sum to <= 1"
-            raise InputError(msg)
-        if not 0 <= self.warmup_ratio < 1 or (self.warmup_steps is not None and self.warmup_steps < 0):
-            msg = "warmup_ratio must be in [0, 1) and warmup_steps >= 0"
             raise InputError(msg)
         if self.save_steps < 0 or self.keep_checkpoints < 1:
             msg = "save_steps must be >= 0 and keep_checkpoints >= 1"
