@@ -15,6 +15,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
 
+from _shared_data import skip_or_fail  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
 
@@ -35,5 +37,5 @@ def pytest_configure(config: pytest.Config) -> None:
 def shared_dir() -> Path:
     """``../shared`` beside the repository (Geneformer's real dictionaries and golden tokens)."""
     if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} not present (Geneformer dictionaries live there)")
+        skip_or_fail(f"{SHARED} not present (Geneformer dictionaries live there)")
     return SHARED

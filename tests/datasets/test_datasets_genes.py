@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 
+from _shared_data import skip_or_fail
 from geneattn.datasets import background_genes, curated_genes, symbol_to_ensembl
 
 # symbols renamed since the sci-Plex-2 annotation: ours -> current HGNC
@@ -26,7 +27,7 @@ def test_tables_are_well_formed():
 def geneformer_names(shared_dir):
     path = shared_dir / "geneformer-dictionaries" / "v2_gc104M" / "gene_name_id_dict_gc104M.pkl"
     if not path.exists():
-        pytest.skip(f"{path} not present")
+        skip_or_fail(f"{path} not present")
     with path.open("rb") as fh:
         return pickle.load(fh)  # trusted test data (shared/), never loaded by the library
 

@@ -58,8 +58,12 @@ def naive_tokenize(
     special_token=False,
     filter_pass=None,
     collapse=True,
+    return_values=False,
 ):
-    """Tokens of each passing cell (list of int arrays); empty cells dropped."""
+    """Tokens of each passing cell (list of int arrays); empty cells dropped.
+
+    With ``return_values``, also each cell's ``{token id: normalised value}`` (for tie checks).
+    """
     columns = naive_columns(list(ids), token_dict, mapping_dict, collapse=collapse)
     tokens = np.array([token_dict[g] for g, _ in columns], dtype=np.int64)
     medians = np.array([median_dict[g] for g, _ in columns], dtype=np.float64)
@@ -67,7 +71,7 @@ def naive_tokenize(
     groups = [(k, cols) for k, (_, cols) in enumerate(columns) if len(cols) > 1]
     X = sp.csr_matrix(X)
     n_counts = np.asarray(n_counts)
-    cells = []
+    cells, values = [], []
     for i in range(X.shape[0]):
         if filter_pass is not None and not filter_pass[i] == 1:
             continue
@@ -93,4 +97,5 @@ def naive_tokenize(
         else:
             ranked = ranked[:model_input_size]
         cells.append(ranked)
-    return cells
+        values.append(dict(zip(tokens[expressed].tolist(), v[expressed].tolist(), strict=True)))
+    return (cells, values) if return_values else cells

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from _tokenize_paths import GOLDEN, V1_FILES, V2_FILES
 
+from _shared_data import skip_or_fail
+
 
 def _need(paths):
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        pytest.skip(f"Geneformer dictionaries/golden files not present in ../shared ({missing[0]})")
+        skip_or_fail(f"Geneformer dictionaries/golden files not present in ../shared ({missing[0]})")
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,9 @@ import hashlib
 
 import numpy as np
 import pytest
+from _golden import expected_tokens
 from _tokenize_data import make_adata
-from _tokenize_paths import GOLDEN, V2_FILES
+from _tokenize_paths import V2_FILES
 from typer.testing import CliRunner
 
 from geneattn.cli import app
@@ -31,9 +32,9 @@ def test_cli_with_geneformer_dictionaries_matches_golden(golden_dir, tmp_path):
     assert res.exit_code == 0, res.output
     assert _sha(src) == before  # the input is never modified
     ds = load_tokens(out)
-    z = np.load(GOLDEN / "small.v2.input_ids.npz")
-    assert np.array_equal(np.concatenate([np.asarray(x) for x in ds["input_ids"]]), z["flat"])
-    assert ds["length"] == z["lengths"].tolist()  # V2 defaults: 4096 with <cls>/<eos>
+    expected, _ = expected_tokens("small", "small.v2", V2_FILES, 4096, True)
+    assert np.array_equal(np.concatenate([np.asarray(x) for x in ds["input_ids"]]), np.concatenate(expected))
+    assert ds["length"] == [len(e) for e in expected]  # V2 defaults: 4096 with <cls>/<eos>
     assert set(ds.column_names) == {"input_ids", "length", "cell_id", "cell_type", "dose"}
     assert load_vocab(out).size == 20275
 
