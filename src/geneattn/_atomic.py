@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,13 @@ __all__ = [
     "clean_tmp",
     "write_failure",
     "output_error",
+    "hdf5_left_unclean",
 ]
 
 TMP_PREFIX = ".tmp-"
 _OWNED = re.compile(r"^\.tmp-(?P<pid>\d+)-[0-9a-f]{8}-(?P<name>.*)$", re.DOTALL)
 _MAX_NAME = 200  # file names are limited to 255 bytes; keep room for the prefix
+_unclean_hdf5: list[bool] = []  # a failed write left HDF5 objects it cannot close (see hdf5_left_unclean)
 
 # errors of a write itself (the temporary file exists and is ours): reported as OutputError
 _WRITE_ERRNOS = {
@@ -219,11 +222,30 @@ def _atomic(
     except Exception as e:
         if write_failure(e) is None:
             raise
+        _note_hdf5(tmp)
         raise output_error(path, e) from e
     finally:
         if not done:
             _remove(tmp)
             _remove_empty(created)
+
+
+def _note_hdf5(tmp: Path) -> None:
+    """Remember when a failed write left HDF5 objects open (h5py writing ``tmp`` ran out of space)."""
+    h5py = sys.modules.get("h5py")
+    if h5py is not None and tmp.suffix in (".h5ad", ".h5", ".hdf5") and h5py.h5f.get_obj_ids():
+        _unclean_hdf5.append(True)
+
+
+def hdf5_left_unclean() -> bool:
+    """Whether a failed write left HDF5 objects that cannot be closed.
+
+    HDF5 that runs out of space in the middle of a file keeps objects it cannot flush, and the
+    HDF5 library crashes (SIGSEGV) when it tries again at interpreter exit; the command-line
+    entry point then ends the process with ``os._exit`` after reporting the error.
+    `geneattn.io.write_h5ad` avoids this by building the file in memory.
+    """
+    return bool(_unclean_hdf5)
 
 
 def atomic_path(path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[Path]:

@@ -10,6 +10,7 @@ are logged under ``--verbose``. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from typing import Annotated, Any, NoReturn
@@ -17,7 +18,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from .._atomic import output_error, write_failure
+from .._atomic import hdf5_left_unclean, output_error, write_failure
 from .._settings import settings
 from ..errors import InputError, one_line
 
@@ -97,7 +98,15 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        if e.code == 2 and hdf5_left_unclean():  # HDF5 would crash at exit on the failed file
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
+        raise
 
 
 # command modules register themselves on `app`; imported last to avoid a cycle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -12,17 +13,36 @@ from .._atomic import atomic_path
 
 __all__ = ["write_h5ad", "write_table"]
 
+_CHUNK = 64 * 2**20
+
 
 def write_h5ad(path: str | os.PathLike[str], adata: AnnData) -> Path:
     """Write ``adata`` to ``path`` atomically (mode ``0o666 & ~umask``, as a plain write).
+
+    The HDF5 file is built in memory (as much memory as the file's size) and then written out
+    by Python: HDF5 that runs out of disk space in the middle of a file cannot close it and
+    crashes the process at exit, so a full disk must fail in our own write instead. As
+    ``AnnData.write_h5ad``, string columns of ``obs``/``var`` become categoricals in place.
 
     Raises
     ------
     OutputError
         No space, quota, file size limit, read-only or forbidden folder; nothing is left behind.
     """
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp)
+    import h5py
+    from anndata.io import write_elem
+
+    if adata.is_view or adata.isbacked:
+        adata = adata.to_memory() if adata.isbacked else adata.copy()
+    adata.strings_to_categoricals()
+    if adata.raw is not None:
+        adata.strings_to_categoricals(adata.raw.var)
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        write_elem(f, "/", adata)
+    with atomic_path(path) as tmp, tmp.open("wb") as out, image.getbuffer() as view:
+        for start in range(0, len(view), _CHUNK):
+            out.write(view[start : start + _CHUNK])
     return Path(path)
 
 

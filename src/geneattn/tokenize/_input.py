@@ -27,7 +27,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..io._validate import Matrix
 
-__all__ = ["Counts", "open_input", "row_chunks", "gene_ids", "obs_n_counts"]
+__all__ = [
+    "Counts",
+    "open_input",
+    "row_chunks",
+    "gene_ids",
+    "obs_n_counts",
+    "checked_n_counts",
+    "filter_pass",
+    "check_values",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,8 @@ class Counts:
         Where the counts are: ``None`` for ``X``, a layer name, or ``"raw"``.
     close
         Closes the file opened for a path input (does nothing for an AnnData).
+    alternatives
+        The input's other matrices that may hold counts: its layers, and ``"raw"``.
     """
 
     obs: pd.DataFrame
@@ -59,6 +70,7 @@ class Counts:
     matrix: Matrix | h5py.Group
     layer: str | None = None
     close: Callable[[], None] = _noop
+    alternatives: tuple[str, ...] = ()
 
     @property
     def n_obs(self) -> int:
@@ -74,6 +86,11 @@ class Counts:
     def what(self) -> str:
         """The matrix, as named in messages: ``"X"`` or ``"layer 'counts'"``."""
         return "X" if self.layer is None else f"layer {self.layer!r}"
+
+    def hint(self) -> str:
+        """``"; raw counts may be in --layer counts"`` for the input's other matrices (or ``""``)."""
+        other = [f"--layer {a}" for a in self.alternatives if a != self.layer]
+        return f"; raw counts may be in {' or '.join(other)}" if other else ""
 
 
 def open_input(data: AnnData | str | os.PathLike[str], *, layer: str | None = None) -> Counts:
@@ -121,13 +138,14 @@ def _unreadable(path: Path, e: BaseException) -> InputError:
 
 def _from_anndata(adata: AnnData, layer: str | None) -> Counts:
     var = adata.raw.var if layer == "raw" and adata.raw is not None else adata.var
+    alternatives = (*adata.layers, *(["raw"] if adata.raw is not None else []))
     key = {None: "X", "raw": "raw/X"}.get(layer)
     if adata.isbacked and not adata.is_view and key is not None:  # read the file's arrays directly
         if key not in adata.file:
             msg = "the AnnData has no X matrix" if layer is None else "adata.raw is empty"
             raise InputError(f"{msg}; pass the layer that holds the raw counts (CLI --layer)")
-        return Counts(adata.obs, var, adata.file[key], layer)
-    return Counts(adata.obs, var, count_matrix(adata, layer), layer)
+        return Counts(adata.obs, var, adata.file[key], layer, alternatives=alternatives)
+    return Counts(adata.obs, var, count_matrix(adata, layer), layer, alternatives=alternatives)
 
 
 def _file_matrix(f: h5py.File, layer: str | None) -> h5py.Group | h5py.Dataset:
@@ -171,7 +189,8 @@ def _from_file(f: h5py.File, path: Path, layer: str | None) -> Counts:
             f"and var {len(var)} rows; the file is corrupt: re-download it or write it again"
         )
         raise InputError(msg)
-    return Counts(obs, var, matrix, layer, f.close)
+    alternatives = (*(f["layers"] if "layers" in f else ()), *(["raw"] if "raw/X" in f else []))
+    return Counts(obs, var, matrix, layer, f.close, alternatives)
 
 
 def _csr(block: np.ndarray | sp.spmatrix | sp.sparray, start: int, what: str) -> sp.csr_matrix:
@@ -248,3 +267,55 @@ def obs_n_counts(obs: pd.DataFrame, key: str) -> np.ndarray | None:
             msg = f"obs[{key!r}] must be numeric (total counts per cell)"
             raise InputError(msg) from None
     return values
+
+
+def checked_n_counts(obs: pd.DataFrame, key: str) -> np.ndarray | None:
+    """``obs[key]`` checked to be positive, or None (with a warning) when absent."""
+    n = obs_n_counts(obs, key)
+    if n is None:
+        logger.warning(
+            "obs has no %r column: using row sums of X as total counts (Geneformer requires it)", key
+        )
+        return None
+    if not np.all(np.isfinite(n)) or np.any(n <= 0):
+        bad = int((~np.isfinite(n) | (n <= 0)).sum())
+        msg = f"obs[{key!r}] has {bad} non-positive or missing values; total counts must be > 0"
+        raise InputError(msg)
+    return n
+
+
+def filter_pass(obs: pd.DataFrame, key: str) -> np.ndarray:
+    """Cells to tokenize: ``obs[key] == 1`` (all cells when there is no such column)."""
+    if key not in obs.columns:
+        logger.info("obs has no %r column: tokenizing all cells", key)
+        return np.ones(len(obs), dtype=bool)
+    values = obs[key].to_numpy()
+    return np.asarray(values == 1, dtype=bool)  # Geneformer keeps cells with `i == 1`
+
+
+def check_values(x: sp.csr_matrix, start: int, *, what: str = "X", hint: str = "") -> None:
+    """InputError unless the chunk holds raw counts (finite, non-negative integers).
+
+    ``what`` names the matrix and ``hint`` where else counts may be (`Counts.hint`).
+    """
+    v = x.data
+    if v.size == 0 or np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.bool_):
+        if v.size and np.issubdtype(v.dtype, np.signedinteger) and v.min() < 0:
+            msg = f"{what} has negative values (rows from {start}); tokenize raw integer UMI counts{hint}"
+            raise InputError(msg)
+        return
+    if not np.issubdtype(v.dtype, np.floating):
+        msg = f"{what} has dtype {v.dtype}; tokenize raw integer UMI counts{hint}"
+        raise InputError(msg)
+    if not np.isfinite(v).all():
+        msg = f"{what} has NaN or infinite values (rows from {start}); tokenize raw integer UMI counts{hint}"
+        raise InputError(msg)
+    if v.min() < 0:
+        msg = f"{what} has negative values (rows from {start}): scaled data? tokenize raw integer UMI counts{hint}"
+        raise InputError(msg)
+    if (np.abs(v - np.round(v)) > 1e-3).any():
+        msg = (
+            f"{what} has non-integer values (rows from {start}, max {float(v.max()):.3g}): log-normalised data? "
+            f"tokenize raw integer UMI counts{hint or ' (e.g. a counts layer or adata.raw: --layer)'}"
+        )
+        raise InputError(msg)

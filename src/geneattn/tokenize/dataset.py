@@ -31,7 +31,7 @@ from .._atomic import atomic_dir
 from .._settings import settings
 from ..errors import InputError
 from ._genes import GenePlan, plan_genes, remap_chunk
-from ._input import Counts, gene_ids, obs_n_counts, open_input, row_chunks
+from ._input import Counts, check_values, checked_n_counts, filter_pass, gene_ids, open_input, row_chunks
 from ._store import PARAMS_FILE, VOCAB_FILE, Sink, check_out, schema, static_columns
 from .rank_value import encode
 from .vocab import GeneVocab
@@ -164,15 +164,16 @@ def tokenize(
         ids, _ = gene_ids(counts.var, gene_id_key)
         plan = plan_genes(ids, vocab, collapse_gene_ids=collapse_gene_ids)
         _check_coverage(ids, plan, min_gene_fraction)
-        n_counts = _checked_n_counts(counts.obs, n_counts_key)
-        passing = _filter_pass(counts.obs, filter_key)
+        n_counts = checked_n_counts(counts.obs, n_counts_key)
+        passing = filter_pass(counts.obs, filter_key)
         columns = static_columns(counts.obs, obs_keys)
         tmp = stack.enter_context(atomic_dir(out_path)) if out_path is not None else None
         sink = Sink(schema(columns), tmp)
         stack.callback(sink.close)
         cls_id, eos_id = (vocab.cls_id, vocab.eos_id) if special_tokens else (None, None)
         work = functools.partial(_encode_chunk, plan=plan, n_counts=n_counts, passing=passing,
-                                 model_input_size=model_input_size, cls_id=cls_id, eos_id=eos_id)  # fmt: skip
+                                 model_input_size=model_input_size, cls_id=cls_id, eos_id=eos_id,
+                                 what=counts.what, hint=counts.hint())  # fmt: skip
         # serialise the vocabulary while the first chunks are encoded
         warm = (lambda: (vocab.fingerprint, vocab.core_json)) if tmp is not None else None
         n_empty = _encode_all(counts, work, sink, columns, chunk_size=chunk_size, n_jobs=n_jobs, warm=warm)
@@ -283,9 +284,11 @@ def _encode_chunk(
     model_input_size: int,
     cls_id: int | None,
     eos_id: int | None,
+    what: str,
+    hint: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
     """Encode one chunk of rows: (tokens, offsets, input row numbers, n empty cells dropped)."""
-    _check_values(x, start)
+    check_values(x, start, what=what, hint=hint)
     rows = start + np.flatnonzero(passing[start : start + x.shape[0]])
     if rows.size == 0:
         return None
@@ -310,31 +313,6 @@ def _encode_chunk(
         eos_id=eos_id,
     )
     return flat, offsets, rows, n_empty
-
-
-def _check_values(x: sp.csr_matrix, start: int) -> None:
-    """InputError unless the chunk holds raw counts (finite, non-negative integers)."""
-    v = x.data
-    if v.size == 0 or np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.bool_):
-        if v.size and np.issubdtype(v.dtype, np.signedinteger) and v.min() < 0:
-            msg = f"X has negative values (rows from {start}); tokenize raw integer UMI counts"
-            raise InputError(msg)
-        return
-    if not np.issubdtype(v.dtype, np.floating):
-        msg = f"X has dtype {v.dtype}; tokenize raw integer UMI counts"
-        raise InputError(msg)
-    if not np.isfinite(v).all():
-        msg = f"X has NaN or infinite values (rows from {start}); tokenize raw integer UMI counts"
-        raise InputError(msg)
-    if v.min() < 0:
-        msg = f"X has negative values (rows from {start}): scaled data? tokenize raw integer UMI counts"
-        raise InputError(msg)
-    if (np.abs(v - np.round(v)) > 1e-3).any():
-        msg = (
-            f"X has non-integer values (rows from {start}, max {float(v.max()):.3g}): log-normalised data? "
-            "tokenize raw integer UMI counts (e.g. a 'counts' layer or adata.raw)"
-        )
-        raise InputError(msg)
 
 
 def _check_coverage(ids: np.ndarray, plan: GenePlan, min_fraction: float) -> None:
@@ -385,20 +363,6 @@ def load_vocab(tokens_path: str | os.PathLike[str]) -> GeneVocab:
     return GeneVocab.from_json(p)
 
 
-def _checked_n_counts(obs: pd.DataFrame, key: str) -> np.ndarray | None:
-    n = obs_n_counts(obs, key)
-    if n is None:
-        logger.warning(
-            "obs has no %r column: using row sums of X as total counts (Geneformer requires it)", key
-        )
-        return None
-    if not np.all(np.isfinite(n)) or np.any(n <= 0):
-        bad = int((~np.isfinite(n) | (n <= 0)).sum())
-        msg = f"obs[{key!r}] has {bad} non-positive or missing values; total counts must be > 0"
-        raise InputError(msg)
-    return n
-
-
 def _row_sums(x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     sums = np.asarray(x.sum(axis=1, dtype=np.float64)).ravel()
     if np.issubdtype(x.dtype, np.floating):
@@ -407,14 +371,6 @@ def _row_sums(x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
         msg = f"{int((sums <= 0).sum())} cells have zero total counts (rows near {int(rows[0])})"
         raise InputError(msg)
     return sums
-
-
-def _filter_pass(obs: pd.DataFrame, key: str) -> np.ndarray:
-    if key not in obs.columns:
-        logger.info("obs has no %r column: tokenizing all cells", key)
-        return np.ones(len(obs), dtype=bool)
-    values = obs[key].to_numpy()
-    return np.asarray(values == 1, dtype=bool)  # Geneformer keeps cells with `i == 1`
 
 
 def _check_vocab(vocab: GeneVocab) -> None:
