@@ -5,11 +5,15 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from anndata import AnnData
 
 from .._atomic import atomic_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    import h5py
 
 __all__ = ["write_h5ad", "write_table"]
 
@@ -30,7 +34,6 @@ def write_h5ad(path: str | os.PathLike[str], adata: AnnData) -> Path:
         No space, quota, file size limit, read-only or forbidden folder; nothing is left behind.
     """
     import h5py
-    from anndata.io import write_elem
 
     if adata.is_view or adata.isbacked:
         adata = adata.to_memory() if adata.isbacked else adata.copy()
@@ -39,11 +42,27 @@ def write_h5ad(path: str | os.PathLike[str], adata: AnnData) -> Path:
         adata.strings_to_categoricals(adata.raw.var)
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
-        write_elem(f, "/", adata)
+        _write_elements(f, adata)
     with atomic_path(path) as tmp, tmp.open("wb") as out, image.getbuffer() as view:
         for start in range(0, len(view), _CHUNK):
             out.write(view[start : start + _CHUNK])
     return Path(path)
+
+
+def _write_elements(f: h5py.File, adata: AnnData) -> None:
+    """What ``AnnData.write_h5ad`` writes (anndata 0.12), into an open HDF5 file."""
+    from anndata.io import write_elem
+
+    f.attrs["encoding-type"] = "anndata"
+    f.attrs["encoding-version"] = "0.1.0"
+    if adata.X is not None:
+        write_elem(f, "X", adata.X)
+    if adata.raw is not None:
+        write_elem(f, "raw", adata.raw)
+    write_elem(f, "obs", adata.obs)
+    write_elem(f, "var", adata.var)
+    for key in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
+        write_elem(f, key, dict(getattr(adata, key)))
 
 
 def write_table(path: str | os.PathLike[str], df: pd.DataFrame) -> Path:
