@@ -80,7 +80,9 @@ def test_docstring_and_types(f, qualname):
         return
     anns = [str(p.annotation) for p in inspect.signature(f).parameters.values()]
     anns.append(str(inspect.signature(f).return_annotation))
-    assert not any(re.search(r"\bAny\b", a) for a in anns), f"{qualname}: `Any` in a public signature ({anns})"
+    assert not any(re.search(r"\bAny\b", a) for a in anns), (
+        f"{qualname}: `Any` in a public signature ({anns})"
+    )
 
 
 def _import_fallbacks(path: Path) -> list[str]:

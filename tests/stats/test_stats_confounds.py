@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from _stats_synth import make_store
 
+from _stats_synth import make_store
 from geneattn.attention.store import TokenStore
 from geneattn.stats import confounds as cf
 
@@ -85,7 +85,12 @@ def test_residual_from_tables_agrees(store_and_planted):
                 )
             )
     t = cf.residual_from_tables(
-        pd.concat(g_rows), pd.concat(e_rows), offsets=s.offsets, token_ids=s.token_ids, cell_bins=bins, model="m"
+        pd.concat(g_rows),
+        pd.concat(e_rows),
+        offsets=s.offsets,
+        token_ids=s.token_ids,
+        cell_bins=bins,
+        model="m",
     )
     gs = cf.gene_scores(s, cell_bins=bins, mean_heads=False)
     m = t.merge(gs, on=["layer", "head", "token_id"], suffixes=("_t", "_s"))

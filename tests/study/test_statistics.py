@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from _stats_synth import make_counts, tiny_bert
 
+from _stats_synth import make_counts, tiny_bert
 from geneattn._results import Results
 from geneattn.stats import attribution as at
 from geneattn.stats import confounds as cf
@@ -23,7 +23,6 @@ from geneattn.tokenize import GeneVocab
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     from datasets import Dataset
-
     from geneattn.attention import extract
 
     root = tmp_path_factory.mktemp("results")
@@ -66,7 +65,9 @@ def test_inputs_gene_map_and_table_route(results):
 def test_stats_stage_writes_tables_metrics_and_annotations(results):
     summary = stats_of_results(str(results.root), n_boot=20, attribution_cells=6, top_k=5)
     assert "methods" in summary
-    out = {n: results.read_table(n) for n in ("agreement", "confounds", "significance", "methods", "change_ci")}
+    out = {
+        n: results.read_table(n) for n in ("agreement", "confounds", "significance", "methods", "change_ci")
+    }
     assert all(len(df) > 0 for df in out.values())
     assert out["methods"].attrs["params"]["attribution_cells"] == 6  # parameters beside every table
     assert list(out["confounds"].columns) == cf.CONFOUND_COLUMNS
