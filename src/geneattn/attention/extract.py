@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .._classes import sort_classes
+from .._progress import progress
 from .._settings import settings
 from ..errors import InputError
 from ..models import load
@@ -144,8 +144,10 @@ def extract(
     order = np.argsort(-cells.lengths, kind="stable") if sort_by_length else np.arange(n_cells)
     batches = [order[s : s + batch_size] for s in range(0, n_cells, batch_size)][rank::world]
     pad_id = int(getattr(vocab, "pad_id", 0) or 0)
-    for rows in tqdm(batches, desc="attention", unit="batch", disable=not settings.progress):
-        _run_batch(np.sort(rows), cells, loaded, accs, store, pad_id=pad_id, device=dev, method=method)
+    with progress(n_cells // world, desc="attention", unit="cell", enabled=rank == 0) as bar:
+        for rows in batches:
+            _run_batch(np.sort(rows), cells, loaded, accs, store, pad_id=pad_id, device=dev, method=method)
+            bar.update(len(rows))
     params = dict(batch_size=batch_size, label_key=label_key, length_bins=length_bins, method=method,
                   length_bin_edges=cells.edges.tolist(), n_cells=n_cells, classes=cells.classes, device=str(dev))  # fmt: skip
     return _finish(accs, loaded, store, out_path, cells, params)
