@@ -73,7 +73,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return scalar
 
 
-def load_pickle(path: str | os.PathLike[str]) -> dict[Any, Any]:
+def load_pickle(path: str | os.PathLike[str]) -> dict[object, object]:
     """Load a Geneformer dictionary pickle safely.
 
     Parameters
@@ -350,7 +350,7 @@ class GeneVocab:
 
 
 def build_vocab(
-    adata: AnnData | str | os.PathLike[str],
+    data: AnnData | str | os.PathLike[str],
     *,
     gene_id_key: str | None = "ensembl_id",
     special_tokens: bool = True,
@@ -367,8 +367,9 @@ def build_vocab(
 
     Parameters
     ----------
-    adata
-        Raw counts (cells x genes), in memory, backed, or an ``.h5ad`` path (read chunk by chunk).
+    data
+        Raw counts (cells x genes): an AnnData in memory or backed, or an ``.h5ad`` path (read
+        chunk by chunk).
     gene_id_key
         ``var`` column with gene ids; ``None`` uses ``var_names``. Ensembl versions are removed.
     special_tokens
@@ -390,7 +391,7 @@ def build_vocab(
     """
     import scipy.sparse as sp
 
-    counts = open_input(adata, layer=layer)
+    counts = open_input(data, layer=layer)
     try:
         ids, symbols = gene_ids(counts.var, gene_id_key)
         upper = np.char.upper(ids.astype(str))
