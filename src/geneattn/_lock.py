@@ -13,6 +13,7 @@ import contextlib
 import datetime as _dt
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -70,7 +71,10 @@ def _close_in_child() -> None:
     _held.clear()
 
 
-os.register_at_fork(after_in_child=_close_in_child)
+@functools.cache
+def _register_fork_hook() -> None:
+    """Once per process: forked children (e.g. data loader workers) must not keep a lock alive."""
+    os.register_at_fork(after_in_child=_close_in_child)
 
 
 def _parse(data: bytes) -> LockInfo | None:
@@ -165,6 +169,7 @@ def results_lock(path: str | os.PathLike[str], *, command: str = "geneattn run")
     """
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
+    _register_fork_hook()
     fd, stale = _acquire(directory)
     _held.add(fd)
     try:

@@ -213,3 +213,30 @@ def test_tokenize_modules_have_no_import_cycle_or_private_reach_ins():
 
     for node in graph:
         visit(node, [])
+
+
+_LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+sys.argv = ["geneattn", "-q", "tokenize", *sys.argv[1:]]
+from geneattn.cli import main
+main()
+"""
+
+
+def test_real_arrow_write_failure_in_a_process(golden_dir, tmp_path):
+    """Arrow shards hitting a file size limit (EFBIG, as a full disk): exit 2, one line, no tokens left."""
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    out = tmp_path / "out" / "tokens"
+    args = [str(golden_dir / "small.h5ad"), "--out", str(out), "--chunk-size", "50"]
+    args += ["--token-dictionary", str(V2_FILES[0]), "--gene-median-dictionary", str(V2_FILES[1])]
+    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-c", _LIMITED, *args], capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"Error: cannot write {out}"), proc.stderr[-2000:]
+    assert "file too large" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
