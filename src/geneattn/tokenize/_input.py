@@ -24,8 +24,10 @@ from ..io import count_matrix, strip_ensembl_version, validate_float16
 if TYPE_CHECKING:  # pragma: no cover
     import h5py
     from anndata import AnnData
+    from anndata.abc import CSCDataset, CSRDataset
 
-    from ..io._validate import Matrix
+    #: where counts can be: in memory, an h5py dataset (dense) or group (sparse), an anndata sparse dataset
+    Matrix = np.ndarray | sp.spmatrix | sp.sparray | h5py.Dataset | h5py.Group | CSRDataset | CSCDataset
 
 __all__ = [
     "Counts",
@@ -67,7 +69,7 @@ class Counts:
 
     obs: pd.DataFrame
     var: pd.DataFrame
-    matrix: Matrix | h5py.Group
+    matrix: Matrix
     layer: str | None = None
     close: Callable[[], None] = _noop
     alternatives: tuple[str, ...] = ()
