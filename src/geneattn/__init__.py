@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._settings import settings
-from .errors import InputError
+from .errors import InputError, OutputError
 
 __version__ = "0.1.0"
 
@@ -27,7 +27,7 @@ _SUBMODULES = (
     "study",
 )
 
-__all__ = ["InputError", "settings", "__version__", *_SUBMODULES]
+__all__ = ["InputError", "OutputError", "settings", "__version__", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import (  # noqa: F401

@@ -184,7 +184,7 @@ class Results:
 
         Raises `MissingResult` when neither exists.
         """
-        for p in (self.table_path(name), self.attention / f"{name}.parquet"):
+        for p in (self.table_path(name), self.attention / f"{name}.parquet"):  # exact names: no temp file
             if p.is_file():
                 return pd.read_parquet(p)
         msg = f"no table {name!r} in {self.root} (run `geneattn run`, or the stage that writes it, first)"
@@ -193,10 +193,10 @@ class Results:
     # ------------------------------------------------------------------ AnnData and JSON
     @staticmethod
     def write_h5ad(path: Path, adata: AnnData) -> Path:
-        """Write ``adata`` to ``path`` atomically."""
-        with atomic_path(path) as tmp:
-            adata.write_h5ad(tmp)
-        return path
+        """Write ``adata`` to ``path`` atomically (a full disk is one clear `OutputError`)."""
+        from .io import write_h5ad
+
+        return write_h5ad(path, adata)
 
     def read_cells(self, *, backed: bool = False) -> AnnData:
         """``cells.h5ad`` (in memory, or backed read-only)."""

@@ -23,7 +23,7 @@ def _alternatives(tmp_path) -> dict[str, dict[str, object]]:
     (tmp_path / "m" / "config.json").write_text("{}")
     (tmp_path / "d").mkdir()
     alt = {
-        "dataset": {"dataset": "pbmc68k"}, "data": {"data": str(data)}, "perturbation": {"perturbation": "Nutlin"},
+        "dataset": {"dataset": "pbmc68k"}, "data": {"data": str(data)}, "layer": {"layer": "counts"}, "perturbation": {"perturbation": "Nutlin"},
         "label_key": {"label_key": "dose"}, "classes": {"classes": ["0.1", "10"]}, "groups": {"groups": "a=0.1;b=10"},
         "model": {"model": str(tmp_path / "m"), "dictionaries": str(tmp_path / "d")}, "seed": {"seed": 3},
         "out": {"out": str(tmp_path / "elsewhere")}, "highlight": {"highlight": ["CDKN1A"]}, "preset": {"preset": "gf-6L-30M-i2048"},

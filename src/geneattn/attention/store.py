@@ -181,6 +181,7 @@ def open_store(
     out.mkdir(parents=True, exist_ok=True)
     store = {}
     for n, (nl, nh) in shapes.items():
+        # one fixed name that every rank of a distributed run can open (safe: the results folder is locked)
         tmp = out / f"{TMP_PREFIX}token_logfold_{n}.npy"
         if rank == 0:
             np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_tokens, nl, nh))

@@ -29,6 +29,10 @@ def run(
         Path | None,
         typer.Option(help="An .h5ad file (canonical or sci-Plex-2 layout) instead of a built-in dataset."),
     ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(help="With --data: the layer with raw counts when X is normalised, e.g. counts."),
+    ] = None,
     perturbation: Annotated[str | None, typer.Option(help="sci-Plex drug to keep, e.g. Nutlin.")] = None,
     label_key: Annotated[
         str | None, typer.Option(help="obs column with the class to predict (default label).")
@@ -52,6 +56,9 @@ def run(
         str | None, typer.Option(help="Model size pretrained without --model (default mini).")
     ] = None,
     cells_per_dose: Annotated[int | None, typer.Option(help="nutlin-sim: cells per dose.")] = None,
+    min_cells_per_class: Annotated[
+        int | None, typer.Option(help="Classes with fewer cells are an input error (default 10).")
+    ] = None,
     pretrain_epochs: Annotated[int | None, typer.Option(help="Pretraining epochs (default 1).")] = None,
     finetune_epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs (default 4).")] = None,
     finetune_lr: Annotated[
@@ -82,11 +89,11 @@ def run(
     from ..study import load_toml, merge, run_study
 
     cli = {
-        "dataset": dataset, "data": None if data is None else str(data), "perturbation": perturbation,
+        "dataset": dataset, "data": None if data is None else str(data), "layer": layer, "perturbation": perturbation,
         "label_key": label_key, "classes": _csv(classes), "groups": groups,
         "model": None if model is None else str(model), "dictionaries": None if dictionaries is None else str(dictionaries),
         "out": None if out is None else str(out), "seed": seed, "highlight": _csv(highlight), "preset": preset,
-        "cells_per_dose": cells_per_dose, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
+        "cells_per_dose": cells_per_dose, "min_cells_per_class": min_cells_per_class, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
         "finetune_lr": finetune_lr,
         "batch_size": batch_size, "attention_batch_size": attention_batch_size, "device": device, "top_k": top_k,
         "n_boot": n_boot, "attribution_cells": attribution_cells,

@@ -27,6 +27,7 @@ _DEVICES = ("auto", "cpu", "cuda", "mps")
 _TYPES: dict[str, tuple[type, ...]] = {
     "dataset": (str,),
     "data": (str,),
+    "layer": (str,),
     "perturbation": (str,),
     "label_key": (str,),
     "classes": (list,),
@@ -53,6 +54,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 _OPTIONAL = {
     "data",
+    "layer",
     "perturbation",
     "classes",
     "groups",
@@ -74,6 +76,8 @@ class StudyConfig:
         when ``data`` is given.
     data
         An ``.h5ad`` file (canonical, scPerturb or Kaggle sci-Plex-2 layout) instead of a built-in dataset.
+    layer
+        ``data`` only: the layer holding raw counts (e.g. ``"counts"``) when ``X`` is normalised.
     perturbation
         sci-Plex drug to keep, e.g. ``"Nutlin"``.
     label_key
@@ -120,6 +124,7 @@ class StudyConfig:
 
     dataset: str = "nutlin-sim"
     data: str | None = None
+    layer: str | None = None
     perturbation: str | None = None
     label_key: str = "label"
     classes: list[str] | None = None

@@ -13,7 +13,7 @@ from ._stage import StageContext, stage
 
 logger = logging.getLogger(__name__)
 
-_DATA_READS = ("dataset", "data", "perturbation", "label_key", "classes", "groups", "min_cells_per_class",
+_DATA_READS = ("dataset", "data", "layer", "perturbation", "label_key", "classes", "groups", "min_cells_per_class",
                "seed", "cells_per_dose", "model")  # fmt: skip
 
 
@@ -46,7 +46,7 @@ def _load(ctx: StageContext) -> tuple[AnnData, AnnData | None]:
         study = io.canonicalize(full, classes=classes, groups=cfg.groups,
                                 min_cells_per_class=cfg.min_cells_per_class)  # fmt: skip
         return study, (full if study.n_obs != full.n_obs else None)
-    kw = {"perturbation": cfg.perturbation, "label_key": cfg.label_key}
+    kw = {"perturbation": cfg.perturbation, "label_key": cfg.label_key, "layer": cfg.layer}
     study = io.load(cfg.data, classes=cfg.classes, groups=cfg.groups,
                     min_cells_per_class=cfg.min_cells_per_class, **kw)  # fmt: skip
     corpus = None

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from .. import __version__
 from .._atomic import write_text
+from .._lock import results_lock
 from .._results import Results
 from ..errors import InputError
 from ..pipeline import Context, Stage, order, read_manifest, run_stages
@@ -91,12 +92,17 @@ def run_study(config: StudyConfig, *, force: bool = False, progress: bool | None
     cfg = config.resolved()
     res = Results(cfg.out)
     created = not res.root.exists()
+    with results_lock(res.root):  # a second run on the same --out fails at once, naming this one
+        return _run_locked(cfg, res, created=created, force=force, progress=progress)
+
+
+def _run_locked(cfg: StudyConfig, res: Results, *, created: bool, force: bool, progress: bool | None) -> dict:
     ctx = Context(res.root, cfg)
     all_stages = stages(cfg)
     t0 = time.perf_counter()
     try:  # the data stage first: bad input is found before anything else is written
         run_stages(all_stages[:1], res.root, ctx=ctx, force=force, progress=False)
-    except InputError:
+    except InputError:  # OutputError too (a full disk): nothing half-written is left
         if created:
             shutil.rmtree(res.root, ignore_errors=True)
         raise

@@ -39,13 +39,14 @@ def geneformer_vocab(model: str, dictionaries: str) -> GeneVocab:
 
 def _vocab(cfg: ConfigView, corpus: Path) -> tuple[GeneVocab, bool, int]:
     """(vocabulary, special tokens, input size): Geneformer's for ``--model``, else built from the corpus."""
-    from ..tokenize import build_vocab
+    from ..tokenize import build_vocab, geneformer_settings
 
     if cfg.model is None:
-        return build_vocab(str(corpus), special_tokens=False), False, cfg.model_input_size
+        vocab = build_vocab(str(corpus), special_tokens=False)
+        return vocab, *geneformer_settings(vocab, model_input_size=cfg.model_input_size)
     vocab = geneformer_vocab(cfg.model, cfg.dictionaries)
-    v2 = vocab.cls_id is not None  # V2: <cls> ... <eos>, 4,096 positions; V1: 2,048
-    return vocab, v2, min(cfg.model_input_size, 4096 if v2 else 2048)
+    special, size = geneformer_settings(vocab)  # V1: 2,048 tokens; V2: <cls> ... <eos>, 4,096
+    return vocab, special, min(cfg.model_input_size, size)
 
 
 @stage(
