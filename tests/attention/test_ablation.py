@@ -103,7 +103,7 @@ def test_head_ablation_matches_slow_path_and_naive_bootstrap():
     model = _deep_classifier()
     ids, labels, wells = _cells()
     combos = [[(0, 1), (2, 3)], [(1, 0), (1, 2)]]
-    res = head_ablation(model, ids, labels, wells, combos=combos, batch_size=8, n_boot=200, seed=3)
+    res = head_ablation(model, ids, labels, wells=wells, combos=combos, batch_size=8, n_boot=200, seed=3)
     assert res["ablation"].iloc[0] == "full" and len(res) == 1 + 12 + 2
     assert list(res["ablation"].iloc[-2:]) == ["L0H1+L2H3", "L1H0+L1H2"]
     x, attn = pad_batch(ids, 0)
@@ -144,7 +144,9 @@ def test_head_ablation_null_head_has_no_effect_planted_head_has():
         dense[:, 0:8] = 0.0  # head 0 of layer 1 contributes nothing
         dense[:, 16:24] *= 8.0  # head 2 of layer 1 contributes a lot
     ids, labels, wells = _cells(24, seed=2)
-    res = head_ablation(model, ids, labels, wells, heads=[(1, 0), (1, 2)], n_boot=100).set_index("ablation")
+    res = head_ablation(model, ids, labels, wells=wells, heads=[(1, 0), (1, 2)], n_boot=100).set_index(
+        "ablation"
+    )
     null = res.loc["L1H0"]
     assert abs(null["d_loglik"]) < 1e-6 and null["d_accuracy"] == 0
     assert abs(null["d_loglik_low"]) < 1e-6 and abs(null["d_loglik_high"]) < 1e-6
@@ -156,14 +158,14 @@ def test_head_ablation_label_names_and_errors():
     model.config.label2id = {"0": 0, "0.5": 1, "5": 2}
     ids, labels, wells = _cells(12)
     names = np.array(["0", "0.5", "5"])[labels]
-    a = head_ablation(model, ids, names, wells, heads=[(0, 0)], n_boot=20)
-    b = head_ablation(model, ids, labels, wells, heads=[(0, 0)], n_boot=20)
+    a = head_ablation(model, ids, names, wells=wells, heads=[(0, 0)], n_boot=20)
+    b = head_ablation(model, ids, labels, wells=wells, heads=[(0, 0)], n_boot=20)
     pd.testing.assert_frame_equal(a, b, check_exact=False)
     with pytest.raises(InputError, match="outside"):
-        head_ablation(model, ids, labels, wells, heads=[(2, 0)])
+        head_ablation(model, ids, labels, wells=wells, heads=[(2, 0)])
     with pytest.raises(InputError, match="not classes"):
-        head_ablation(model, ids, np.array(["x"] * 12), wells)
+        head_ablation(model, ids, np.array(["x"] * 12), wells=wells)
     with pytest.raises(InputError, match="one entry per cell"):
-        head_ablation(model, ids, labels[:5], wells)
+        head_ablation(model, ids, labels[:5], wells=wells)
     with pytest.raises(InputError, match="BertForSequenceClassification"):
-        head_ablation(tiny_model(0), ids, labels, wells)
+        head_ablation(tiny_model(0), ids, labels, wells=wells)

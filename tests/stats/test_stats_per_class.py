@@ -7,11 +7,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from _stats_synth import make_store
 
+from _stats_synth import make_store
+from geneattn.attention.store import TokenStore
 from geneattn.errors import InputError
 from geneattn.stats import per_class as pc
-from geneattn.stats.confounds import TokenStore
 
 
 def _design(n_cells=120, seed=0):
@@ -30,7 +30,7 @@ def _tokens_frame(store, labels, wells):
 def test_position_by_class_vs_pandas():
     store, labels, wells, planted = _design()
     genes = {"A": int(planted[0]), "B": 100, "absent": 9999}
-    res = pc.position_by_class(store, labels, wells, genes, n_boot=300, seed=1)
+    res = pc.position_by_class(store, labels, wells, genes=genes, n_boot=300, seed=1)
     assert list(res["class"].unique()) == ["0.1", "10"]  # numeric order
     df = _tokens_frame(store, labels, wells)
     for r in res.itertuples():
@@ -46,7 +46,9 @@ def test_position_by_class_vs_pandas():
             assert np.isnan(r.median_position) and r.detection_high == 0
     # plain arrays work as well as a TokenStore
     plain = SimpleNamespace(offsets=store.offsets, token_ids=store.token_ids, logfold=store.logfold)
-    pd.testing.assert_frame_equal(pc.position_by_class(plain, labels, wells, genes, n_boot=300, seed=1), res)
+    pd.testing.assert_frame_equal(
+        pc.position_by_class(plain, labels, wells, genes=genes, n_boot=300, seed=1), res
+    )
 
 
 def _well_study(rng, n_wells=6, cells=40, det_mean=0.5, well_sd=0.6, shift=0.0):
@@ -77,7 +79,9 @@ def test_detection_interval_covers_over_independent_studies():
     cover, cover_cells = [], []
     for _ in range(120):
         s, lab, wel = _well_study(rng)
-        r = pc.position_by_class(s, lab, wel, {"g": 5}, n_boot=300, seed=int(rng.integers(1 << 30))).iloc[0]
+        r = pc.position_by_class(
+            s, lab, wel, genes={"g": 5}, n_boot=300, seed=int(rng.integers(1 << 30))
+        ).iloc[0]
         cover.append(r.detection_low <= true <= r.detection_high)
         se = np.sqrt(r.detection * (1 - r.detection) / r.n_cells)  # binomial, cells as units
         cover_cells.append(abs(r.detection - true) <= 1.96 * se)
@@ -108,7 +112,9 @@ def test_attention_rank_by_class_vs_pandas_and_highlighted_summary():
                 assert row.mean_fold == pytest.approx(g.loc[tid, "mean"])
                 assert row["rank"] == pytest.approx(ranks.get(tid, np.nan), nan_ok=True)
                 assert row.n_ranked == len(ranks)
-    summ = pc.highlighted_by_class(runs, kinds, labels, wells, genes, head=("1", "mean"), n_boot=100)
+    summ = pc.highlighted_by_class(
+        runs, kinds, labels, wells=wells, genes=genes, head=("1", "mean"), n_boot=100
+    )
     p10 = summ[(summ["class"] == "10") & (summ.gene == "P")].iloc[0]
     real = att[(att["class"] == "10") & (att.gene == "P") & att.run.str.startswith("real")]["rank"]
     assert p10.finetuned_rank_min == real.min() and p10.finetuned_rank_max == real.max()
@@ -122,9 +128,9 @@ def test_attention_rank_by_class_vs_pandas_and_highlighted_summary():
 def test_per_class_input_errors():
     store, labels, wells, planted = _design()
     with pytest.raises(InputError, match="entries"):
-        pc.position_by_class(store, labels[:5], wells, {"A": 100})
+        pc.position_by_class(store, labels[:5], wells, genes={"A": 100})
     other, _ = make_store(n_cells=120, n_genes=60, seed=9)
     with pytest.raises(InputError, match="other cells"):
         pc.attention_rank_by_class({"a": store, "b": other}, labels, {"A": 100})
     with pytest.raises(InputError, match="pretrained"):
-        pc.highlighted_by_class({"a": store}, {"a": "real"}, labels, wells, {"A": 100})
+        pc.highlighted_by_class({"a": store}, {"a": "real"}, labels, wells=wells, genes={"A": 100})

@@ -117,8 +117,8 @@ def position_by_class(
     store: TokenArrays,
     labels: Sequence | np.ndarray,
     wells: Sequence | np.ndarray,
-    genes: Mapping[str, int],
     *,
+    genes: Mapping[str, int],
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -224,9 +224,9 @@ def highlighted_by_class(
     stores: Mapping[str, TokenArrays],
     kinds: Mapping[str, str],
     labels: Sequence | np.ndarray,
+    *,
     wells: Sequence | np.ndarray,
     genes: Mapping[str, int],
-    *,
     head: tuple[str | int, str | int] = ("mean", "mean"),
     min_cells: int = 10,
     n_boot: int = 1000,
@@ -261,7 +261,7 @@ def highlighted_by_class(
     if bad or len(pre) != 1 or set(kinds) != set(stores):
         msg = "kinds must name every store once: exactly one 'pretrained', others 'real' or 'permuted'"
         raise InputError(msg)
-    pos = position_by_class(stores[pre[0]], labels, wells, genes, n_boot=n_boot, seed=seed)
+    pos = position_by_class(stores[pre[0]], labels, wells, genes=genes, n_boot=n_boot, seed=seed)
     att = attention_rank_by_class(stores, labels, genes, head=head, min_cells=min_cells)
     att["kind"] = att["run"].map(kinds)
     base = att[att.kind == "pretrained"].set_index(["class", "gene"])

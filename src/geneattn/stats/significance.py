@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from ..attention.store import TokenStore, length_bins
 from ..errors import InputError
-from .confounds import TokenStore, iter_columns, length_bins, position_residual
+from .confounds import iter_columns, position_residual
 
 __all__ = [
     "holm",
@@ -62,8 +63,8 @@ SIGNIFICANCE_COLUMNS = [
     "adjust",
 ]
 
-#: Largest sample for which `hodges_lehmann` forms all Walsh averages (above: exact selection by bisection).
-_WALSH_MAX = 2000
+#: Largest sample for which `hodges_lehmann` forms all Walsh averages (above: exact selection, `_walsh_select`).
+_WALSH_MAX = 300
 
 
 def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -96,20 +97,34 @@ def bh(p: Sequence[float] | np.ndarray) -> np.ndarray:
     return out
 
 
-def _walsh_kth(x: np.ndarray, k: int) -> float:
-    """The k-th smallest (0-based) Walsh average ``(x_i + x_j) / 2, i ≤ j`` of sorted ``x`` (bisection)."""
+def _walsh_select(x: np.ndarray, ks: Sequence[int]) -> list[float]:
+    """The ``ks``-th smallest (0-based) Walsh averages ``(x_i + x_j) / 2, i <= j`` of sorted ``x``.
 
-    def n_le(v: float) -> int:  # Walsh averages <= v
-        c = np.searchsorted(x, 2 * v - x, side="right")
-        return int((c.sum() + np.sum(x <= v)) // 2)
-
-    lo, hi = float(x[0]), float(x[-1])
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if mid in (lo, hi):
+    Exact, without forming all ``n (n + 1) / 2`` averages: a sample of averages brackets the wanted
+    order statistics, the averages below the bracket are counted (``searchsorted`` per i), and only
+    those inside it are formed and sorted. The bracket widens until it holds them.
+    """
+    n = len(x)
+    idx = np.arange(n)
+    n_sample = int(np.clip((n * (n + 1) / 2) ** (2 / 3), 500, 20_000))  # ~ balances sample and bracket sizes
+    rng = np.random.default_rng(n)
+    sample = np.sort((x[rng.integers(0, n, n_sample)] + x[rng.integers(0, n, n_sample)]) / 2)
+    q = np.array([k / (n * (n + 1) / 2) for k in (min(ks), max(ks))])
+    for width in (3.0, 6.0, 12.0, np.inf):
+        half = width * np.sqrt(0.25 / n_sample)
+        lo, hi = (
+            np.quantile(sample, np.clip(q + [-half, half], 0, 1)) if np.isfinite(width) else (x[0], x[-1])
+        )
+        start = np.maximum(np.searchsorted(x, 2 * lo - x, side="left"), idx)  # first j >= i in the bracket
+        stop = np.maximum(np.searchsorted(x, 2 * hi - x, side="right"), idx)
+        below = int(np.sum(start - idx))
+        if below <= min(ks) and max(ks) < below + int(np.sum(stop - start)):
             break
-        lo, hi = (mid, hi) if n_le(mid) <= k else (lo, mid)
-    return hi
+    counts = stop - start
+    i = np.repeat(idx, counts)
+    j = np.arange(len(i)) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(start, counts)
+    inside = np.sort((x[i] + x[j]) / 2)
+    return [float(inside[k - below]) for k in ks]
 
 
 def hodges_lehmann(d: np.ndarray) -> float:
@@ -128,8 +143,7 @@ def hodges_lehmann(d: np.ndarray) -> float:
         iu = np.triu_indices(n)
         return float(np.median((x[iu[0]] + x[iu[1]]) / 2))
     m = n * (n + 1) // 2
-    k = (m - 1) // 2
-    return _walsh_kth(x, k) if m % 2 else (_walsh_kth(x, k) + _walsh_kth(x, k + 1)) / 2
+    return float(np.mean(_walsh_select(x, [(m - 1) // 2] if m % 2 else [m // 2 - 1, m // 2])))
 
 
 def sign_flip_test(
