@@ -12,7 +12,9 @@ of one well share culture and depth). It is exact and avoids recomputing what an
 change: one full pass caches every layer's input and context; an ablation starting at layer l
 reuses the cached context of layer l with its heads zeroed (the attention pattern of that layer is
 unchanged), runs layers l+1 .. n-2 through the registered function, and computes the last layer
-only for the first token, the one the classifier pools.
+only for the first token, the one the classifier pools. On the mini model (6 layers x 4 heads, 450
+cells of 250-450 tokens) the 24 single heads and 3 combos cost 8.7 plain forward passes (50 CPU-s),
+against 27 for a forward pass per ablation.
 """
 
 from __future__ import annotations
@@ -26,9 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from .._settings import settings
+from .._progress import progress
 from ..errors import InputError
 from .interface import ATTN_NAME, encoder_layers, register, set_attn, zero_heads
 
@@ -219,8 +220,14 @@ def _run_ablations(
     loglik = np.zeros((len(configs), len(y)))
     groups = [_by_layer(model, c) for c in configs]
     starts = range(0, len(order), batch_size)
-    with torch.inference_mode(), ablating(model, []):
-        for b, start in enumerate(tqdm(starts, desc="head ablation", disable=not settings.progress)):
+    was_training = model.training
+    model.eval()
+    with (
+        torch.inference_mode(),
+        ablating(model, []),
+        progress(len(y), desc="head ablation", unit="cell") as bar,
+    ):
+        for b, start in enumerate(starts):
             idx = order[start : start + batch_size]
             ids, attn = (t.to(device) for t in pad_batch([input_ids[i] for i in idx], pad))
             yt = torch.as_tensor(y[idx], device=device)
@@ -229,6 +236,8 @@ def _run_ablations(
                 _check_path(model, ids, attn, cache)
             for a, g in enumerate(groups):
                 correct[a, idx], loglik[a, idx] = _per_cell(_ablated_logits(model, cache, g), yt)
+            bar.update(len(idx))
+    model.train(was_training)
     return correct, loglik
 
 

@@ -246,7 +246,10 @@ def _normalize_runs(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
     for r in range(len(y)):
         ok = np.isfinite(y[r]) & np.isfinite(m)
         if ok.sum() < MIN_FACTOR_UNITS or np.ptp(m[ok]) == 0:
-            msg = f"run normalisation needs {MIN_FACTOR_UNITS} units with differing changes in every run; use normalize=False"
+            msg = (
+                f"run normalisation needs {MIN_FACTOR_UNITS} units with differing changes in every run; "
+                "use normalize=False"
+            )
             raise InputError(msg)
         a, b = _robust_line(m[ok], y[r, ok] - m[ok])
         out[r, ok] = y[r, ok] - a - b * m[ok]
@@ -282,9 +285,9 @@ def task_attributable(
 
     One family per call (e.g. all genes, or all heads): every unit is counted once and BH is applied
     across the family. Steps: (1) with ``normalize``, every run's values minus a per-run shift and
-    scale of the permuted runs' mean change (`_normalize_runs`); (2) per unit, least squares over the runs that
-    have it of ``value ~ 1 + [kind = real] (+ run factors)``; (3) the coefficient of ``[kind = real]``
-    is tested with a moderated t (limma: residual variances squeezed towards a prior fitted on all
+    scale of the permuted runs' mean change (`_normalize_runs`); (2) per unit, least squares over the
+    runs that have it of ``value ~ 1 + [kind = real] (+ run factors)``; (3) the coefficient of
+    ``[kind = real]`` is tested with a moderated t (limma: residual variances squeezed towards a prior fitted on all
     units of the family, ``df = d0 + df_residual`` capped at the pooled residual df).
 
     Parameters
@@ -319,7 +322,8 @@ def task_attributable(
     ``mean_real - mean_permuted``), ``effect`` (the tested coefficient, after normalisation and
     factors), ``se, t, df, pval, pval_adj`` (BH over the tested units), ``significant``.
     ``.attrs``: ``null`` (`NULL_NAME`), ``unit_of_replication``, ``method``, ``n_runs_real``,
-    ``n_runs_permuted``, ``n_factors``, ``prior_df`` (d0), ``prior_var`` (s0²), ``n_tests``, ``n_significant``, ``alpha``.
+    ``n_runs_permuted``, ``n_factors``, ``prior_df`` (d0), ``prior_var`` (s0²), ``n_tests``,
+    ``n_significant``, ``alpha``.
     """
     y, real, units = _run_matrix(deltas, unit)
     n_runs = len(real)
