@@ -13,14 +13,16 @@ and one augmented coordinate, ``[k_j s, 1] . [q_i, -lse_i]``, so its own log-sum
 softmax; it is the reference path.
 
 Nothing is collected unless a model is inside `collecting()`; then each layer hands a dict of
-``[B, H, L]`` float32 tensors (see `TokenStats`) to the sink.
+``[B, H, L]`` float32 tensors (see `TokenStats`) to the sink. Heads set with `zero_heads` (used by
+`ablation.ablating`) have their context vectors (the output of the attention function, before
+``W_O``) set to zero; collected statistics then describe the ablated network.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +30,19 @@ import torch
 
 from .norms import head_gram, quad_norm
 
-__all__ = ["ATTN_NAME", "register", "collecting", "TokenStats", "fused_attention_lse", "column_logsum"]
+__all__ = [
+    "ATTN_NAME",
+    "register",
+    "collecting",
+    "zero_heads",
+    "TokenStats",
+    "fused_attention_lse",
+    "column_logsum",
+]
 
 ATTN_NAME = "geneattn_stats"
 _ACTIVE: dict[int, _LayerInfo] = {}
+_ZEROED: dict[int, torch.Tensor] = {}  # id(self-attention module) -> head indices whose output is zeroed
 _REGISTERED = False
 
 
@@ -205,8 +216,8 @@ def geneattn_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """Attention function registered as ``geneattn_stats``: same output as ``sdpa_attention_forward``.
 
-    Returns ``(attn_output [B, L, H, d], None)``. When ``module`` is being collected, hands the layer's
-    `TokenStats` to the sink.
+    Returns ``(attn_output [B, L, H, d], None)``; heads set by `zero_heads` are zero. When ``module``
+    is being collected, hands the layer's `TokenStats` to the sink.
     """
     if dropout and module.training:
         msg = "geneattn_stats attention is for inference only (model.eval())"
@@ -220,6 +231,9 @@ def geneattn_attention_forward(
     else:
         out, lse = fused_attention_lse(query, key, value, bias, scale)
         logcol = column_logsum(query, key, lse, bias, scale) if info is not None else None
+    zeroed = _ZEROED.get(id(module))
+    if zeroed is not None:
+        out = out.index_fill(1, zeroed.to(out.device), 0.0)
     if info is not None:
         with torch.no_grad():
             # attention from the first token: A[0, j] = exp(q_0 . k_j s + bias_j - lse_0)
@@ -254,6 +268,18 @@ def _mask_fn(
     if bool(m.all()):
         return None
     return torch.zeros(m.shape, dtype=dtype, device=device).masked_fill(~m, -math.inf)[:, None, None, :]
+
+
+def zero_heads(module: torch.nn.Module, heads: Sequence[int] | None) -> None:
+    """Zero the outputs of ``heads`` of self-attention ``module`` in ``geneattn_stats`` (``None``: none).
+
+    Only takes effect while the model runs with ``geneattn_stats`` attention; see
+    `geneattn.attention.ablation.ablating`, which also switches the implementation and restores it.
+    """
+    if heads is None or len(heads) == 0:
+        _ZEROED.pop(id(module), None)
+    else:
+        _ZEROED[id(module)] = torch.as_tensor(sorted(set(heads)), dtype=torch.long)
 
 
 def register() -> None:

@@ -3,9 +3,17 @@
 Pretrained vs fine-tuned (paired, same cells), between classes, multiple testing, and bootstrap
 bands for the percentage-change-by-rank curves.
 
-The unit of analysis is the cell (paired tests) or the well/replicate (between-class tests: per-cell
-residuals are averaged per unit first); token-level values from one cell are never treated as
-independent.
+**What the paired tests can say.** `paired_gene_test` and `paired_head_test` compare two *fixed*
+networks on the same cells, with cells as units. They are descriptive: they test "over these cells,
+the two weight sets give different attention", which any weight update makes true, including a
+fine-tune on permuted labels. They say nothing about what fine-tuning on the task changed; for that
+the unit must be the training run (`geneattn.stats.nulls`). Their ``effect`` and ``pct_change``
+are computed from the statistic they test (the Hodges–Lehmann pseudo-median of the log ratio for the
+signed-rank test, the mean for the sign-flip test), so the two never disagree in sign.
+
+The between-class test (`class_test`) uses wells/replicates as units (per-cell residuals are
+averaged per unit first); `null_calibration` checks it with many independent well-level shuffles.
+Token-level values from one cell are never treated as independent.
 """
 
 from __future__ import annotations
@@ -13,17 +21,20 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
+from ..attention.store import TokenStore, length_bins
 from ..errors import InputError
-from .confounds import TokenStore, iter_columns, length_bins, position_residual
+from .confounds import iter_columns, position_residual
 
 __all__ = [
     "holm",
     "bh",
+    "hodges_lehmann",
     "sign_flip_test",
     "paired_gene_test",
     "paired_head_test",
@@ -51,6 +62,9 @@ SIGNIFICANCE_COLUMNS = [
     "pval_adj",
     "adjust",
 ]
+
+#: Largest sample for which `hodges_lehmann` forms all Walsh averages (above: exact selection, `_walsh_select`).
+_WALSH_MAX = 300
 
 
 def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -81,6 +95,55 @@ def bh(p: Sequence[float] | np.ndarray) -> np.ndarray:
     if ok.any():
         out[ok] = stats.false_discovery_control(np.clip(p[ok], 0, 1), method="bh")
     return out
+
+
+def _walsh_select(x: np.ndarray, ks: Sequence[int]) -> list[float]:
+    """The ``ks``-th smallest (0-based) Walsh averages ``(x_i + x_j) / 2, i <= j`` of sorted ``x``.
+
+    Exact, without forming all ``n (n + 1) / 2`` averages: a sample of averages brackets the wanted
+    order statistics, the averages below the bracket are counted (``searchsorted`` per i), and only
+    those inside it are formed and sorted. The bracket widens until it holds them.
+    """
+    n = len(x)
+    idx = np.arange(n)
+    n_sample = int(np.clip((n * (n + 1) / 2) ** (2 / 3), 500, 20_000))  # ~ balances sample and bracket sizes
+    rng = np.random.default_rng(n)
+    sample = np.sort((x[rng.integers(0, n, n_sample)] + x[rng.integers(0, n, n_sample)]) / 2)
+    q = np.array([k / (n * (n + 1) / 2) for k in (min(ks), max(ks))])
+    for width in (3.0, 6.0, 12.0, np.inf):
+        half = width * np.sqrt(0.25 / n_sample)
+        lo, hi = (
+            np.quantile(sample, np.clip(q + [-half, half], 0, 1)) if np.isfinite(width) else (x[0], x[-1])
+        )
+        start = np.maximum(np.searchsorted(x, 2 * lo - x, side="left"), idx)  # first j >= i in the bracket
+        stop = np.maximum(np.searchsorted(x, 2 * hi - x, side="right"), idx)
+        below = int(np.sum(start - idx))
+        if below <= min(ks) and max(ks) < below + int(np.sum(stop - start)):
+            break
+    counts = stop - start
+    i = np.repeat(idx, counts)
+    j = np.arange(len(i)) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(start, counts)
+    inside = np.sort((x[i] + x[j]) / 2)
+    return [float(inside[k - below]) for k in ks]
+
+
+def hodges_lehmann(d: np.ndarray) -> float:
+    """Hodges–Lehmann pseudo-median: the median of the Walsh averages ``(d_i + d_j) / 2``, ``i ≤ j``.
+
+    The location estimate that goes with the Wilcoxon signed-rank test: the number of positive Walsh
+    averages is the signed-rank statistic ``T+``, so its sign is the direction the test detects.
+    NaN for an empty sample.
+    """
+    x = np.sort(np.asarray(d, dtype=float))
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n == 0:
+        return float("nan")
+    if n <= _WALSH_MAX:
+        iu = np.triu_indices(n)
+        return float(np.median((x[iu[0]] + x[iu[1]]) / 2))
+    m = n * (n + 1) // 2
+    return float(np.mean(_walsh_select(x, [(m - 1) // 2] if m % 2 else [m // 2 - 1, m // 2])))
 
 
 def sign_flip_test(
@@ -144,13 +207,15 @@ def _gene_names(tok: np.ndarray, gene_map: pd.Series | dict | None) -> np.ndarra
     return pd.Series(tok).map(m).fillna(pd.Series(tok).astype(str)).astype(str).to_numpy()
 
 
-def _wilcoxon(d: np.ndarray) -> tuple[float, float]:
-    if len(d) == 0 or np.all(d == 0):
-        return float("nan"), 1.0
+def _wilcoxon(d: np.ndarray) -> tuple[float, float, float]:
+    """``(statistic, pvalue, Hodges–Lehmann estimate)`` of the signed-rank test (zeros dropped)."""
+    d = d[d != 0]
+    if len(d) == 0:
+        return float("nan"), 1.0, 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = stats.wilcoxon(d, zero_method="wilcox")
-    return float(r.statistic), float(r.pvalue)
+    return float(r.statistic), float(r.pvalue), hodges_lehmann(d)
 
 
 def _select(store: TokenStore, heads: Sequence[tuple[str, str]] | None):
@@ -171,19 +236,25 @@ def paired_gene_test(
     gene_map: pd.Series | dict | None = None,
     names: tuple[str, str] = ("pretrained", "finetuned"),
 ) -> pd.DataFrame:
-    """Per gene: does the fine-tuned model attend to it more than the pretrained one in the same cells.
+    """Per gene, descriptive: do the two fixed networks give the gene different attention in these cells.
 
     ``d(c, g) = logfold_other(c, g) − logfold_ref(c, g)`` (identical token sequences, so rank and
     ``n_c`` cancel); Wilcoxon signed-rank (`scipy.stats.wilcoxon`) or sign-flip permutation of the
-    mean across cells; BH-FDR across genes within each layer/head.
+    mean across cells; BH-FDR across genes within each layer/head (one family per head column: do
+    not add the counts of several columns). Cells are the units, so this is **not** a test of what
+    fine-tuning on the task changed (any fine-tune rejects it); see `geneattn.stats.nulls`.
 
     Returns
     -------
-    Significance table rows (`SIGNIFICANCE_COLUMNS`), ``test="paired_gene"``, ``effect`` = median d,
-    ``pct_change = 100 (exp(median d) − 1)``.
+    Significance table rows (`SIGNIFICANCE_COLUMNS`), ``test="paired_gene"``; ``effect`` is the
+    estimate of the tested statistic (Hodges–Lehmann pseudo-median of d for Wilcoxon, mean of d for
+    the sign-flip test) and ``pct_change = 100 (exp(effect) − 1)``.
     """
     if not ref.same_cells(other):
         msg = "paired test needs token stores of the same cells in the same order (extract both models together)"
+        raise InputError(msg)
+    if method not in ("wilcoxon", "signflip"):
+        msg = f"method must be 'wilcoxon' or 'signflip', got {method!r}"
         raise InputError(msg)
     tok, groups = _gene_groups(ref.token_ids, min_cells)
     genes = _gene_names(tok, gene_map)
@@ -191,14 +262,15 @@ def paired_gene_test(
     out = []
     for layer, head, lf_ref in _select(ref, heads):
         d_all = other_cols[(layer, head)] - lf_ref
-        stat, pv, med, n = (np.empty(len(groups)) for _ in range(4))
+        stat, pv, eff, n = (np.empty(len(groups)) for _ in range(4))
         for i, idx in enumerate(groups):
             d = d_all[idx]
-            n[i], med[i] = len(d), np.median(d)
+            n[i] = len(d)
             if method == "wilcoxon":
-                stat[i], pv[i] = _wilcoxon(d)
+                stat[i], pv[i], eff[i] = _wilcoxon(d)
             else:
                 stat[i], pv[i] = sign_flip_test(d, n_resamples=n_resamples, seed=seed + i)
+                eff[i] = stat[i]
         out.append(
             pd.DataFrame(
                 {
@@ -210,10 +282,10 @@ def paired_gene_test(
                     "token_id": tok,
                     "gene": genes,
                     "metric": "logfold",
-                    "method": "wilcoxon" if method == "wilcoxon" else "signflip",
+                    "method": method,
                     "n": n.astype(int),
-                    "effect": med,
-                    "pct_change": 100 * (np.exp(med) - 1),
+                    "effect": eff,
+                    "pct_change": 100 * np.expm1(eff),
                     "statistic": stat,
                     "pval": pv,
                     "pval_adj": bh(pv),
@@ -231,10 +303,14 @@ def paired_head_test(
     other: str = "finetuned",
     metrics: Sequence[str] = ("head_out",),
 ) -> pd.DataFrame:
-    """Per head: paired Wilcoxon signed-rank across cells of a per-cell head statistic (``cell_head``).
+    """Per head, descriptive: paired Wilcoxon signed-rank across cells of a per-cell head statistic.
 
-    ``d(c) = log(x_other(c)) − log(x_ref(c))`` (ratios, positive statistics); Holm across all
-    heads of a metric. ``pct_change = 100 (Σ x_other / Σ x_ref − 1)`` (ratio of means over cells).
+    ``d(c) = log(x_other(c)) − log(x_ref(c))`` (ratios, positive statistics); Holm across the heads
+    of a metric (one family per metric). ``effect`` = Hodges–Lehmann pseudo-median of d, the
+    estimate that goes with the signed-rank test, and ``pct_change = 100 (exp(effect) − 1)`` (the
+    typical per-cell ratio), so the reported change and its test agree in sign. Cells are the units:
+    this says the two fixed networks differ, not that the task changed the head (see
+    `geneattn.stats.nulls`).
     """
     rows = []
     for metric in metrics:
@@ -253,7 +329,7 @@ def paired_head_test(
             with np.errstate(divide="ignore", invalid="ignore"):
                 d = np.log(y) - np.log(x)
             d = d[np.isfinite(d)]
-            st, pv = _wilcoxon(d)
+            st, pv, eff = _wilcoxon(d)
             rows.append(
                 {
                     "test": "paired_head",
@@ -264,8 +340,8 @@ def paired_head_test(
                     "metric": metric,
                     "method": "wilcoxon",
                     "n": len(d),
-                    "effect": float(np.median(d)) if len(d) else np.nan,
-                    "pct_change": 100 * (y.sum() / x.sum() - 1) if x.sum() else np.nan,
+                    "effect": eff,
+                    "pct_change": 100 * np.expm1(eff),
                     "statistic": st,
                     "pval": pv,
                 }
@@ -276,6 +352,9 @@ def paired_head_test(
     df["pval_adj"] = df.groupby("metric")["pval"].transform(lambda p: holm(p.to_numpy()))
     df["adjust"] = "holm"
     return df
+
+
+# --- between classes, wells as units ---------------------------------------------------------------
 
 
 def _numeric(labels: np.ndarray) -> np.ndarray | None:
@@ -294,30 +373,185 @@ def _kw_h(ranks: np.ndarray, codes: np.ndarray, n_k: np.ndarray) -> np.ndarray:
     return 12 / (n * (n + 1)) * h - 3 * (n + 1)
 
 
-def _class_p(
-    vals: np.ndarray, labs: np.ndarray, *, n_perm: int, min_asymptotic: int, rng: np.random.Generator
-) -> tuple[float, float, float, str]:
-    classes, codes, n_k = np.unique(labs, return_inverse=True, return_counts=True)
-    if len(classes) < 2 or np.ptp(vals) == 0:
-        return float("nan"), 1.0, float("nan"), ""
-    num = _numeric(labs)
-    eff = float(stats.spearmanr(vals, num).statistic) if num is not None and np.ptp(num) > 0 else float("nan")
-    if n_perm > 0 and n_k.min() < min_asymptotic:
-        # small groups: the chi-square approximation is poor -> label permutation of the H statistic
-        ranks = stats.rankdata(vals)
-        h = float(_kw_h(ranks, codes, n_k))
-        perm = codes[np.argsort(rng.random((n_perm, len(codes))), axis=1)]
-        null = _kw_h(ranks, perm, n_k)
-        p = (1 + np.sum(null >= h - 1e-9 * max(1.0, abs(h)))) / (1 + n_perm)
-        return h, float(p), eff, "kruskal_permutation"
-    samples = [vals[codes == k] for k in range(len(classes))]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if len(samples) == 2:
-            r = stats.mannwhitneyu(samples[0], samples[1], alternative="two-sided")
-            return float(r.statistic), float(r.pvalue), eff, "mannwhitneyu"
-        r = stats.kruskal(*samples)
-    return float(r.statistic), float(r.pvalue), eff, "kruskal"
+@dataclass
+class _Ranked:
+    """Unit means of the tested genes ``[G, U]`` (NaN where a gene is absent from a unit), ranked per gene."""
+
+    values: np.ndarray
+    ranks: np.ndarray  # midranks among the gene's units
+    n: np.ndarray  # units per gene
+    tie: np.ndarray  # sum over tie groups of t^3 - t
+    flat: np.ndarray  # all of a gene's unit means are equal
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> _Ranked:
+        ranks = stats.rankdata(values, axis=1, nan_policy="omit")
+        s = np.sort(values, axis=1)
+        tie = np.zeros(len(values))
+        for g in np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=1)):
+            _, t = np.unique(s[g][np.isfinite(s[g])], return_counts=True)
+            tie[g] = float(np.sum(t**3 - t))
+        n = np.isfinite(values).sum(1)
+        with np.errstate(invalid="ignore"):
+            flat = (np.nanmax(values, axis=1) == np.nanmin(values, axis=1)) | (n < 2)
+        return cls(values, ranks, n, tie, flat)
+
+
+@dataclass
+class _Nulls:
+    """Seeded null distributions shared by all genes, heads and shuffles of a call (keyed by design)."""
+
+    seed: int
+    n_perm: int
+    kw: dict[tuple, np.ndarray]
+    mw: dict[tuple[int, int], np.ndarray]
+
+    def kw_null(self, ranks: np.ndarray, sizes: tuple[int, ...], *, tied: bool) -> np.ndarray:
+        """Sorted permutation null of H for these ranks and class sizes (``n_perm`` relabellings)."""
+        key = (len(ranks), sizes, tuple((2 * np.sort(ranks)).astype(int)) if tied else ())
+        if key not in self.kw:
+            rng = np.random.default_rng([self.seed, len(ranks), *sizes, *key[2]])
+            codes = np.repeat(np.arange(len(sizes)), sizes)
+            perm = codes[np.argsort(rng.random((self.n_perm, len(codes))), axis=1)]
+            self.kw[key] = np.sort(_kw_h(np.sort(ranks), perm, np.asarray(sizes)))
+        return self.kw[key]
+
+    def mw_sf(self, n1: int, n2: int) -> np.ndarray:
+        """``P(U >= u)``, ``u = 0 .. n1 n2``, of the exact Mann–Whitney U distribution (no ties)."""
+        if (n1, n2) not in self.mw:
+            m, big = min(n1, n2), max(n1, n2)
+            poly = np.zeros(m * big + 1)
+            poly[0] = 1.0  # Gaussian binomial [n1 + n2 choose m]_q: prod_i (1 - q^(big+i)) / (1 - q^i)
+            for i in range(1, m + 1):
+                poly[big + i :] -= poly[: len(poly) - big - i].copy()
+                for u in range(i, len(poly)):
+                    poly[u] += poly[u - i]
+            pmf = poly / poly.sum()
+            self.mw[(n1, n2)] = np.cumsum(pmf[::-1])[::-1]
+        return self.mw[(n1, n2)]
+
+
+_METHODS = np.array(["", "mannwhitneyu", "kruskal", "kruskal_permutation"], dtype=object)
+
+
+def _mann_whitney(
+    rk: _Ranked, n_k: np.ndarray, r_k: np.ndarray, idx: np.ndarray, nulls: _Nulls
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(U1, p)`` of genes ``idx`` seen in exactly two classes; `scipy.stats.mannwhitneyu` 'auto' rules.
+
+    Exact when a class has at most 8 units and there are no ties, else normal with continuity and
+    tie corrections; two-sided. ``U1`` is that of the first class present (sorted labels).
+    """
+    first = np.argmax(n_k[idx] > 0, axis=1)
+    second = n_k.shape[1] - 1 - np.argmax((n_k[idx] > 0)[:, ::-1], axis=1)
+    rows = np.arange(len(idx))
+    n1, n2 = n_k[idx][rows, first], n_k[idx][rows, second]
+    u1 = r_k[idx][rows, first] - n1 * (n1 + 1) / 2
+    u = np.maximum(u1, n1 * n2 - u1)
+    n, tie = n1 + n2, rk.tie[idx]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (u - n1 * n2 / 2 - 0.5) / np.sqrt(n1 * n2 / 12 * ((n + 1) - tie / (n * (n - 1))))
+    p = 2 * special.ndtr(-z)
+    for j in np.flatnonzero((np.minimum(n1, n2) <= 8) & (tie == 0)):
+        p[j] = 2 * nulls.mw_sf(int(n1[j]), int(n2[j]))[int(round(u[j]))]
+    return u1, np.clip(p, 0.0, 1.0)
+
+
+def _between_p(
+    rk: _Ranked, codes: np.ndarray, n_classes: int, *, min_asymptotic: int, nulls: _Nulls
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(statistic, pvalue, method index)`` per gene for unit class codes ``codes [U]``, vectorised.
+
+    Two classes present: Mann–Whitney. More: Kruskal–Wallis, asymptotic with tie correction, or a
+    permutation null of H when the smallest class has fewer than ``min_asymptotic`` units (and
+    ``nulls.n_perm > 0``). Genes seen in one class: NaN; all unit means equal: p = 1.
+    """
+    onehot = np.eye(n_classes)[codes]
+    n_k = np.isfinite(rk.ranks).astype(float) @ onehot  # [G, K] units per class
+    r_k = np.nan_to_num(rk.ranks) @ onehot  # [G, K] rank sums
+    k_g, n = (n_k > 0).sum(1), rk.n.astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = 12 / (n * (n + 1)) * np.where(n_k > 0, r_k**2 / n_k, 0).sum(1) - 3 * (n + 1)
+        h_corr = h / (1 - rk.tie / (n**3 - n))
+    stat, p = np.full(len(n), np.nan), np.full(len(n), np.nan)
+    meth = np.zeros(len(n), dtype=int)
+    testable = k_g >= 2
+    p[testable & rk.flat] = 1.0
+    live = testable & ~rk.flat
+    smallest = np.where(n_k > 0, n_k, np.inf).min(1)
+    perm = live & (k_g >= 3) & (smallest < min_asymptotic) & (nulls.n_perm > 0)
+    kw = live & (k_g >= 3) & ~perm
+    stat[kw], meth[kw] = h_corr[kw], 2
+    p[kw] = stats.chi2.sf(h_corr[kw], k_g[kw] - 1)
+    mw = np.flatnonzero(live & (k_g == 2))
+    stat[mw], p[mw] = _mann_whitney(rk, n_k, r_k, mw, nulls)
+    meth[mw] = 1
+    for g in np.flatnonzero(perm):
+        ok = np.isfinite(rk.ranks[g])
+        sizes = tuple(sorted(int(x) for x in n_k[g][n_k[g] > 0]))
+        null = nulls.kw_null(rk.ranks[g][ok], sizes, tied=rk.tie[g] > 0)
+        tol = 1e-9 * max(1.0, abs(h[g]))
+        stat[g], meth[g] = h[g], 3
+        p[g] = (1 + len(null) - np.searchsorted(null, h[g] - tol, side="left")) / (1 + nulls.n_perm)
+    return stat, p, meth
+
+
+def _spearman_rows(rk: _Ranked, x: np.ndarray) -> np.ndarray:
+    """Spearman correlation per gene of its unit means with the numeric unit labels ``x [U]``."""
+    obs = np.isfinite(rk.ranks)
+    xr = stats.rankdata(np.where(obs, x[None, :], np.nan), axis=1, nan_policy="omit")
+    a = rk.ranks - np.nanmean(rk.ranks, axis=1, keepdims=True)
+    b = xr - np.nanmean(xr, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nansum(a * b, 1) / np.sqrt(np.nansum(a**2, 1) * np.nansum(b**2, 1))
+
+
+@dataclass
+class _Units:
+    """Genes x units of one store: which (gene, unit) pairs exist, and each unit's class."""
+
+    tok: np.ndarray  # [G] token ids of genes seen in >= min_units units
+    pair_inv: np.ndarray  # [n_tokens] index of the token's (gene, unit) pair
+    pair_n: np.ndarray  # tokens per pair
+    pair_row: np.ndarray  # gene row of each pair (-1: gene not tested)
+    pair_unit: np.ndarray
+    unit_label: np.ndarray  # [U]
+    tbin: np.ndarray  # length bin of each token
+
+    @classmethod
+    def build(
+        cls,
+        store: TokenStore,
+        labels: np.ndarray,
+        units: np.ndarray | None,
+        min_units: int,
+        n_length_bins: int,
+    ) -> _Units:
+        if units is None:  # cells are the units
+            tok_unit, unit_label = np.repeat(np.arange(store.n_cells), store.lengths), labels
+        else:  # a unit is a (class, well) pair
+            ucode, uniq = pd.factorize(np.char.add(np.char.add(labels, "\x1f"), units.astype(str)))
+            tok_unit, unit_label = (
+                np.repeat(ucode, store.lengths),
+                np.array([s.split("\x1f")[0] for s in uniq]),
+            )
+        n_units = len(unit_label)
+        pairs, inv = np.unique(store.token_ids.astype(np.int64) * n_units + tok_unit, return_inverse=True)
+        genes, per_gene = np.unique(pairs // n_units, return_counts=True)
+        tok = genes[per_gene >= min_units]
+        row = np.searchsorted(tok, pairs // n_units)
+        row[(row >= len(tok)) | (tok[np.minimum(row, len(tok) - 1)] != pairs // n_units)] = -1
+        tbin = np.repeat(length_bins(store.lengths, n_length_bins), store.lengths)
+        return cls(tok, inv, np.bincount(inv), row, pairs % n_units, unit_label, tbin)
+
+    def ranked(self, store: TokenStore, lf: np.ndarray) -> _Ranked:
+        """Mean position-matched residual per (gene, unit) of one head column, ranked per gene."""
+        res = position_residual(lf, store.positions, self.tbin)
+        mean = np.bincount(self.pair_inv, weights=res) / self.pair_n
+        values = np.full((len(self.tok), len(self.unit_label)), np.nan)
+        keep = self.pair_row >= 0
+        values[self.pair_row[keep], self.pair_unit[keep]] = mean[keep]
+        return _Ranked.of(values)
 
 
 def class_test(
@@ -338,8 +572,11 @@ def class_test(
 
     Residuals (methods §7.2) are computed per token, averaged per (unit, class) when ``units`` are
     given (wells/replicates; else the cell is the unit), and compared across classes with
-    Mann–Whitney (2 classes) or Kruskal–Wallis (>2); BH across genes per layer/head. ``effect`` is
-    the Spearman correlation of the unit means with the class label when labels are numeric (dose).
+    Mann–Whitney (2 classes; exact when a class has at most 8 units) or Kruskal–Wallis (>2); BH
+    across genes per layer/head. ``effect`` is the Spearman correlation of the unit means with the
+    class label when labels are numeric (dose). The residual conditions on rank, which lies on the
+    path dose -> expression -> rank -> attention: the estimand is "more attention than other genes
+    at the same rank", not "attention follows dose".
 
     Parameters
     ----------
@@ -360,11 +597,12 @@ def class_test(
     model
         Model name recorded in ``model_other``.
     n_perm
-        Label permutations used instead of the asymptotic test when a class has fewer than
-        ``min_asymptotic`` units (Kruskal–Wallis H; 0 disables). Permutation p-values are at least
-        ``1 / (1 + n_perm)``, which limits what survives BH across many genes.
+        Label permutations of the Kruskal–Wallis H used instead of the asymptotic test when a class has
+        fewer than ``min_asymptotic`` units (0 disables). The null of a design (units per class) is
+        drawn once per call, seeded, and shared by the genes with that design. Permutation p-values
+        are at least ``1 / (1 + n_perm)``, which limits what survives BH across many genes.
     min_asymptotic
-        Smallest class size (units) for the asymptotic Mann–Whitney / Kruskal–Wallis p-value.
+        Smallest class size (units) for the asymptotic Kruskal–Wallis p-value.
     seed
         Seed of the permutations.
 
@@ -372,41 +610,17 @@ def class_test(
     -------
     Significance rows, ``test="between_class"``; ``method`` says which p-value was used.
     """
-    labels = np.asarray(labels).astype(str)
-    if len(labels) != store.n_cells:
-        msg = f"labels has {len(labels)} entries for {store.n_cells} cells"
-        raise InputError(msg)
-    u = labels if units is None else np.char.add(np.char.add(labels, "\x1f"), np.asarray(units).astype(str))
-    ucode, uniq_u = pd.factorize(u)
-    tok_unit = np.repeat(ucode, store.lengths)
-    unit_label = np.array([s.split("\x1f")[0] for s in uniq_u]) if units is not None else np.asarray(uniq_u)
-    if units is None:  # cells are the units
-        tok_unit = np.repeat(np.arange(store.n_cells), store.lengths)
-        unit_label = labels
-    pos, tbin = store.positions, np.repeat(length_bins(store.lengths, n_length_bins), store.lengths)
-    n_units = len(unit_label)
-    # (gene, unit) groups of tokens
-    key = store.token_ids.astype(np.int64) * n_units + tok_unit
-    gu, inv = np.unique(key, return_inverse=True)
-    gu_gene, gu_unit = gu // n_units, gu % n_units
-    cnt = np.bincount(inv)
-    gstart = np.r_[0, np.flatnonzero(np.diff(gu_gene)) + 1, len(gu)]
-    tok = gu_gene[gstart[:-1]]
-    genes = _gene_names(tok, gene_map)
+    labels, units_arr = _labels_units(store, labels, units)
+    u = _Units.build(store, labels, units_arr, min_units, n_length_bins)
+    classes, codes = np.unique(u.unit_label, return_inverse=True)
+    num = _numeric(u.unit_label)
+    nulls = _Nulls(seed, n_perm, {}, {})
+    genes = _gene_names(u.tok, gene_map)
     out = []
     for layer, head, lf in _select(store, heads):
-        res = position_residual(lf, pos, tbin)
-        umean = np.bincount(inv, weights=res) / cnt  # mean residual per (gene, unit)
-        st, pv, eff, nn = (np.full(len(tok), np.nan) for _ in range(4))
-        meth = np.full(len(tok), "", dtype=object)
-        rng = np.random.default_rng(seed)
-        for i in range(len(tok)):
-            s = slice(gstart[i], gstart[i + 1])
-            nn[i] = gstart[i + 1] - gstart[i]
-            if nn[i] >= min_units:
-                st[i], pv[i], eff[i], meth[i] = _class_p(
-                    umean[s], unit_label[gu_unit[s]], n_perm=n_perm, min_asymptotic=min_asymptotic, rng=rng
-                )
+        rk = u.ranked(store, lf)
+        st, pv, meth = _between_p(rk, codes, len(classes), min_asymptotic=min_asymptotic, nulls=nulls)
+        eff = _spearman_rows(rk, num) if num is not None and np.ptp(num) > 0 else np.full(len(u.tok), np.nan)
         out.append(
             pd.DataFrame(
                 {
@@ -415,11 +629,11 @@ def class_test(
                     "model_other": model,
                     "layer": layer,
                     "head": head,
-                    "token_id": tok,
+                    "token_id": u.tok,
                     "gene": genes,
                     "metric": "residual",
-                    "method": meth,
-                    "n": nn.astype(int),
+                    "method": _METHODS[meth],
+                    "n": rk.n.astype(int),
                     "effect": eff,
                     "pct_change": np.nan,
                     "statistic": st,
@@ -429,8 +643,17 @@ def class_test(
                 }
             )
         )
-    df = pd.concat(out, ignore_index=True)
-    return df[df["n"] >= min_units].reset_index(drop=True)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=SIGNIFICANCE_COLUMNS)
+
+
+def _labels_units(
+    store: TokenStore, labels: Sequence | np.ndarray, units: Sequence | np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    labels = np.asarray(labels).astype(str)
+    if len(labels) != store.n_cells or (units is not None and len(units) != store.n_cells):
+        msg = f"labels ({len(labels)}) and units need one entry per cell ({store.n_cells} cells)"
+        raise InputError(msg)
+    return labels, None if units is None else np.asarray(units).astype(str)
 
 
 def null_calibration(
@@ -442,41 +665,64 @@ def null_calibration(
     heads: Sequence[tuple[str, str]] | None = (("mean", "mean"),),
     min_units: int = 3,
     n_perm: int = 999,
-    ks_min_units: int = 10,
-) -> dict[str, float]:
-    """Between-class test with the class labels shuffled (across units when given, else cells).
+    min_asymptotic: int = 5,
+    n_length_bins: int = 10,
+    n_shuffles: int = 200,
+    alpha: float = 0.05,
+) -> dict[str, float | int | str]:
+    """`class_test` under ``n_shuffles`` independent shuffles of the class labels between units.
 
-    Genes seen in few units have very discrete (valid but conservative) permutation p-values, which a
-    KS test against U(0, 1) rejects although the test is valid; the KS test therefore uses the
-    genes seen in at least ``ks_min_units`` units.
+    A shuffle gives every unit (well; cells when ``units`` is None) the class of another unit, so the
+    units keep their cells and the classes their sizes. One shuffle applies to every gene, whose
+    p-values are therefore dependent: the rejection rate of one shuffle is one draw, and its spread
+    over shuffles (not its mean alone) shows whether the test is calibrated under the dependence of
+    the data. The p-values of each shuffle are exactly those `class_test` gives for those labels
+    (same seed). No uniformity test across genes (their p-values are not independent).
 
     Returns
     -------
-    dict: ``n_tests``, ``frac_below_0.05`` and ``n_fdr_0.05`` (BH discoveries at 5%, expected 0)
-    over all tested genes; ``ks_pvalue`` and ``n_ks`` over genes with ``n >= ks_min_units``.
+    dict: ``n_shuffles``, ``n_tests`` (tests per shuffle, median), ``alpha``,
+    ``rejection_rate_mean`` / ``_q05`` / ``_q50`` / ``_q95`` / ``_max`` (fraction of tests with
+    p < alpha, over shuffles; expected mean ``alpha``), ``frac_shuffles_any_bh`` (fraction of
+    shuffles with at least one BH discovery at ``alpha``; at most about ``alpha`` when the FDR is
+    controlled), ``observed_rejection_rate`` and ``observed_n_bh`` (real labels), and
+    ``pvalue_rejection_rate`` = ``(1 + #{shuffles with rate >= observed}) / (1 + n_shuffles)``,
+    a permutation test of "more genes differ between classes than under shuffled labels".
     """
+    if n_shuffles < 1:
+        msg = f"n_shuffles must be >= 1, got {n_shuffles}"
+        raise InputError(msg)
+    labels, units_arr = _labels_units(store, labels, units)
+    u = _Units.build(store, labels, units_arr, min_units, n_length_bins)
+    classes, codes = np.unique(u.unit_label, return_inverse=True)
+    nulls = _Nulls(seed, n_perm, {}, {})
+    ranked = [u.ranked(store, lf) for _, _, lf in _select(store, heads)]
     rng = np.random.default_rng(seed)
-    labels = np.asarray(labels).astype(str)
-    if units is None:
-        shuffled = rng.permutation(labels)
-    else:
-        # a unit is a (class, well) pair, as in `class_test`; shuffle the classes of whole units
-        units = np.char.add(np.char.add(labels, "\x1f"), np.asarray(units).astype(str))
-        key = pd.Series(labels).groupby(units).first()
-        perm = pd.Series(rng.permutation(key.to_numpy()), index=key.index)
-        shuffled = perm.reindex(units).to_numpy()
-    df = class_test(
-        store, shuffled, units=units, heads=heads, min_units=min_units, n_perm=n_perm, seed=seed + 1
-    )
-    df = df[df["pval"].notna()]
-    p = df["pval"].to_numpy()
-    p_ks = df.loc[df["n"] >= ks_min_units, "pval"].to_numpy()
+
+    def one(c: np.ndarray) -> tuple[float, int, int]:
+        ps = [_between_p(rk, c, len(classes), min_asymptotic=min_asymptotic, nulls=nulls)[1] for rk in ranked]
+        p = np.concatenate(ps)
+        ok = ~np.isnan(p)
+        n_bh = sum(int(np.sum(bh(q) < alpha)) for q in ps)
+        return float(np.mean(p[ok] < alpha)) if ok.any() else float("nan"), n_bh, int(ok.sum())
+
+    obs_rate, obs_bh, _ = one(codes)
+    sims = np.array([one(rng.permutation(codes)) for _ in range(n_shuffles)], dtype=float)
+    rate = sims[:, 0]
+    q05, q50, q95 = np.nanquantile(rate, [0.05, 0.5, 0.95])
     return {
-        "n_tests": len(p),
-        "n_ks": len(p_ks),
-        "ks_pvalue": float(stats.kstest(p_ks, "uniform").pvalue) if len(p_ks) else float("nan"),
-        "frac_below_0.05": float(np.mean(p < 0.05)) if len(p) else float("nan"),
-        "n_fdr_0.05": int(np.sum(bh(p) < 0.05)) if len(p) else 0,
+        "n_shuffles": n_shuffles,
+        "n_tests": int(np.median(sims[:, 2])),
+        "alpha": alpha,
+        "rejection_rate_mean": float(np.nanmean(rate)),
+        "rejection_rate_q05": float(q05),
+        "rejection_rate_q50": float(q50),
+        "rejection_rate_q95": float(q95),
+        "rejection_rate_max": float(np.nanmax(rate)),
+        "frac_shuffles_any_bh": float(np.mean(sims[:, 1] > 0)),
+        "observed_rejection_rate": obs_rate,
+        "observed_n_bh": obs_bh,
+        "pvalue_rejection_rate": float((1 + np.sum(rate >= obs_rate)) / (1 + n_shuffles)),
     }
 
 
