@@ -54,7 +54,9 @@ def test_report_on_non_results_dir(tmp_path):
         (["--min-cells-per-class", "0"], None, "min_cells_per_class must be >= 1"),
     ],
 )
-def test_every_invalid_value_is_refused_before_anything_is_written(tmp_path, monkeypatch, args, config, match):
+def test_every_invalid_value_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch, args, config, match
+):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "res"
     if config is not None:

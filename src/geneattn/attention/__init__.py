@@ -37,6 +37,7 @@ token, cells in dataset order) + ``token_index.npz`` (offsets, token_ids, cell_i
 
 from __future__ import annotations
 
+from .ablation import ablating, head_ablation
 from .compare import compare, position_bins, top_genes
 from .extract import extract
 from .interface import ATTN_NAME, collecting, register
@@ -45,6 +46,8 @@ from .result import TABLES, AttentionResult, gene_attention
 from .store import TokenStore
 
 __all__ = [
+    "ablating",
+    "head_ablation",
     "extract",
     "AttentionResult",
     "gene_attention",

@@ -9,14 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["de", "agreement", "confounds", "significance", "attribution", "rank_genes", "de_df", "pseudobulk",
+__all__ = ["de", "agreement", "confounds", "significance", "attribution", "nulls", "per_class", "rank_genes", "de_df", "pseudobulk",
            "normalize", "umap"]  # fmt: skip
 
-_SUBMODULES = ("de", "agreement", "confounds", "significance", "attribution")
+_SUBMODULES = ("de", "agreement", "confounds", "significance", "attribution", "nulls", "per_class")
 _FUNCS = {"rank_genes": "de", "de_df": "de", "pseudobulk": "de", "normalize": "de", "umap": "de"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import agreement, attribution, confounds, de, significance
+    from . import agreement, attribution, confounds, de, nulls, per_class, significance
     from .de import de_df, normalize, pseudobulk, rank_genes, umap
 
 
