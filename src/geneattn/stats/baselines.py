@@ -33,7 +33,14 @@ from anndata import AnnData
 
 from ..errors import InputError
 
-__all__ = ["gene_covariates", "uses_labels", "COVARIATE_COLUMNS", "LEVEL_COVARIATES", "FIELD_COVARIATES"]
+__all__ = [
+    "gene_covariates",
+    "uses_labels",
+    "COVARIATE_COLUMNS",
+    "LEVEL_COVARIATES",
+    "FIELD_COVARIATES",
+    "LABEL_USE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +58,8 @@ LEVEL_COVARIATES = ("log_mean", "logit_detection")
 #: the field's trivial baselines together (level + variability)
 FIELD_COVARIATES = ("log_mean", "logit_detection", "log_variance", "hvg_residual")
 
-# name -> (uses labels, how); names follow the methods table of `stats.run` and the covariates above
-_LABEL_USE: dict[str, tuple[bool, str]] = {
+#: name -> (uses labels, how); names follow the methods table of `stats.run` and the covariates above
+LABEL_USE: dict[str, tuple[bool, str]] = {
     "mean_count": (False, "raw counts"),
     "log_mean": (False, "raw counts"),
     "detection": (False, "raw counts"),
@@ -87,13 +94,13 @@ def uses_labels(methods: Iterable[str] | None = None) -> pd.DataFrame:
     pandas.DataFrame
         Index ``method``; columns ``uses_labels`` (bool) and ``how`` (one line: through what).
     """
-    names = list(_LABEL_USE) if methods is None else list(methods)
-    unknown = [m for m in names if m not in _LABEL_USE]
+    names = list(LABEL_USE) if methods is None else list(methods)
+    unknown = [m for m in names if m not in LABEL_USE]
     if unknown:
-        msg = f"no label-use entry for {unknown}; known scores: {sorted(_LABEL_USE)}"
+        msg = f"no label-use entry for {unknown}; known scores: {sorted(LABEL_USE)}"
         raise InputError(msg)
     return pd.DataFrame(
-        [_LABEL_USE[m] for m in names], index=pd.Index(names, name="method"), columns=["uses_labels", "how"]
+        [LABEL_USE[m] for m in names], index=pd.Index(names, name="method"), columns=["uses_labels", "how"]
     )
 
 
