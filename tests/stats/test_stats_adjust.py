@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from geneattn.errors import InputError
-from geneattn.stats.adjust import ADJUSTED_COLUMNS, adjusted_gene_scores, length_adjust
+from geneattn.stats.adjust import ADJUSTED_COLUMNS, TokenLayout, adjusted_gene_scores, length_adjust
 
 N_LEN, N_DOSE, N_NULL = 10, 10, 100
 
@@ -49,9 +49,9 @@ def test_slopes_and_adjusted_values_match_per_gene_ols():
     import statsmodels.formula.api as smf
 
     values, token_ids, cell_of_token, lengths, wells, _ = _tokens()
-    table = adjusted_gene_scores(values, token_ids, cell_of_token, lengths, wells)
+    table = adjusted_gene_scores(values, TokenLayout(token_ids, cell_of_token, lengths, wells))
     assert list(table.columns) == ADJUSTED_COLUMNS and not table["pooled_slope"].any()
-    adj = length_adjust(values, token_ids, cell_of_token, lengths, wells)
+    adj = length_adjust(values, TokenLayout(token_ids, cell_of_token, lengths, wells))
     x_ref = np.log(lengths).mean()
     for gene in (100, 105, 112, 150):
         m = token_ids == gene
@@ -69,7 +69,7 @@ def test_slopes_and_adjusted_values_match_per_gene_ols():
 
 def test_length_only_genes_lose_their_class_effect_dose_genes_keep_it():
     values, token_ids, cell_of_token, lengths, wells, cls = _tokens(seed=1)
-    adj = length_adjust(values, token_ids, cell_of_token, lengths, wells)
+    adj = length_adjust(values, TokenLayout(token_ids, cell_of_token, lengths, wells))
     raw_t, adj_t = [], []
     for gene in range(100, 100 + N_LEN):
         d_raw, se_raw = _class_diff(values, token_ids, cell_of_token, cls, gene)
@@ -86,7 +86,7 @@ def test_length_only_genes_lose_their_class_effect_dose_genes_keep_it():
 
 def test_null_genes_stay_null():
     values, token_ids, cell_of_token, lengths, wells, cls = _tokens(seed=2)
-    adj = length_adjust(values, token_ids, cell_of_token, lengths, wells)
+    adj = length_adjust(values, TokenLayout(token_ids, cell_of_token, lengths, wells))
     t = np.array(
         [
             np.divide(*_class_diff(adj, token_ids, cell_of_token, cls, g))
@@ -101,19 +101,20 @@ def test_pooled_slope_columns_and_errors():
     rare = np.flatnonzero(token_ids == 100)[:5]  # gene 999: 5 tokens only
     token_ids = token_ids.copy()
     token_ids[rare] = 999
-    table = adjusted_gene_scores(values, token_ids, cell_of_token, lengths, wells, min_cells=10).set_index(
-        "token_id"
-    )
+    layout = TokenLayout(token_ids, cell_of_token, lengths, wells)
+    table = adjusted_gene_scores(values, layout, min_cells=10).set_index("token_id")
     assert table.loc[999, "pooled_slope"] and table["pooled_slope"].sum() == 1
     others = table.drop(index=999)
     assert table.loc[999, "slope"] != 0 and table.loc[999, "slope"] not in set(others["slope"])
     two = np.column_stack([values, -2 * values])
-    both = length_adjust(two, token_ids, cell_of_token, lengths, wells)
-    np.testing.assert_allclose(both[:, 0], length_adjust(values, token_ids, cell_of_token, lengths, wells))
+    both = length_adjust(two, layout)
+    np.testing.assert_allclose(both[:, 0], length_adjust(values, layout))
     np.testing.assert_allclose(both[:, 1], -2 * both[:, 0])
     with pytest.raises(InputError, match="one entry per token"):
-        length_adjust(values[:-1], token_ids, cell_of_token, lengths, wells)
+        length_adjust(values[:-1], layout)
     with pytest.raises(InputError, match="index the"):
-        length_adjust(values, token_ids, cell_of_token + 10**6, lengths, wells)
+        TokenLayout(token_ids, cell_of_token + 10**6, lengths, wells)
+    with pytest.raises(InputError, match="one entry per token"):
+        TokenLayout(token_ids[:-1], cell_of_token, lengths, wells)
     with pytest.raises(InputError, match="one value per token"):
-        adjusted_gene_scores(two, token_ids, cell_of_token, lengths, wells)
+        adjusted_gene_scores(two, layout)

@@ -35,6 +35,7 @@ switch on); adjusting to the average length removes that small length-mediated p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -42,39 +43,69 @@ import pandas as pd
 
 from ..errors import InputError
 
-__all__ = ["length_adjust", "adjusted_gene_scores", "ADJUSTED_COLUMNS"]
+__all__ = ["TokenLayout", "length_adjust", "adjusted_gene_scores", "ADJUSTED_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
 ADJUSTED_COLUMNS = ["token_id", "n_cells", "n_wells", "mean", "slope", "pooled_slope", "adjusted"]
 
 
-def _check(
-    values: np.ndarray,
-    token_ids: np.ndarray,
-    cell_of_token: np.ndarray,
-    lengths: np.ndarray,
-    wells: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated ``(values [n_tokens, k], x_token, well index per token)``."""
+@dataclasses.dataclass(frozen=True)
+class TokenLayout:
+    """Where each token sits, as plain arrays (independent of any token-store class).
+
+    Attributes
+    ----------
+    token_ids
+        ``[n_tokens]`` gene (token id) of each token.
+    cell_of_token
+        ``[n_tokens]`` index of each token's cell into ``lengths`` and ``wells``.
+    lengths
+        ``[n_cells]`` genes expressed per cell (sequence length ``n_c``).
+    wells
+        ``[n_cells]`` well of each cell (any hashable labels).
+    """
+
+    token_ids: np.ndarray
+    cell_of_token: np.ndarray
+    lengths: np.ndarray
+    wells: np.ndarray
+
+    def __post_init__(self) -> None:
+        n_tok, n_cells = len(self.token_ids), len(self.lengths)
+        cells = np.asarray(self.cell_of_token)
+        if len(cells) != n_tok or len(self.wells) != n_cells:
+            msg = (
+                f"token_ids and cell_of_token need one entry per token ({n_tok}, {len(cells)}) and "
+                f"lengths, wells one per cell ({n_cells}, {len(self.wells)})"
+            )
+            raise InputError(msg)
+        if n_tok and (cells.min() < 0 or cells.max() >= n_cells):
+            msg = f"cell_of_token must index the {n_cells} cells of lengths/wells"
+            raise InputError(msg)
+        if np.any(np.asarray(self.lengths) < 1):
+            msg = "lengths must be >= 1"
+            raise InputError(msg)
+
+    def log_length(self) -> tuple[np.ndarray, float]:
+        """``log n_c`` of each token's cell and the mean ``log n`` over all cells (the reference)."""
+        log_n = np.log(np.asarray(self.lengths, dtype=np.float64))
+        return log_n[np.asarray(self.cell_of_token, dtype=np.int64)], float(log_n.mean())
+
+    def well_of_token(self) -> np.ndarray:
+        """Integer well index of each token's cell."""
+        return pd.factorize(np.asarray(self.wells))[0][np.asarray(self.cell_of_token, dtype=np.int64)]
+
+
+def _values(values: np.ndarray, layout: TokenLayout) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
-    v = v.reshape(len(v), -1)
-    cells = np.asarray(cell_of_token, dtype=np.int64)
-    n = np.asarray(lengths, dtype=np.float64)
-    if not (len(v) == len(token_ids) == len(cells)) or len(n) != len(wells):
-        msg = (
-            f"values, token_ids and cell_of_token need one entry per token ({len(v)}, {len(token_ids)}, "
-            f"{len(cells)}) and lengths, wells one per cell ({len(n)}, {len(wells)})"
-        )
+    if len(v) != len(layout.token_ids):
+        msg = f"values need one entry per token: {len(v)} values for {len(layout.token_ids)} tokens"
         raise InputError(msg)
-    if len(cells) and (cells.min() < 0 or cells.max() >= len(n)):
-        msg = f"cell_of_token must index the {len(n)} cells of lengths/wells"
+    if not np.all(np.isfinite(v)):
+        msg = "values must be finite"
         raise InputError(msg)
-    if np.any(n < 1) or not np.all(np.isfinite(v)):
-        msg = "lengths must be >= 1 and values finite"
-        raise InputError(msg)
-    well_idx = pd.factorize(np.asarray(wells))[0]
-    return v, np.log(n)[cells], well_idx[cells]
+    return v.reshape(len(v), -1)
 
 
 def _slopes(
@@ -97,15 +128,7 @@ def _slopes(
     return beta, ~own, n_tok
 
 
-def length_adjust(
-    values: np.ndarray,
-    token_ids: np.ndarray,
-    cell_of_token: np.ndarray,
-    lengths: np.ndarray,
-    wells: np.ndarray,
-    *,
-    min_cells: int = 10,
-) -> np.ndarray:
+def length_adjust(values: np.ndarray, layout: TokenLayout, *, min_cells: int = 10) -> np.ndarray:
     """Token values adjusted to the average length: ``v − β_g (log n_c − mean log n)`` (module docstring).
 
     Parameters
@@ -113,14 +136,8 @@ def length_adjust(
     values
         ``[n_tokens]`` or ``[n_tokens, ...]`` (e.g. log fold per layer and head; each column is
         adjusted separately).
-    token_ids
-        ``[n_tokens]`` gene (token id) of each token.
-    cell_of_token
-        ``[n_tokens]`` index of each token's cell into ``lengths`` and ``wells``.
-    lengths
-        ``[n_cells]`` genes expressed per cell (sequence length ``n_c``).
-    wells
-        ``[n_cells]`` well of each cell (any hashable labels).
+    layout
+        Gene, cell, cell length and well of every token.
     min_cells
         Genes with fewer tokens use the pooled within-well slope of all genes.
 
@@ -129,29 +146,21 @@ def length_adjust(
     numpy.ndarray
         Adjusted values, the shape of ``values``.
     """
-    v, x, well = _check(values, token_ids, cell_of_token, lengths, wells)
-    gene = pd.factorize(np.asarray(token_ids))[0]
-    beta, _, _ = _slopes(v, x, gene, well, int(gene.max(initial=-1)) + 1, min_cells)
-    x_ref = float(np.mean(np.log(np.asarray(lengths, dtype=np.float64))))
+    v = _values(values, layout)
+    x, x_ref = layout.log_length()
+    gene = pd.factorize(np.asarray(layout.token_ids))[0]
+    beta, _, _ = _slopes(v, x, gene, layout.well_of_token(), int(gene.max(initial=-1)) + 1, min_cells)
     return (v - beta[gene] * (x - x_ref)[:, None]).reshape(np.shape(values))
 
 
-def adjusted_gene_scores(
-    values: np.ndarray,
-    token_ids: np.ndarray,
-    cell_of_token: np.ndarray,
-    lengths: np.ndarray,
-    wells: np.ndarray,
-    *,
-    min_cells: int = 10,
-) -> pd.DataFrame:
+def adjusted_gene_scores(values: np.ndarray, layout: TokenLayout, *, min_cells: int = 10) -> pd.DataFrame:
     """Per-gene attention adjusted for length and well (the gene's mean attention at the average length).
 
     Parameters
     ----------
     values
         ``[n_tokens]`` token values (one column, e.g. the head-mean log fold).
-    token_ids, cell_of_token, lengths, wells, min_cells
+    layout, min_cells
         As in `length_adjust`.
 
     Returns
@@ -166,10 +175,11 @@ def adjusted_gene_scores(
             f"adjusted_gene_scores takes one value per token, got shape {np.shape(values)}; loop over columns"
         )
         raise InputError(msg)
-    v, x, well = _check(values, token_ids, cell_of_token, lengths, wells)
-    ids, gene = np.unique(np.asarray(token_ids), return_inverse=True)
+    v = _values(values, layout)
+    x, x_ref = layout.log_length()
+    well = layout.well_of_token()
+    ids, gene = np.unique(np.asarray(layout.token_ids), return_inverse=True)
     beta, pooled, n_tok = _slopes(v, x, gene, well, len(ids), min_cells)
-    x_ref = float(np.mean(np.log(np.asarray(lengths, dtype=np.float64))))
     adjusted = v[:, 0] - beta[gene, 0] * (x - x_ref)
     n_wells = pd.Series(well).groupby(gene).nunique().reindex(range(len(ids)), fill_value=0).to_numpy()
     out = pd.DataFrame(

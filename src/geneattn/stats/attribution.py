@@ -438,12 +438,12 @@ def attribute_all(
     cells: Cells,
     targets: np.ndarray,
     *,
-    mask_id: int,
-    pad_id: int = 0,
     ig_steps: int = 4,
     deletion_cells: int = 16,
     deletion_top_k: int = 20,
     deletion_positions: str = "random",
+    mask_id: int,
+    pad_id: int = 0,
     batch_size: int = 2,
     seed: int = 0,
 ) -> dict[str, TokenScores]:
@@ -455,13 +455,13 @@ def attribute_all(
         Fine-tuned ``BertForSequenceClassification`` in eval mode.
     cells, targets
         The same cells for every method (`cells_from_tokens`, `targets_for`).
-    mask_id, pad_id
-        Token ids of ``<mask>`` (IG baseline) and ``<pad>``.
     ig_steps
         Gauss–Legendre points of IG (4: correlation 0.999 with 32 points on the mini model).
     deletion_cells, deletion_top_k, deletion_positions
         Deletion runs on ``deletion_cells`` cells drawn at random (seeded) from ``cells``, deleting
         ``deletion_top_k`` genes per cell (`deletion`); its scores cover only those genes.
+    mask_id, pad_id
+        Token ids of ``<mask>`` (IG baseline) and ``<pad>``.
     batch_size
         Cells per pass of rollout and gradient × input (small batches of similar length are the
         fastest on CPU); IG runs one cell's ``ig_steps`` points per pass.

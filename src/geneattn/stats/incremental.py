@@ -402,10 +402,8 @@ def recovery_by_effect_size(
 
     Parameters
     ----------
-    scores
-        ``method -> Series`` (gene → score, higher = more important; NaN = not scored).
-    truth
-        Boolean per gene.
+    scores, truth
+        As in `incremental_table`.
     effect_size
         Effect size per planted gene (e.g. ``var["effect_size"]``; unplanted genes are ignored).
     bins
