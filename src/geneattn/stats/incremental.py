@@ -394,8 +394,8 @@ def recovery_by_effect_size(
     scores: Mapping[str, pd.Series],
     truth: pd.Series,
     effect_size: pd.Series,
-    bins: Sequence[float] | int = 4,
     *,
+    bins: Sequence[float] | int = 4,
     strata: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Recovery of planted genes per effect-size bin (the report's recovery-vs-effect-size plot).
