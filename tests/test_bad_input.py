@@ -358,3 +358,109 @@ def test_fuzz_tokenizer_values(cells, with_n_counts):
     assert valid
     assert all(0 < n <= 16 for n in ds["length"])
     assert all(2 <= t < vocab.size for ids in ds["input_ids"] for t in ids)
+
+
+# ------------------------------------------------------------------------------------- issue #13
+def _no_x(_: Path) -> ad.AnnData:
+    a = _adata()
+    return ad.AnnData(obs=a.obs, var=a.var, layers={"counts": a.X})
+
+
+def _float16_beyond_exact(_: Path) -> ad.AnnData:
+    a = _adata()
+    dense = a.X.toarray()
+    dense[3, 4] = 3001  # float16 keeps only even integers above 2048
+    a.X = dense.astype(np.float16)
+    return a
+
+
+def _lognorm_with_counts_layer(_: Path) -> ad.AnnData:
+    a = _adata()
+    a.layers["counts"] = a.X.copy()
+    a.X = sp.csr_matrix(np.log1p(a.X.toarray()))
+    return a
+
+
+RELIABILITY_CASES = [
+    Case("no-x", _run_data(_no_x), "no X matrix"),
+    Case("tok-no-x", _tok(_no_x), "no X matrix"),
+    Case("float16-beyond-2048", _run_data(_float16_beyond_exact), "float16 counts up to 3000"),
+    Case("tok-float16-beyond-2048", _tok(_float16_beyond_exact), "float16 counts up to 3000"),
+    Case("tok-counts-in-a-layer", _tok(_lognorm_with_counts_layer), "raw counts may be in --layer counts"),
+    Case("tok-missing-layer", _tok(lambda _: _adata(), IDS, "--layer", "counts"), "layer 'counts' not found"),
+]
+
+
+@pytest.mark.parametrize("case", RELIABILITY_CASES, ids=[c.id for c in RELIABILITY_CASES])
+def test_reliability_cases_cli(case: Case, tmp_path: Path, monkeypatch):
+    test_bad_input_cli(case, tmp_path, monkeypatch)
+
+
+def test_counts_layer_flag_makes_the_hint_true(tmp_path: Path):
+    """Null of the case above: with the flag the hint names, the same file tokenizes."""
+    args, _ = _tok(_lognorm_with_counts_layer)(tmp_path)
+    res = CliRunner().invoke(app, ["-q", *args, "--layer", "counts", "--model-input-size", "16"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "state.json").is_file()
+
+
+class _FullDisk:
+    """A file whose writes fail as on a full disk (the real file is closed, and left empty)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        raise OSError(28, "No space left on device")
+
+    def close(self):
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch):
+    real_open = Path.open
+
+    def full_open(self, mode="r", *args, **kwargs):
+        f = real_open(self, mode, *args, **kwargs)
+        return _FullDisk(f) if "w" in mode and self.name.startswith(".tmp-") else f
+
+    monkeypatch.setattr(Path, "open", full_open)
+    out = tmp_path / "new" / "sim.h5ad"
+    res = CliRunner().invoke(app, ["-q", "simulate", "--out", str(out), "--cells-per-dose", "10"])
+    assert res.exit_code == 2, (res.output, res.exception)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == [res.stderr.strip()] and f"cannot write {out}: no space left on device" in errors[0]
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary sibling, no folder made for it
+
+
+_MULTILINE = (
+    "cannot read x.h5ad as h5ad (OSError: Unable to synchronously open file (file signature not found)\n"
+    "HDF5-DIAG: Error detected in HDF5 (1.14.6) thread 0:\n  #000: H5F.c line 836 in H5Fopen(): unable to open)"
+)
+
+
+def test_multiline_library_error_is_one_line_with_detail_under_verbose(tmp_path: Path, monkeypatch):
+    import geneattn.io
+
+    def fail(*args, **kwargs):
+        raise InputError(_MULTILINE) from OSError("the chained library error")
+
+    monkeypatch.setattr(geneattn.io, "read_h5ad", fail)
+    (tmp_path / "x.h5ad").write_bytes(b"")
+    res = CliRunner().invoke(app, ["-q", "inspect", str(tmp_path / "x.h5ad")])
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [
+        "Error: cannot read x.h5ad as h5ad (OSError: Unable to synchronously open file (file signature not "
+        "found) (more with --verbose)"
+    ]
+    assert "HDF5-DIAG" not in res.output and "chained library error" not in res.output
+    res = CliRunner().invoke(app, ["-v", "inspect", str(tmp_path / "x.h5ad")])
+    assert res.exit_code == 2 and "Traceback" not in res.stderr.strip().splitlines()[-1]
+    assert "HDF5-DIAG" in res.output and "the chained library error" in res.output
+    assert res.stderr.strip().splitlines()[-1].startswith("Error: cannot read x.h5ad")

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from .._atomic import atomic_path
 from .app import app
 
 logger = logging.getLogger(__name__)
@@ -28,10 +27,10 @@ def simulate(
 ) -> None:
     """Simulate a sci-Plex-2-like nutlin-3a dose response (see `geneattn.datasets.nutlin_sim`)."""
     from ..datasets import nutlin_sim
+    from ..io import write_h5ad
 
     adata = nutlin_sim(seed=seed, cells_per_dose=cells_per_dose, n_background_genes=n_background_genes)
-    with atomic_path(out) as tmp:
-        adata.write_h5ad(tmp)
+    write_h5ad(out, adata)
     logger.info("wrote %s (%d cells x %d genes)", out, adata.n_obs, adata.n_vars)
 
 
@@ -46,7 +45,8 @@ def inspect(
     groups: Annotated[str | None, typer.Option(help="Coarse groups, e.g. 'low=0.1,0.5;high=5,10'.")] = None,
     min_cells_per_class: Annotated[int, typer.Option(help="Minimum cells per class.")] = 10,
     layer: Annotated[
-        str | None, typer.Option(help="Layer with raw counts ('raw' for adata.raw); default X.")
+        str | None,
+        typer.Option(help="Layer with the raw counts, e.g. 'counts' ('raw' for adata.raw); default X."),
     ] = None,
 ) -> None:
     """Check that a file can be used: layout, raw counts, labels and classes (exit 2 with the reason if not)."""

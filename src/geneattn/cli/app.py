@@ -1,23 +1,30 @@
 """The typer application: one command per stage plus ``run`` for the whole study.
 
 Each command lives in its own module (``_data.py``, ``_models.py``, ...) and is a short
-read -> call library -> write. User-fixable errors (`geneattn.InputError`, missing files)
-become one line on stderr and exit code 2, without a traceback; anything else is a bug.
+read -> call library -> write. User-fixable errors (`geneattn.InputError` and its `OutputError`,
+missing files, a write that ran out of space) become one ``Error:`` line on stderr and exit
+code 2, without a traceback; the rest of a multi-line message and the chained library errors
+are logged under ``--verbose``. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
+from .._atomic import hdf5_left_unclean, output_error, write_failure
 from .._settings import settings
-from ..errors import InputError
+from ..errors import InputError, one_line
 
 __all__ = ["app", "main"]
+
+logger = logging.getLogger("geneattn.cli")
 
 
 class _Group(TyperGroup):
@@ -27,17 +34,30 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except InputError as e:
-            _fail(str(e))
+            _fail(str(e), e)
         except FileNotFoundError as e:
-            _fail(f"file not found: {e.filename or e}")
+            _fail(f"file not found: {e.filename or e}", e)
+        except OSError as e:  # a write outside the atomic helpers that ran out of space or quota
+            if write_failure(e) is None:
+                raise
+            _fail(str(output_error(e.filename or "an output", e)), e)
         except KeyboardInterrupt:
             typer.echo("interrupted; re-run the same command to resume", err=True)
             raise typer.Exit(code=130) from None
 
 
-def _fail(message: str) -> NoReturn:
-    """Report a user error as one line on stderr and exit with code 2 (no traceback)."""
-    typer.echo(f"Error: {message}", err=True)
+def _fail(message: str, exc: BaseException) -> NoReturn:
+    """Report a user error as one line on stderr and exit with code 2 (no traceback).
+
+    A message of several lines (another library's explanation) is cut to its first line; the
+    full text and the traceback with its chained exceptions are logged at debug level
+    (``geneattn --verbose``).
+    """
+    line = one_line(message, limit=1000)
+    logger.debug("full error: %s\n%s", message, "".join(traceback.format_exception(exc)).rstrip())
+    if line != message.strip():
+        line += " (more with --verbose)"
+    typer.echo(f"Error: {line}", err=True)
     raise typer.Exit(code=2)
 
 
@@ -78,7 +98,15 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        if e.code == 2 and hdf5_left_unclean():  # HDF5 would crash at exit on the failed file
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
+        raise
 
 
 # command modules register themselves on `app`; imported last to avoid a cycle

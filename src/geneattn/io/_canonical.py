@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -17,18 +16,17 @@ from anndata import AnnData
 from anndata.utils import make_index_unique
 
 from .. import _keys as K
-from ..errors import InputError
+from ..errors import InputError, one_line
+from ._ensembl import looks_ensembl, strip_ensembl_version
 from ._groups import normalize_dose, parse_groups, same_class
 from ._layouts import LAYOUTS, Layout, detect_layout, plate_from_well, replicate_from_well, sciplex_obs
 from ._read import read_h5ad
-from ._validate import _matrix, validate_counts
+from ._validate import count_matrix, validate_counts
 
 __all__ = ["canonicalize", "load"]
 
 logger = logging.getLogger(__name__)
 
-_ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}")
-_VERSION = re.compile(r"^(ENS[A-Z]*G\d{6,})\.\d+")
 _SYMBOL_KEYS = ("gene_symbols", "gene_symbol", "feature_name", "gene_name", "symbol", "gene_short_name")
 
 
@@ -108,7 +106,7 @@ def _select_classes(label: pd.Series, classes: Sequence[str] | None) -> tuple[pd
 def _gene_ids(var: pd.DataFrame, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     """Symbols and version-less Ensembl ids from var (names or columns)."""
     names = var.index.astype(str).to_numpy()
-    if len(names) and np.mean([bool(_ENSEMBL.match(n)) for n in names]) > 0.5:
+    if len(names) and np.mean([looks_ensembl(n) for n in names]) > 0.5:
         ids = names
         key = next((k for k in _SYMBOL_KEYS if k in var), None)
         symbols = var[key].astype(str).to_numpy() if key else names.copy()
@@ -126,7 +124,7 @@ def _gene_ids(var: pd.DataFrame, layout: Layout) -> tuple[np.ndarray, np.ndarray
             ids = np.where(col.isna() | (col.astype(str).str.strip() == ""), names, col.astype(str)).astype(
                 object
             )
-    ids = np.array([_VERSION.sub(r"\1", str(i).strip()) for i in ids], dtype=object)
+    ids = strip_ensembl_version(str(i).strip() for i in ids)
     return symbols.astype(object), ids
 
 
@@ -206,7 +204,6 @@ def canonicalize(
     layout: Literal["auto", "canonical", "scperturb", "kaggle"] = "auto",
     layer: str | None = None,
     duplicate_ids: Literal["error", "sum", "first"] = "error",
-    copy: bool = True,
 ) -> AnnData:
     """Bring an AnnData (in memory or backed) to geneattn's canonical form.
 
@@ -232,12 +229,11 @@ def canonicalize(
     layout
         ``"auto"`` (detect), ``"canonical"``, ``"scperturb"`` (scPerturb/pertpy) or ``"kaggle"``.
     layer
-        Where the raw counts are: ``None`` for ``X``, a layer name, or ``"raw"``.
+        Where the raw counts are: ``None`` for ``X``, a layer name (e.g. ``"counts"`` when ``X``
+        holds normalised values), or ``"raw"`` for ``adata.raw``.
     duplicate_ids
         Genes that share an Ensembl id and both have counts: ``"error"``, ``"sum"`` or ``"first"``
         (all-zero duplicates, such as PAR_Y copies, are always dropped).
-    copy
-        Accepted for API symmetry; the input is never modified and a new AnnData is returned.
 
     Returns
     -------
@@ -252,7 +248,6 @@ def canonicalize(
     InputError
         For every user-fixable problem (missing columns, unknown classes, too few cells, bad counts, ...).
     """
-    del copy  # the input is never modified
     if layout == "auto":
         layout = detect_layout(adata)
     if layout not in LAYOUTS:
@@ -262,41 +257,9 @@ def canonicalize(
         msg = f"duplicate_ids must be 'error', 'sum' or 'first', got {duplicate_ids!r}"
         raise InputError(msg)
     lay = LAYOUTS[layout]
-    extra, keep = _labels(adata, lay, label_key, perturbation)
-    label, cats = _select_classes(extra[K.LABEL], classes)
-    keep &= label.notna().to_numpy()
-    if not keep.any():
-        msg = "no cells left after selecting the perturbation, classes and labelled cells"
-        raise InputError(msg)
-    with warnings.catch_warnings():  # non-unique symbols (Kaggle) are made unique below
-        warnings.filterwarnings("ignore", message=".*names are not unique", category=UserWarning)
-        sub = adata[keep]
-        sub = sub.to_memory() if adata.isbacked else sub.copy()
-    validate_counts(sub, layer=layer)
-    X = _to_counts(_matrix(sub, layer))
-    var = sub.raw.var if layer == "raw" else sub.var
-    symbols, ids = _gene_ids(var, lay)
-    X, kept = _dedupe_ids(X, ids, symbols, duplicate_ids)
-
-    obs = sub.obs.copy()
-    for col in extra.columns:
-        obs[col] = extra.loc[keep, col].to_numpy()
-    obs[K.LABEL] = pd.Categorical(label[keep].to_numpy(), categories=cats)
-    row_sums = np.asarray(X.sum(axis=1)).ravel()
-    empty = row_sums == 0
-    if empty.all():
-        msg = f"all {len(empty)} selected cells have zero counts; check the layer and the gene selection"
-        raise InputError(msg)
-    if empty.any():
-        logger.warning("dropped %d of %d cells with zero counts", int(empty.sum()), len(empty))
-        X, obs, row_sums = X[~empty], obs.loc[~empty], row_sums[~empty]
-    obs[K.N_COUNTS] = _n_counts(obs, lay, row_sums)
-    obs[K.N_GENES] = np.diff(X.indptr).astype(np.int64)
-    if K.WELL in obs:
-        obs[K.WELL] = obs[K.WELL].astype("object")
-        obs["plate"] = pd.Categorical([plate_from_well(w) for w in obs[K.WELL]])
-        obs[K.REPLICATE] = pd.Categorical([replicate_from_well(w) for w in obs[K.WELL]])
-        obs[K.WELL] = obs[K.WELL].astype("category")
+    sub, obs, cats = _select(adata, lay, label_key, perturbation, classes)
+    X, var = _gene_counts(sub, lay, layer, duplicate_ids)
+    X, obs, nonempty = _cell_obs(X, obs, lay)
     _check_class_sizes(obs[K.LABEL], min_cells_per_class)
     if groups is not None:
         gmap = parse_groups(groups, classes=cats)
@@ -305,10 +268,6 @@ def canonicalize(
     if not obs.index.is_unique:
         warnings.warn("cell names (obs_names) are not unique; made unique with suffixes", stacklevel=2)
         obs.index = make_index_unique(obs.index.astype(str))
-    new_var = var.iloc[kept].copy()  # keep annotations (e.g. simulated ground truth)
-    new_var[K.ENSEMBL_ID] = ids[kept].astype(str)
-    new_var.index = make_index_unique(pd.Index(symbols[kept].astype(str)))
-    new_var.index.name = None
     params = {
         "layout": layout,
         "label_key": label_key,
@@ -316,25 +275,20 @@ def canonicalize(
         "min_cells_per_class": min_cells_per_class,
         "duplicate_ids": duplicate_ids,
         "n_input_cells": int(adata.n_obs),
-        "n_empty_cells_dropped": int(empty.sum()),
+        "n_empty_cells_dropped": int((~nonempty).sum()),
     }
-    params.update(
-        {
-            k: v
-            for k, v in {
-                "perturbation": perturbation,
-                "layer": layer,
-                "groups": None if groups is None else str(groups),
-            }.items()
-            if v is not None
-        }
-    )
+    optional = {
+        "perturbation": perturbation,
+        "layer": layer,
+        "groups": None if groups is None else str(groups),
+    }
+    params.update({k: v for k, v in optional.items() if v is not None})
     out = AnnData(
         X=X,
         obs=obs,
-        var=new_var,
+        var=var,
         uns={**sub.uns, "canonicalize": {"params": params}},
-        obsm={k: np.asarray(v)[~empty] for k, v in sub.obsm.items()},
+        obsm={k: np.asarray(v)[nonempty] for k, v in sub.obsm.items()},
     )
     logger.info(
         "canonical AnnData: %d cells x %d genes, %d classes (%s layout)",
@@ -344,6 +298,65 @@ def canonicalize(
         layout,
     )
     return out
+
+
+def _select(
+    adata: AnnData, lay: Layout, label_key: str, perturbation: str | None, classes: Sequence[str] | None
+) -> tuple[AnnData, pd.DataFrame, list[str]]:
+    """The selected cells in memory, their obs with the harmonised columns and label, the classes."""
+    extra, keep = _labels(adata, lay, label_key, perturbation)
+    label, cats = _select_classes(extra[K.LABEL], classes)
+    keep &= label.notna().to_numpy()
+    if not keep.any():
+        msg = "no cells left after selecting the perturbation, classes and labelled cells"
+        raise InputError(msg)
+    with warnings.catch_warnings():  # non-unique symbols (Kaggle) are made unique later
+        warnings.filterwarnings("ignore", message=".*names are not unique", category=UserWarning)
+        sub = adata[keep]
+        sub = sub.to_memory() if adata.isbacked else sub.copy()
+    obs = sub.obs.copy()
+    for col in extra.columns:
+        obs[col] = extra.loc[keep, col].to_numpy()
+    obs[K.LABEL] = pd.Categorical(label[keep].to_numpy(), categories=cats)
+    return sub, obs, cats
+
+
+def _gene_counts(
+    sub: AnnData, lay: Layout, layer: str | None, duplicate_ids: str
+) -> tuple[sp.csr_matrix, pd.DataFrame]:
+    """Checked CSR float32 counts and the var of the genes kept (unique symbols, version-less ids)."""
+    validate_counts(sub, layer=layer)
+    X = _to_counts(count_matrix(sub, layer))
+    var = sub.raw.var if layer == "raw" else sub.var
+    symbols, ids = _gene_ids(var, lay)
+    X, kept = _dedupe_ids(X, ids, symbols, duplicate_ids)
+    new_var = var.iloc[kept].copy()  # keep annotations (e.g. simulated ground truth)
+    new_var[K.ENSEMBL_ID] = ids[kept].astype(str)
+    new_var.index = make_index_unique(pd.Index(symbols[kept].astype(str)))
+    new_var.index.name = None
+    return X, new_var
+
+
+def _cell_obs(
+    X: sp.csr_matrix, obs: pd.DataFrame, lay: Layout
+) -> tuple[sp.csr_matrix, pd.DataFrame, np.ndarray]:
+    """Drop cells without counts; add n_counts, n_genes and (from wells) plate and replicate."""
+    row_sums = np.asarray(X.sum(axis=1)).ravel()
+    nonempty = row_sums > 0
+    if not nonempty.any():
+        msg = f"all {len(nonempty)} selected cells have zero counts; check the layer and the gene selection"
+        raise InputError(msg)
+    if not nonempty.all():
+        logger.warning("dropped %d of %d cells with zero counts", int((~nonempty).sum()), len(nonempty))
+        X, obs, row_sums = X[nonempty], obs.loc[nonempty].copy(), row_sums[nonempty]
+    obs[K.N_COUNTS] = _n_counts(obs, lay, row_sums)
+    obs[K.N_GENES] = np.diff(X.indptr).astype(np.int64)
+    if K.WELL in obs:
+        obs[K.WELL] = obs[K.WELL].astype("object")
+        obs["plate"] = pd.Categorical([plate_from_well(w) for w in obs[K.WELL]])
+        obs[K.REPLICATE] = pd.Categorical([replicate_from_well(w) for w in obs[K.WELL]])
+        obs[K.WELL] = obs[K.WELL].astype("category")
+    return X, obs, nonempty
 
 
 def _check_class_sizes(label: pd.Series, min_cells: int) -> None:
@@ -358,7 +371,7 @@ def _check_class_sizes(label: pd.Series, min_cells: int) -> None:
         raise InputError(msg)
 
 
-def load(path: str | os.PathLike[str], **canonicalize_kwargs) -> AnnData:
+def load(path: str | os.PathLike[str], *, layer: str | None = None, **canonicalize_kwargs) -> AnnData:
     """Read an ``.h5ad`` file and canonicalise it (see `canonicalize` for the keywords).
 
     The file is opened read-only and backed, and only the selected cells are loaded into memory.
@@ -367,6 +380,9 @@ def load(path: str | os.PathLike[str], **canonicalize_kwargs) -> AnnData:
     ----------
     path
         The ``.h5ad`` file; it is never modified.
+    layer
+        Where the raw counts are: ``None`` for ``X``, a layer name such as ``"counts"`` (when
+        ``X`` holds normalised values), or ``"raw"`` for ``adata.raw``.
     **canonicalize_kwargs
         Passed to `canonicalize`.
 
@@ -377,9 +393,9 @@ def load(path: str | os.PathLike[str], **canonicalize_kwargs) -> AnnData:
     """
     adata = read_h5ad(path, backed=True)
     try:
-        return canonicalize(adata, **canonicalize_kwargs)
+        return canonicalize(adata, layer=layer, **canonicalize_kwargs)
     except OSError as e:  # h5py failing on a corrupt chunk while reading the selected cells
-        msg = f"cannot read {path}: {e}; the file may be corrupt: re-download it or write it again"
+        msg = f"cannot read {path}: {one_line(e)}; the file may be corrupt: re-download it or write it again"
         raise InputError(msg) from e
     finally:
         adata.file.close()

@@ -10,7 +10,7 @@ import anndata
 import h5py
 from anndata import AnnData
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 
 __all__ = ["read_h5ad"]
 
@@ -59,7 +59,8 @@ def read_h5ad(path: str | os.PathLike[str], *, backed: bool = False) -> AnnData:
         The ``.h5ad`` file.
     backed
         Open ``X`` read-only on disk (``backed="r"``) instead of loading it; ``obs``/``var`` are read.
-        Close with ``adata.file.close()`` when done.
+        Close with ``adata.file.close()`` when done. A file without ``X`` (counts in a layer, which
+        anndata reads whole in backed mode too) is read into memory.
 
     Returns
     -------
@@ -73,14 +74,11 @@ def read_h5ad(path: str | os.PathLike[str], *, backed: bool = False) -> AnnData:
     """
     path = Path(path)
     _check_file(path)
-    try:
-        adata = anndata.read_h5ad(path, backed="r" if backed else None)
-    except Exception as e:  # noqa: BLE001 - any reader failure (incl. anndata's IORegistryError) is a bad file
-        msg = (
-            f"cannot read {path} as h5ad ({type(e).__name__}: {e}); the file may be truncated or "
-            "not written by anndata: re-download it or write it again with adata.write_h5ad()"
-        )
-        raise InputError(msg) from e
+    adata = _read(path, backed=backed)
+    if backed and "X" not in adata.file:  # counts only in layers (read whole by anndata anyway)
+        adata.file.close()
+        logger.info("%s has no X: read into memory instead of backed", path)
+        adata, backed = _read(path, backed=False), False
     x_shape = None if adata.X is None else tuple(adata.X.shape)
     if x_shape is not None and x_shape != (len(adata.obs), len(adata.var)):
         if backed:
@@ -94,3 +92,14 @@ def read_h5ad(path: str | os.PathLike[str], *, backed: bool = False) -> AnnData:
         "read %s: %d cells x %d genes%s", path, adata.n_obs, adata.n_vars, " (backed)" if backed else ""
     )
     return adata
+
+
+def _read(path: Path, *, backed: bool) -> AnnData:
+    try:
+        return anndata.read_h5ad(path, backed="r" if backed else None)
+    except Exception as e:  # noqa: BLE001 - any reader failure (incl. anndata's IORegistryError) is a bad file
+        msg = (
+            f"cannot read {path} as h5ad ({type(e).__name__}: {one_line(e)}); the file may be truncated or "
+            "not written by anndata: re-download it or write it again with adata.write_h5ad()"
+        )
+        raise InputError(msg) from e

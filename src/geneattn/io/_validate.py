@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,14 +13,66 @@ from anndata import AnnData
 from .. import _keys as K
 from ..errors import InputError
 
-__all__ = ["validate_counts", "validate_canonical", "INTEGER_TOL"]
+if TYPE_CHECKING:  # pragma: no cover
+    import h5py
+    from anndata.abc import CSCDataset, CSRDataset
+
+    Matrix = np.ndarray | sp.spmatrix | sp.sparray | h5py.Dataset | CSRDataset | CSCDataset
+
+__all__ = ["validate_counts", "validate_canonical", "validate_float16", "count_matrix", "INTEGER_TOL"]
 
 #: values within this distance of an integer count as integers (float round-off in written files)
 INTEGER_TOL = 1e-3
+#: float16 holds every integer up to 2048 exactly; above it only every second one
+FLOAT16_EXACT = 2048
 
 
-def _matrix(adata: AnnData, layer: str | None):
+def validate_float16(values: np.ndarray, *, what: str = "X") -> None:
+    """Check that float16 counts are exact: all values at most 2048 (above, float16 skips integers).
+
+    Parameters
+    ----------
+    values
+        Stored values (any dtype; only float16 is checked).
+    what
+        The matrix, as named in the message.
+
+    Raises
+    ------
+    InputError
+        float16 values above 2048: the counts were rounded when the file was written.
+    """
+    if values.dtype != np.float16 or values.size == 0:
+        return
+    top = float(np.nanmax(np.abs(values))) if not np.isnan(values).all() else 0.0
+    if top > FLOAT16_EXACT:
+        msg = (
+            f"{what} holds float16 counts up to {top:.0f}, but float16 cannot store every count above "
+            f"{FLOAT16_EXACT} (they were rounded when the file was written); write the counts as "
+            "integers or float32 from the original data"
+        )
+        raise InputError(msg)
+
+
+def _layer_hint(adata: AnnData) -> str:
+    options = [f"layer={k!r}" for k in adata.layers] + (["layer='raw'"] if adata.raw is not None else [])
+    if not options:
+        return " and no layers or .raw: write the raw counts into X"
+    return f"; counts may be in {' or '.join(options)} (CLI --layer)"
+
+
+def count_matrix(adata: AnnData, layer: str | None = None) -> Matrix:
+    """The matrix that holds the counts: ``X``, ``adata.layers[layer]`` or ``adata.raw.X`` (``"raw"``).
+
+    Raises
+    ------
+    InputError
+        The requested matrix does not exist (an AnnData without ``X``, a missing layer, no ``.raw``).
+    """
     if layer is None:
+        if adata.X is None:
+            msg = f"the AnnData has no X matrix{_layer_hint(adata)}"
+            raise InputError(msg)
         return adata.X
     if layer == "raw":
         if adata.raw is None:
@@ -32,7 +85,7 @@ def _matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
-def _chunks(X, chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def _chunks(X: Matrix, chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Yield (values, row sums) per block of rows; sparse blocks yield their stored values only."""
     if sp.issparse(X):
         # in memory: the stored values in slices (bounded temporaries); row sums for the diagnosis
@@ -98,7 +151,7 @@ def validate_counts(adata: AnnData, *, layer: str | None = None, chunk_size: int
         Empty matrix, all-zero matrix, NaN/inf, negative values, non-integer values (with a diagnosis:
         log-normalised, scaled, or normalised to a fixed total) or a non-numeric dtype.
     """
-    X = _matrix(adata, layer)
+    X = count_matrix(adata, layer)
     n_obs, n_vars = X.shape
     what = "X" if layer is None else f"layer {layer!r}"
     if n_obs == 0 or n_vars == 0:
@@ -112,6 +165,7 @@ def validate_counts(adata: AnnData, *, layer: str | None = None, chunk_size: int
     for values, sums in _chunks(X, chunk_size):
         if values.size == 0:
             continue
+        validate_float16(values, what=what)
         bad = ~np.isfinite(values)
         if bad.any():
             n_nan = int(np.isnan(values).sum())

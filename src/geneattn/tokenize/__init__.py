@@ -6,7 +6,7 @@ order of tied genes) while streaming from backed ``.h5ad`` files.
 
 from __future__ import annotations
 
-from .dataset import PARAMS_FILE, VOCAB_FILE, load_tokens, load_vocab, tokenize
+from .dataset import PARAMS_FILE, VOCAB_FILE, geneformer_settings, load_tokens, load_vocab, tokenize
 from .rank_value import encode
 from .vocab import SPECIAL_TOKENS, GeneVocab, build_vocab, load_pickle
 
@@ -15,6 +15,7 @@ __all__ = [
     "build_vocab",
     "load_pickle",
     "tokenize",
+    "geneformer_settings",
     "load_tokens",
     "load_vocab",
     "encode",

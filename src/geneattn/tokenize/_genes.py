@@ -72,7 +72,7 @@ def plan_genes(ids: np.ndarray, vocab: GeneVocab, *, collapse_gene_ids: bool = T
     -------
     The plan.
     """
-    genes = vocab._gene_set
+    genes = vocab.gene_set
     ids = list(ids)
     if not collapse_gene_ids:
         collapsed = [g if g in genes else None for g in ids]
@@ -84,7 +84,7 @@ def plan_genes(ids: np.ndarray, vocab: GeneVocab, *, collapse_gene_ids: bool = T
             )
             raise InputError(msg)
         return _plan_in_order(collapsed, vocab, "none")
-    mapping = vocab._effective_mapping
+    mapping = vocab.effective_mapping
     # uniqueness test on raw (not upper-cased) ids that are mapping keys, as upstream
     in_map = [g for g in ids if g is not None and g in mapping]
     unique = len(set(in_map)) == len({mapping[g] for g in in_map})

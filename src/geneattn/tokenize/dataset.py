@@ -1,55 +1,85 @@
 """AnnData (in memory, backed, or an ``.h5ad`` path) -> tokenized `datasets.Dataset` on disk.
 
-Rows are read in chunks (backed files are never loaded whole), mapped onto the vocabulary,
-rank-value encoded and appended to Arrow IPC stream shards, so peak memory depends on the chunk
-size, not on the number of cells. The output directory is the layout ``Dataset.save_to_disk``
-writes (``data-XXXXX-of-XXXXX.arrow``, ``dataset_info.json``, ``state.json``) plus geneattn's
-``vocab.json`` and ``tokenize.json``; ``datasets.load_from_disk`` reads it (it only opens the
-files listed in ``state.json``), and so does Geneformer.
+Rows are read in chunks (files are never loaded whole), mapped onto the vocabulary, rank-value
+encoded and appended to Arrow IPC stream shards, so peak memory depends on the chunk size, not
+on the number of cells. The output directory is the layout ``Dataset.save_to_disk`` writes
+(``data-XXXXX-of-XXXXX.arrow``, ``dataset_info.json``, ``state.json``) plus geneattn's
+``vocab.json`` and ``tokenize.json`` (see `_store`); ``datasets.load_from_disk`` reads it (it
+only opens the files listed in ``state.json``), and so does Geneformer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from .. import _keys
-from .._atomic import atomic_dir, write_json
+from .._atomic import atomic_dir
 from .._settings import settings
 from ..errors import InputError
-from ._genes import plan_genes, remap_chunk
+from ._genes import GenePlan, plan_genes, remap_chunk
+from ._input import Counts, check_values, checked_n_counts, filter_pass, gene_ids, open_input, row_chunks
+from ._store import PARAMS_FILE, VOCAB_FILE, Sink, check_out, schema, static_columns
 from .rank_value import encode
-from .vocab import GeneVocab, _gene_ids, _obs_n_counts
+from .vocab import GeneVocab
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
 
     import datasets
 
-__all__ = ["tokenize", "load_tokens", "load_vocab", "VOCAB_FILE", "PARAMS_FILE"]
+__all__ = ["tokenize", "geneformer_settings", "load_tokens", "load_vocab", "VOCAB_FILE", "PARAMS_FILE"]
 
 logger = logging.getLogger(__name__)
 
-VOCAB_FILE = "vocab.json"
-PARAMS_FILE = "tokenize.json"
 _RESERVED = (_keys.INPUT_IDS, _keys.LENGTH, _keys.CELL_ID)
-_MAX_SHARD_BYTES = 500 * 2**20  # save_to_disk's default
+#: Geneformer's model input sizes: V1 (gc30M, no special tokens) and V2 (gc104M, <cls>/<eos>)
+V1_INPUT_SIZE, V2_INPUT_SIZE = 2048, 4096
+
+
+def geneformer_settings(
+    vocab: GeneVocab, *, special_tokens: bool | None = None, model_input_size: int | None = None
+) -> tuple[bool, int]:
+    """Special tokens and model input size for tokenizing with ``vocab``, as Geneformer's presets.
+
+    The one place where these defaults are decided: Geneformer V1 dictionaries (no ``<cls>``/
+    ``<eos>``) give ``(False, 2048)``, V2 dictionaries ``(True, 4096)``. A vocabulary built by
+    geneattn follows its own special tokens the same way: with ``<cls>``/``<eos>``
+    (``build_vocab(special_tokens=True)``) as V2, without as V1.
+
+    Parameters
+    ----------
+    vocab
+        The vocabulary.
+    special_tokens
+        Given explicitly (``None``: whether ``vocab`` has both ``<cls>`` and ``<eos>``).
+    model_input_size
+        Given explicitly (``None``: 4096 with special tokens, else 2048).
+
+    Returns
+    -------
+    special_tokens, model_input_size
+    """
+    special = (
+        special_tokens
+        if special_tokens is not None
+        else vocab.cls_id is not None and vocab.eos_id is not None
+    )
+    size = model_input_size if model_input_size is not None else (V2_INPUT_SIZE if special else V1_INPUT_SIZE)
+    return bool(special), int(size)
 
 
 def tokenize(
@@ -57,11 +87,12 @@ def tokenize(
     vocab: GeneVocab,
     *,
     out: str | os.PathLike[str] | None = None,
-    model_input_size: int = 2048,
+    model_input_size: int | None = None,
     special_tokens: bool = False,
     obs_keys: Sequence[str] = (),
     chunk_size: int = 512,
     gene_id_key: str | None = "ensembl_id",
+    layer: str | None = None,
     collapse_gene_ids: bool = True,
     n_counts_key: str = "n_counts",
     filter_key: str = "filter_pass",
@@ -73,15 +104,16 @@ def tokenize(
     Parameters
     ----------
     data
-        Raw counts: an AnnData (in memory or backed) or an ``.h5ad`` path (opened backed,
-        read-only; the file is never modified).
+        Raw counts: an AnnData (in memory or backed) or an ``.h5ad`` path (opened read-only and
+        read chunk by chunk; the file is never modified).
     vocab
         Geneformer's dictionaries (`GeneVocab.from_geneformer`) or a built vocabulary.
     out
         Directory to write (atomically) with ``save_to_disk``'s layout plus ``vocab.json`` and
         ``tokenize.json``. ``None`` returns an in-memory dataset.
     model_input_size
-        Maximum length, special tokens included (Geneformer V1: 2048; V2: 4096).
+        Maximum length, special tokens included; ``None``: Geneformer's for ``special_tokens``
+        (2048 without, as V1; 4096 with, as V2; see `geneformer_settings`).
     special_tokens
         Add ``<cls>`` first and ``<eos>`` last (V2). The vocabulary must have both.
     obs_keys
@@ -89,7 +121,11 @@ def tokenize(
     chunk_size
         Cells per chunk (bounds memory).
     gene_id_key
-        ``var`` column with gene ids; ``None`` uses ``var_names``.
+        ``var`` column with gene ids; ``None`` uses ``var_names``. Ensembl version suffixes
+        (``ENSG….12``) are removed, as `geneattn.io.canonicalize` does.
+    layer
+        Where the raw counts are: ``None`` for ``X``, a layer name (e.g. ``"counts"`` when ``X``
+        holds normalised values), or ``"raw"`` for ``adata.raw`` (whose genes are then used).
     collapse_gene_ids
         Map ids through the vocabulary's mapping and sum duplicates (Geneformer's default).
     n_counts_key
@@ -112,113 +148,147 @@ def tokenize(
     are also recorded in ``adata.uns["tokenize"]["params"]``.
     """
     t0 = time.perf_counter()
+    _check_vocab(vocab)
+    _, model_input_size = geneformer_settings(
+        vocab, special_tokens=special_tokens, model_input_size=model_input_size
+    )
     obs_keys = _check_params(vocab, model_input_size, chunk_size, obs_keys, special_tokens=special_tokens)
-    out_path = _check_out(out)
+    out_path = check_out(out)
     with contextlib.ExitStack() as stack:
-        adata, close = _open_input(data)
-        stack.callback(close)
-        missing = [k for k in obs_keys if k not in adata.obs.columns]
+        counts = open_input(data, layer=layer)
+        stack.callback(counts.close)
+        missing = [k for k in obs_keys if k not in counts.obs.columns]
         if missing:
-            msg = f"obs has no column(s) {missing} (columns: {list(adata.obs.columns)})"
+            msg = f"obs has no column(s) {missing} (columns: {list(counts.obs.columns)})"
             raise InputError(msg)
-        ids, _ = _gene_ids(adata, gene_id_key)
+        ids, _ = gene_ids(counts.var, gene_id_key)
         plan = plan_genes(ids, vocab, collapse_gene_ids=collapse_gene_ids)
         _check_coverage(ids, plan, min_gene_fraction)
-        n_counts = _checked_n_counts(adata, n_counts_key)
-        passing = _filter_pass(adata, filter_key)
-        columns = _static_columns(adata, obs_keys)
+        n_counts = checked_n_counts(counts.obs, n_counts_key)
+        passing = filter_pass(counts.obs, filter_key)
+        columns = static_columns(counts.obs, obs_keys)
         tmp = stack.enter_context(atomic_dir(out_path)) if out_path is not None else None
-        sink = _Sink(_schema(columns), tmp)
+        sink = Sink(schema(columns), tmp)
         stack.callback(sink.close)
         cls_id, eos_id = (vocab.cls_id, vocab.eos_id) if special_tokens else (None, None)
-        work = functools.partial(
-            _encode_chunk,
-            plan=plan,
-            n_counts=n_counts,
-            passing=passing,
-            model_input_size=model_input_size,
-            cls_id=cls_id,
-            eos_id=eos_id,
-        )
-        n_empty = 0
-        n_workers = _n_workers(n_jobs)
-        # numpy's sorts release the GIL: chunks are encoded by worker threads while the main
-        # thread reads the next chunks and writes finished ones in input order (bounded queue)
-        pool = stack.enter_context(ThreadPoolExecutor(max_workers=n_workers))
-        if out_path is not None:  # serialise the vocabulary while chunks are encoded
-            pool.submit(lambda: (vocab.fingerprint, vocab._core_json))
-        pending: deque[Future[Any]] = deque()
-        bar = stack.enter_context(
-            tqdm(total=adata.n_obs, desc="tokenize", unit="cell", disable=not settings.progress)
-        )
-
-        def drain(limit: int) -> None:
-            nonlocal n_empty
-            while len(pending) > limit:
-                result = pending.popleft().result()
-                if result is not None:
-                    flat, offsets, rows, empty = result
-                    n_empty += empty
-                    if rows.size:
-                        sink.add(flat, offsets, rows, columns)
-
-        for start, x in _row_chunks(adata, chunk_size):
-            pending.append(pool.submit(work, start, x))
-            bar.update(x.shape[0])
-            drain(n_workers)
-        drain(0)
+        work = functools.partial(_encode_chunk, plan=plan, n_counts=n_counts, passing=passing,
+                                 model_input_size=model_input_size, cls_id=cls_id, eos_id=eos_id,
+                                 what=counts.what, hint=counts.hint())  # fmt: skip
+        # serialise the vocabulary while the first chunks are encoded
+        warm = (lambda: (vocab.fingerprint, vocab.core_json)) if tmp is not None else None
+        n_empty = _encode_all(counts, work, sink, columns, chunk_size=chunk_size, n_jobs=n_jobs, warm=warm)
         if n_empty:
             logger.warning("dropped %d cells that express no vocabulary gene (empty droplets?)", n_empty)
         if sink.n_rows == 0:
             msg = "no cell left to tokenize (none passes filter_pass or expresses a vocabulary gene)"
             raise InputError(msg)
-        params = {
-            "model_input_size": int(model_input_size),
-            "special_tokens": bool(special_tokens),
-            "obs_keys": list(obs_keys),
-            "chunk_size": int(chunk_size),
-            "gene_id_key": gene_id_key,
-            "collapse_gene_ids": bool(collapse_gene_ids),
-            "n_counts_key": n_counts_key,
-            "n_counts_source": "obs" if n_counts is not None else "row_sums",
-            "filter_key": filter_key if filter_key in adata.obs.columns else None,
-            "vocab_fingerprint": vocab.fingerprint,
-            "vocab_size": vocab.size,
-            "gene_path": plan.path,
-            "n_genes_in": len(ids),
-            "n_genes_mapped": int((plan.colmap >= 0).sum()),
-            "n_vocab_columns": int(plan.tokens.size),
-            "n_summed_groups": int(plan.n_summed_groups),
-            "n_cells_in": int(adata.n_obs),
-            "n_cells_filtered_out": int(adata.n_obs - passing.sum()),
-            "n_cells_empty": n_empty,
-            "n_cells_out": int(sink.n_rows),
-            "input": str(data) if isinstance(data, str | os.PathLike) else "AnnData",
-            "token_dtype": "int32",
-        }
+        call = {"model_input_size": int(model_input_size), "special_tokens": bool(special_tokens),
+                "obs_keys": list(obs_keys), "chunk_size": int(chunk_size), "gene_id_key": gene_id_key,
+                "layer": layer, "collapse_gene_ids": bool(collapse_gene_ids), "n_counts_key": n_counts_key}  # fmt: skip
+        params = _params(call, vocab, plan, counts, filter_key=filter_key, passing=passing,
+                         n_counts_source="obs" if n_counts is not None else "row_sums", n_empty=n_empty,
+                         n_out=sink.n_rows, data=data)  # fmt: skip
         if not isinstance(data, str | os.PathLike) and not data.isbacked and not data.is_view:
             data.uns["tokenize"] = {"params": {k: v for k, v in params.items() if v is not None}}
         params["seconds"] = round(time.perf_counter() - t0, 3)
         if tmp is None:
             return sink.to_dataset()
-        sink.finish(_with_symbols(vocab, adata, plan, gene_id_key), params)
+        sink.finish(_with_symbols(vocab, counts.var, plan, gene_id_key), params)
     logger.info("tokenized %d cells -> %s (%.1f s)", params["n_cells_out"], out_path, params["seconds"])
     return load_tokens(out_path)
+
+
+def _encode_all(
+    counts: Counts,
+    work: Callable[[int, sp.csr_matrix], tuple[np.ndarray, np.ndarray, np.ndarray, int] | None],
+    sink: Sink,
+    columns: dict[str, Any],
+    *,
+    chunk_size: int,
+    n_jobs: int | None,
+    warm: Callable[[], object] | None,
+) -> int:
+    """Encode every chunk of ``counts`` with ``work`` and add the cells to ``sink`` in input order.
+
+    numpy's sorts release the GIL: chunks are encoded by worker threads while this thread reads
+    the next chunks and writes finished ones in input order (a bounded queue). Returns the
+    number of empty cells dropped.
+    """
+    n_empty = 0
+    n_workers = _n_workers(n_jobs)
+    pending: deque[Future[Any]] = deque()
+
+    def drain(limit: int) -> None:
+        nonlocal n_empty
+        while len(pending) > limit:
+            result = pending.popleft().result()
+            if result is not None:
+                flat, offsets, rows, empty = result
+                n_empty += empty
+                if rows.size:
+                    sink.add(flat, offsets, rows, columns)
+
+    bar = tqdm(total=counts.n_obs, desc="tokenize", unit="cell", disable=not settings.progress)
+    with ThreadPoolExecutor(max_workers=n_workers) as pool, bar:
+        if warm is not None:
+            pool.submit(warm)
+        for start, x in row_chunks(counts, chunk_size):
+            pending.append(pool.submit(work, start, x))
+            bar.update(x.shape[0])
+            drain(n_workers)
+        drain(0)
+    return n_empty
+
+
+def _params(
+    call: dict[str, Any],
+    vocab: GeneVocab,
+    plan: GenePlan,
+    counts: Counts,
+    *,
+    filter_key: str,
+    passing: np.ndarray,
+    n_counts_source: str,
+    n_empty: int,
+    n_out: int,
+    data: AnnData | str | os.PathLike[str],
+) -> dict[str, Any]:
+    """The parameters and counts recorded in ``tokenize.json`` and ``uns["tokenize"]["params"]``."""
+    return {
+        **call,
+        "n_counts_source": n_counts_source,
+        "filter_key": filter_key if filter_key in counts.obs.columns else None,
+        "vocab_fingerprint": vocab.fingerprint,
+        "vocab_size": vocab.size,
+        "gene_path": plan.path,
+        "n_genes_in": counts.n_vars,
+        "n_genes_mapped": int((plan.colmap >= 0).sum()),
+        "n_vocab_columns": int(plan.tokens.size),
+        "n_summed_groups": int(plan.n_summed_groups),
+        "n_cells_in": counts.n_obs,
+        "n_cells_filtered_out": int(counts.n_obs - passing.sum()),
+        "n_cells_empty": n_empty,
+        "n_cells_out": int(n_out),
+        "input": str(data) if isinstance(data, str | os.PathLike) else "AnnData",
+        "token_dtype": "int32",
+    }
 
 
 def _encode_chunk(
     start: int,
     x: sp.csr_matrix,
     *,
-    plan: Any,
+    plan: GenePlan,
     n_counts: np.ndarray | None,
     passing: np.ndarray,
     model_input_size: int,
     cls_id: int | None,
     eos_id: int | None,
+    what: str,
+    hint: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
     """Encode one chunk of rows: (tokens, offsets, input row numbers, n empty cells dropped)."""
-    _check_values(x, start)
+    check_values(x, start, what=what, hint=hint)
     rows = start + np.flatnonzero(passing[start : start + x.shape[0]])
     if rows.size == 0:
         return None
@@ -235,9 +305,9 @@ def _encode_chunk(
         data,
         indptr,
         indices,
-        n,
-        plan.tokens,
-        plan.recip_medians,
+        n_counts=n,
+        tokens=plan.tokens,
+        recip_medians=plan.recip_medians,
         model_input_size=model_input_size,
         cls_id=cls_id,
         eos_id=eos_id,
@@ -245,32 +315,7 @@ def _encode_chunk(
     return flat, offsets, rows, n_empty
 
 
-def _check_values(x: sp.csr_matrix, start: int) -> None:
-    """InputError unless the chunk holds raw counts (finite, non-negative integers)."""
-    v = x.data
-    if v.size == 0 or np.issubdtype(v.dtype, np.integer) or np.issubdtype(v.dtype, np.bool_):
-        if v.size and np.issubdtype(v.dtype, np.signedinteger) and v.min() < 0:
-            msg = f"X has negative values (rows from {start}); tokenize raw integer UMI counts"
-            raise InputError(msg)
-        return
-    if not np.issubdtype(v.dtype, np.floating):
-        msg = f"X has dtype {v.dtype}; tokenize raw integer UMI counts"
-        raise InputError(msg)
-    if not np.isfinite(v).all():
-        msg = f"X has NaN or infinite values (rows from {start}); tokenize raw integer UMI counts"
-        raise InputError(msg)
-    if v.min() < 0:
-        msg = f"X has negative values (rows from {start}): scaled data? tokenize raw integer UMI counts"
-        raise InputError(msg)
-    if (np.abs(v - np.round(v)) > 1e-3).any():
-        msg = (
-            f"X has non-integer values (rows from {start}, max {float(v.max()):.3g}): log-normalised data? "
-            "tokenize raw integer UMI counts (e.g. a 'counts' layer or adata.raw)"
-        )
-        raise InputError(msg)
-
-
-def _check_coverage(ids: np.ndarray, plan: Any, min_fraction: float) -> None:
+def _check_coverage(ids: np.ndarray, plan: GenePlan, min_fraction: float) -> None:
     """InputError when too few input gene ids map to the vocabulary (wrong ids or dictionaries)."""
     n_in = len(ids)
     n_mapped = int((plan.colmap >= 0).sum())
@@ -318,89 +363,6 @@ def load_vocab(tokens_path: str | os.PathLike[str]) -> GeneVocab:
     return GeneVocab.from_json(p)
 
 
-# ---------------------------------------------------------------------- input
-
-
-def _open_input(data: Any) -> tuple[AnnData, Callable[[], None]]:
-    """An AnnData and a function that closes it (backed-opened paths only)."""
-    import anndata
-
-    if isinstance(data, anndata.AnnData):
-        return data, lambda: None
-    if not isinstance(data, str | os.PathLike):
-        msg = f"expected an AnnData or an .h5ad path, got {type(data).__name__}"
-        raise InputError(msg)
-    path = Path(data)
-    if not path.is_file():
-        msg = f"input file not found: {path}"
-        raise InputError(msg)
-    try:
-        adata = anndata.read_h5ad(path, backed="r")
-    except Exception as e:  # noqa: BLE001 - any reader failure means an unreadable file
-        msg = f"cannot read {path} as .h5ad ({type(e).__name__}: {e})"
-        raise InputError(msg) from None
-
-    def close() -> None:
-        adata.file.close()
-
-    return adata, close
-
-
-def _row_chunks(adata: AnnData, chunk_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
-    """Yield ``(first_row, CSR chunk)`` over all rows; reads backed files chunk by chunk."""
-    X = adata.X
-    if X is None:
-        msg = "the AnnData has no X matrix (raw counts are needed)"
-        raise InputError(msg)
-    group = _backed_csr_group(adata)
-    if group is not None:  # read the CSR arrays directly: anndata's slicing has per-call overhead
-        data, indices, indptr_ds = group["data"], group["indices"], group["indptr"]
-        n_vars = adata.n_vars
-        for start in range(0, adata.n_obs, chunk_size):
-            indptr = np.asarray(indptr_ds[start : start + chunk_size + 1], dtype=np.int64)
-            lo, hi = int(indptr[0]), int(indptr[-1])
-            x = sp.csr_matrix(
-                (data[lo:hi], indices[lo:hi], indptr - lo), shape=(indptr.size - 1, n_vars), copy=False
-            )
-            yield start, x
-        return
-    if not adata.isbacked and sp.issparse(X) and X.format != "csr":
-        X = sp.csr_matrix(X)  # one conversion; row slicing of CSC is slow
-    for start in range(0, adata.n_obs, chunk_size):
-        x = X[start : start + chunk_size]
-        x = x if isinstance(x, sp.csr_matrix) else sp.csr_matrix(x)
-        yield start, x
-
-
-def _backed_csr_group(adata: AnnData) -> Any:
-    """The h5py group of a backed CSR ``X`` (whole file, not a view), else None."""
-    if not adata.isbacked or adata.is_view:
-        return None
-    try:
-        group = adata.file["X"]
-        if dict(group.attrs).get("encoding-type") != "csr_matrix":
-            return None
-        if tuple(group.attrs["shape"]) != (adata.n_obs, adata.n_vars):
-            return None
-    except (KeyError, TypeError, AttributeError):
-        return None
-    return group
-
-
-def _checked_n_counts(adata: AnnData, key: str) -> np.ndarray | None:
-    n = _obs_n_counts(adata, key)
-    if n is None:
-        logger.warning(
-            "obs has no %r column: using row sums of X as total counts (Geneformer requires it)", key
-        )
-        return None
-    if not np.all(np.isfinite(n)) or np.any(n <= 0):
-        bad = int((~np.isfinite(n) | (n <= 0)).sum())
-        msg = f"obs[{key!r}] has {bad} non-positive or missing values; total counts must be > 0"
-        raise InputError(msg)
-    return n
-
-
 def _row_sums(x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     sums = np.asarray(x.sum(axis=1, dtype=np.float64)).ravel()
     if np.issubdtype(x.dtype, np.floating):
@@ -411,23 +373,15 @@ def _row_sums(x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
     return sums
 
 
-def _filter_pass(adata: AnnData, key: str) -> np.ndarray:
-    if key not in adata.obs.columns:
-        logger.info("obs has no %r column: tokenizing all cells", key)
-        return np.ones(adata.n_obs, dtype=bool)
-    values = adata.obs[key].to_numpy()
-    return np.asarray(values == 1, dtype=bool)  # Geneformer keeps cells with `i == 1`
-
-
-# ---------------------------------------------------------------------- output
+def _check_vocab(vocab: GeneVocab) -> None:
+    if not isinstance(vocab, GeneVocab):
+        msg = f"vocab must be a GeneVocab, got {type(vocab).__name__}"
+        raise InputError(msg)
 
 
 def _check_params(
     vocab: GeneVocab, model_input_size: int, chunk_size: int, obs_keys: Sequence[str], *, special_tokens: bool
 ) -> list[str]:
-    if not isinstance(vocab, GeneVocab):
-        msg = f"vocab must be a GeneVocab, got {type(vocab).__name__}"
-        raise InputError(msg)
     minimum = 3 if special_tokens else 1
     if int(model_input_size) < minimum:
         msg = f"model_input_size must be >= {minimum}, got {model_input_size}"
@@ -448,155 +402,12 @@ def _check_params(
     return keys
 
 
-def _check_out(out: str | os.PathLike[str] | None) -> Path | None:
-    if out is None:
-        return None
-    path = Path(out)
-    if path.exists():
-        if not path.is_dir():
-            msg = f"output {path} exists and is not a directory"
-            raise InputError(msg)
-        if any(path.iterdir()) and not (path / PARAMS_FILE).is_file():
-            msg = f"output {path} is a non-empty directory not written by geneattn tokenize; choose another"
-            raise InputError(msg)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        msg = f"cannot create output directory {path.parent}: {e.strerror or e}"
-        raise InputError(msg) from None
-    if not os.access(path.parent, os.W_OK):
-        msg = f"output directory {path.parent} is not writable"
-        raise InputError(msg)
-    return path
-
-
-def _obs_arrow(series: pd.Series) -> pa.Array:
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        cats = series.cat.categories
-        series = series.astype(object if cats.dtype == object else cats.dtype)
-    try:
-        arr = pa.Array.from_pandas(series)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-        arr = pa.array(series.astype(str).tolist(), type=pa.string())
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.cast(arr.type.value_type)
-    if pa.types.is_large_string(arr.type):
-        arr = arr.cast(pa.string())
-    return arr
-
-
-def _static_columns(adata: AnnData, obs_keys: list[str]) -> dict[str, pa.Array]:
-    cols = {_keys.CELL_ID: pa.array(adata.obs_names.astype(str).to_numpy(dtype=object), type=pa.string())}
-    for k in obs_keys:
-        cols[k] = _obs_arrow(adata.obs[k].reset_index(drop=True))
-    return cols
-
-
-def _schema(columns: dict[str, pa.Array]) -> pa.Schema:
-    import datasets
-
-    fields = [
-        pa.field(_keys.INPUT_IDS, pa.list_(pa.int32())),
-        pa.field(_keys.LENGTH, pa.int64()),
-        *(pa.field(k, v.type) for k, v in columns.items()),
-    ]
-    # datasets' schema carries the "huggingface" features metadata load_from_disk expects
-    return datasets.Features.from_arrow_schema(pa.schema(fields)).arrow_schema
-
-
-class _Sink:
-    """Collects record batches in memory, or streams them into Arrow shards of ``directory``."""
-
-    def __init__(self, schema: pa.Schema, directory: Path | None) -> None:
-        self.schema = schema
-        self.directory = directory
-        self.batches: list[pa.RecordBatch] = []
-        self.shards: list[Path] = []
-        self.writer: pa.ipc.RecordBatchStreamWriter | None = None
-        self.shard_bytes = 0
-        self.n_rows = 0
-
-    def add(
-        self, flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray, columns: dict[str, pa.Array]
-    ) -> None:
-        """Append cells ``rows`` (input row numbers) with tokens ``flat``/``offsets``."""
-        ids = pa.ListArray.from_arrays(
-            pa.array(offsets.astype(np.int32)), pa.array(flat.astype(np.int32, copy=False))
-        )
-        take = pa.array(rows)
-        arrays = [ids, pa.array(np.diff(offsets).astype(np.int64))]
-        arrays += [columns[name].take(take) for name in self.schema.names[2:]]
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        self.n_rows += batch.num_rows
-        if self.directory is None:
-            self.batches.append(batch)
-            return
-        if self.writer is None or self.shard_bytes > _MAX_SHARD_BYTES:
-            self.close()
-            self.shards.append(self.directory / f"shard-{len(self.shards):05d}.arrow")
-            self.writer = pa.ipc.new_stream(str(self.shards[-1]), self.schema)
-            self.shard_bytes = 0
-        self.writer.write_batch(batch)
-        self.shard_bytes += batch.nbytes
-
-    def close(self) -> None:
-        """Close the open shard, if any."""
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    def to_dataset(self) -> datasets.Dataset:
-        """The collected batches as an in-memory dataset."""
-        from datasets.table import InMemoryTable
-
-        import datasets
-
-        table = pa.Table.from_batches(self.batches, schema=self.schema)
-        features = datasets.Features.from_arrow_schema(self.schema)
-        return datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=features))
-
-    def finish(self, vocab: GeneVocab, params: dict[str, Any]) -> None:
-        """Name the shards as save_to_disk does and write its json files plus ours."""
-        import datasets
-
-        self.close()
-        if self.directory is None:  # pragma: no cover - internal misuse
-            msg = "finish() needs an output directory"
-            raise RuntimeError(msg)
-        names = []
-        for i, shard in enumerate(self.shards):
-            name = f"data-{i:05d}-of-{len(self.shards):05d}.arrow"
-            shard.rename(self.directory / name)
-            names.append(name)
-        features = datasets.Features.from_arrow_schema(self.schema)
-        info = {
-            "citation": "",
-            "description": "",
-            "features": features.to_dict(),
-            "homepage": "",
-            "license": "",
-        }
-        state = {
-            "_data_files": [{"filename": n} for n in names],
-            "_fingerprint": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16],
-            "_format_columns": None,
-            "_format_kwargs": {},
-            "_format_type": None,
-            "_output_all_columns": False,
-            "_split": None,
-        }
-        write_json(self.directory / "dataset_info.json", info)
-        write_json(self.directory / "state.json", state)
-        vocab.to_json(self.directory / VOCAB_FILE)
-        write_json(self.directory / PARAMS_FILE, params)
-
-
-def _with_symbols(vocab: GeneVocab, adata: AnnData, plan: Any, gene_id_key: str | None) -> GeneVocab:
+def _with_symbols(vocab: GeneVocab, var: pd.DataFrame, plan: GenePlan, gene_id_key: str | None) -> GeneVocab:
     """A copy of ``vocab`` whose symbols also map this input's genes to its var_names."""
     if gene_id_key is None:
         return vocab
-    names = np.asarray(adata.var_names, dtype=object)
-    ids = adata.var[gene_id_key].astype(object).to_numpy()
+    names = np.asarray(var.index, dtype=object)
+    ids = var[gene_id_key].astype(object).to_numpy()
     if np.array_equal(names, ids):
         return vocab
     symbols = dict(vocab.symbols)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._atomic import write_text
-from ..errors import InputError
+from ..errors import InputError, one_line
+from ._input import gene_ids, obs_n_counts, open_input, row_chunks
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -72,7 +73,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return scalar
 
 
-def load_pickle(path: str | os.PathLike[str]) -> dict[Any, Any]:
+def load_pickle(path: str | os.PathLike[str]) -> dict[object, object]:
     """Load a Geneformer dictionary pickle safely.
 
     Parameters
@@ -101,8 +102,8 @@ def load_pickle(path: str | os.PathLike[str]) -> dict[Any, Any]:
         msg = f"cannot read dictionary {path}: {e.strerror or e}"
         raise InputError(msg) from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        msg = f"{path} is not a readable pickle ({type(e).__name__}: {e})"
-        raise InputError(msg) from None
+        msg = f"{path} is not a readable pickle ({type(e).__name__}: {one_line(e)})"
+        raise InputError(msg) from e
     if not isinstance(obj, dict):
         msg = f"{path} holds a {type(obj).__name__}, expected a dict"
         raise InputError(msg)
@@ -147,7 +148,7 @@ class GeneVocab:
             self.token_ids = {k: int(v) for k, v in self.token_ids.items()}
             self.medians = {str(k): float(v) for k, v in self.medians.items()}
         except (TypeError, ValueError) as e:
-            msg = f"token ids must be integers and medians numbers ({e})"
+            msg = f"token ids must be integers and medians numbers ({one_line(e)})"
             raise InputError(msg) from None
         for special in (PAD, MASK):
             if special not in self.token_ids:
@@ -182,12 +183,13 @@ class GeneVocab:
         return [k for k in self.token_ids if k not in SPECIAL_TOKENS]
 
     @functools.cached_property
-    def _gene_set(self) -> frozenset[str]:
+    def gene_set(self) -> frozenset[str]:
+        """The gene ids of the vocabulary, as a set (cached)."""
         return frozenset(self.genes)
 
     @functools.cached_property
-    def _effective_mapping(self) -> dict[str, str]:
-        """The mapping, or the identity over the genes when there is none."""
+    def effective_mapping(self) -> dict[str, str]:
+        """The mapping, or the identity over the genes when there is none (cached)."""
         return self.mapping if self.mapping is not None else {g: g for g in self.genes}
 
     @property
@@ -224,8 +226,8 @@ class GeneVocab:
         return names.astype(str)
 
     @functools.cached_property
-    def _core_json(self) -> str:
-        """JSON of token ids, medians and mapping, in insertion order (the body of `to_json`)."""
+    def core_json(self) -> str:
+        """JSON of token ids, medians and mapping, in insertion order (the body of `to_json`; cached)."""
         return ",".join(
             f'"{name}":' + json.dumps(getattr(self, name), separators=(",", ":"))
             for name in ("token_ids", "medians", "mapping")
@@ -322,7 +324,7 @@ class GeneVocab:
         """Write the vocabulary as compact JSON (atomically); floats round-trip exactly."""
         head = json.dumps({"format": _JSON_FORMAT, "version": _JSON_VERSION, "fingerprint": self.fingerprint})
         symbols = json.dumps(self.symbols, sort_keys=True, separators=(",", ":"))
-        return write_text(path, f'{head[:-1]},{self._core_json},"symbols":{symbols}}}\n')
+        return write_text(path, f'{head[:-1]},{self.core_json},"symbols":{symbols}}}\n')
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> GeneVocab:
@@ -334,8 +336,8 @@ class GeneVocab:
             msg = f"cannot read vocabulary {path}: {e.strerror or e}"
             raise InputError(msg) from None
         except json.JSONDecodeError as e:
-            msg = f"{path} is not valid JSON ({e})"
-            raise InputError(msg) from None
+            msg = f"{path} is not valid JSON ({one_line(e)})"
+            raise InputError(msg) from e
         if not isinstance(obj, dict) or obj.get("format") != _JSON_FORMAT:
             msg = f"{path} is not a geneattn vocabulary (format {_JSON_FORMAT!r})"
             raise InputError(msg)
@@ -348,12 +350,13 @@ class GeneVocab:
 
 
 def build_vocab(
-    adata: AnnData | str | os.PathLike[str],
+    data: AnnData | str | os.PathLike[str],
     *,
     gene_id_key: str | None = "ensembl_id",
     special_tokens: bool = True,
     n_counts_key: str = "n_counts",
     chunk_size: int = 2048,
+    layer: str | None = None,
 ) -> GeneVocab:
     """Build a vocabulary from a corpus, as Geneformer's dictionaries were made.
 
@@ -364,16 +367,19 @@ def build_vocab(
 
     Parameters
     ----------
-    adata
-        Raw counts (cells x genes), in memory, backed, or an ``.h5ad`` path (read backed).
+    data
+        Raw counts (cells x genes): an AnnData in memory or backed, or an ``.h5ad`` path (read
+        chunk by chunk).
     gene_id_key
-        ``var`` column with gene ids; ``None`` uses ``var_names``.
+        ``var`` column with gene ids; ``None`` uses ``var_names``. Ensembl versions are removed.
     special_tokens
         Add ``<cls>`` and ``<eos>`` (Geneformer V2 style).
     n_counts_key
         ``obs`` column with total counts; computed from row sums when absent.
     chunk_size
         Cells per chunk read.
+    layer
+        Where the raw counts are: ``None`` for ``X``, a layer name, or ``"raw"`` (as `tokenize`).
 
     Returns
     -------
@@ -385,16 +391,14 @@ def build_vocab(
     """
     import scipy.sparse as sp
 
-    from .dataset import _open_input, _row_chunks
-
-    adata, close = _open_input(adata)
+    counts = open_input(data, layer=layer)
     try:
-        ids, symbols = _gene_ids(adata, gene_id_key)
+        ids, symbols = gene_ids(counts.var, gene_id_key)
         upper = np.char.upper(ids.astype(str))
         uniq, inverse = np.unique(upper, return_inverse=True)
-        n_counts = _obs_n_counts(adata, n_counts_key)
+        n_counts = obs_n_counts(counts.obs, n_counts_key)
         cols, vals = [], []
-        for start, x in _row_chunks(adata, chunk_size):
+        for start, x in row_chunks(counts, chunk_size):
             n = x.sum(axis=1).A1 if n_counts is None else n_counts[start : start + x.shape[0]]
             n = np.asarray(n, dtype=np.float64)
             if np.any(~(n > 0) & (np.diff(x.indptr) > 0)):
@@ -408,7 +412,7 @@ def build_vocab(
             cols.append(m.indices.astype(np.int64))
             vals.append(m.data.astype(np.float64) / n[rows] * 10_000)
     finally:
-        close()
+        counts.close()
     col = np.concatenate(cols) if cols else np.zeros(0, np.int64)
     val = np.concatenate(vals) if vals else np.zeros(0)
     medians = _grouped_median(col, val, uniq.size)
@@ -441,35 +445,3 @@ def _grouped_median(col: np.ndarray, val: np.ndarray, n_groups: int) -> np.ndarr
     hi = starts[has] + counts[has] // 2
     out[has] = (v[lo] + v[hi]) / 2
     return out
-
-
-def _gene_ids(adata: AnnData, gene_id_key: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Gene ids (object array; missing ids as None) and symbols (var_names) when distinct."""
-    if gene_id_key is None:
-        ids = np.asarray(adata.var_names, dtype=object)
-        return ids, None
-    if gene_id_key not in adata.var.columns:
-        msg = (
-            f"var has no column {gene_id_key!r} with gene ids (columns: {list(adata.var.columns)}); "
-            "pass gene_id_key=None to use var_names"
-        )
-        raise InputError(msg)
-    col = adata.var[gene_id_key]
-    ids = np.array([v if isinstance(v, str) else None for v in col.astype(object)], dtype=object)
-    names = np.asarray(adata.var_names, dtype=object)
-    symbols = None if np.array_equal(names, ids) else names
-    return ids, symbols
-
-
-def _obs_n_counts(adata: AnnData, key: str) -> np.ndarray | None:
-    """``obs[key]`` as a numeric numpy array (dtype kept), or None if absent."""
-    if key not in adata.obs.columns:
-        return None
-    values = adata.obs[key].to_numpy()
-    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
-        try:
-            values = values.astype(np.float64)
-        except (TypeError, ValueError):
-            msg = f"obs[{key!r}] must be numeric (total counts per cell)"
-            raise InputError(msg) from None
-    return values
