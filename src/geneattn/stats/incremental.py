@@ -1,0 +1,440 @@
+"""Does a gene score add anything over expression level? Incremental value against the planted truth.
+
+The unit of replication is the **gene**: every test here asks whether, across genes, a score
+separates planted from unplanted genes beyond what the gene-level covariates
+(`baselines.gene_covariates`: mean, detection, variance, HVG residual) already do.
+
+* `stratified_auroc`: covariate-adjusted AUROC (Janes & Pepe 2008/2009): each planted gene is
+  compared only with unplanted genes of its own expression stratum. With ``weight="positives"``
+  (Janes & Pepe's AAUC) it is the mean over planted genes of the placement value ``P(score_neg <
+  score_pos)`` within the stratum (ties ½), i.e. the per-stratum AUROCs weighted by planted genes;
+  ``weight="pairs"`` pools the within-stratum pairs. Planted genes in strata without unplanted
+  genes cannot be placed and are left out.
+* `nested_lrt`: logistic regression ``planted ~ covariates`` against ``planted ~ covariates +
+  score``; likelihood-ratio χ² with df = number of score columns. Columns are z-scored (the LR is
+  invariant). Under (quasi-)separation the maximum-likelihood coefficients diverge but the
+  log-likelihood converges to its supremum, which the monotone Newton fit reaches, so the LR stays
+  well defined; ``separation`` flags it.
+* `delta_auroc`: cross-validated (stratified K-fold over genes, seeded) AUROC of the two logistic
+  models from out-of-fold predictions, and a percentile bootstrap CI over genes for the difference
+  (genes resampled with replacement, the same resample for both models). DeLong's test is not
+  used: it is invalid for nested models.
+* `incremental_table`: all of the above per method; `recovery_by_effect_size`: AUROC and recall
+  per effect-size bin, for the report's recovery plot.
+
+Scores are "higher = more important" (pass ``|score|`` for signed attributions). A method is judged
+over the genes it scores: NaN scores are dropped, not filled, and ``n_genes`` says how many remain.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from ..errors import InputError
+from .agreement import auroc
+from .baselines import LABEL_USE
+
+__all__ = [
+    "stratified_auroc",
+    "nested_lrt",
+    "delta_auroc",
+    "incremental_table",
+    "recovery_by_effect_size",
+    "expression_strata",
+    "INCREMENTAL_COLUMNS",
+]
+
+logger = logging.getLogger(__name__)
+
+INCREMENTAL_COLUMNS = [
+    "method",
+    "uses_labels",
+    "n_genes",
+    "n_planted",
+    "auroc",
+    "stratified_auroc",
+    "lr_chi2",
+    "lr_df",
+    "lr_pvalue",
+    "separation",
+    "auroc_covariates",
+    "auroc_full",
+    "delta_auroc",
+    "delta_lo",
+    "delta_hi",
+]
+_ETA_SEPARATION = 20.0  # |linear predictor| beyond which a gene is fitted as p = 0 or 1 (1e-9)
+
+
+def expression_strata(values: pd.Series, n_strata: int = 10) -> pd.Series:
+    """Equal-count strata (0 … n_strata − 1) of a gene covariate, e.g. ``log_mean``; ties share a stratum."""
+    if n_strata < 1:
+        msg = f"n_strata must be >= 1, got {n_strata}"
+        raise InputError(msg)
+    ranks = values.rank(method="min", pct=False) - 1
+    return (ranks * n_strata // max(len(values), 1)).astype(np.int64).rename("stratum")
+
+
+def _placements(
+    score: np.ndarray, truth: np.ndarray, strata: np.ndarray
+) -> tuple[list[float], list[tuple[int, int]]]:
+    """Per stratum with both classes: the planted genes' summed placement counts (ties ½) and (n_pos, n_neg)."""
+    sums, sizes = [], []
+    for s in np.unique(strata):
+        m = strata == s
+        pos, neg = score[m & truth], np.sort(score[m & ~truth])
+        if not len(pos) or not len(neg):
+            continue
+        below = np.searchsorted(neg, pos, side="left")
+        ties = np.searchsorted(neg, pos, side="right") - below
+        sums.append(float((below + 0.5 * ties).sum()))
+        sizes.append((len(pos), len(neg)))
+    return sums, sizes
+
+
+def stratified_auroc(
+    score: pd.Series | np.ndarray,
+    truth: pd.Series | np.ndarray,
+    strata: pd.Series | np.ndarray,
+    *,
+    weight: str = "positives",
+) -> float:
+    """Covariate-adjusted AUROC: planted vs unplanted genes compared within strata only.
+
+    Parameters
+    ----------
+    score, truth, strata
+        One value per gene (Series are aligned on ``truth``'s index); ``truth`` boolean. Genes with
+        a NaN score are dropped.
+    weight
+        ``"positives"`` (Janes & Pepe: mean placement value of the planted genes) or ``"pairs"``
+        (all within-stratum pairs count equally).
+
+    Returns
+    -------
+    float
+        NaN when no stratum holds both planted and unplanted genes.
+    """
+    s, y, g = _align(score, truth, strata)
+    sums, sizes = _placements(s, y, g)
+    if not sums:
+        return float("nan")
+    n_pos, n_neg = np.array(sizes, dtype=float).T
+    if weight == "positives":
+        return float(np.sum(np.array(sums) / n_neg) / n_pos.sum())
+    if weight == "pairs":
+        return float(np.sum(sums) / np.sum(n_pos * n_neg))
+    msg = f"weight must be 'positives' or 'pairs', got {weight!r}"
+    raise InputError(msg)
+
+
+def _align(
+    score: pd.Series | np.ndarray, truth: pd.Series | np.ndarray, strata: pd.Series | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays of (score, truth, strata) over the genes with a finite score and a stratum."""
+    if isinstance(truth, pd.Series):
+        idx = truth.index
+        score = score.reindex(idx) if isinstance(score, pd.Series) else score
+        strata = strata.reindex(idx) if isinstance(strata, pd.Series) else strata
+    s = np.asarray(score, dtype=float)
+    y = np.asarray(truth).astype(bool)
+    if s.shape != y.shape or np.shape(strata) != y.shape:
+        msg = f"score, truth and strata must have one value per gene, got {s.shape}, {y.shape}, {np.shape(strata)}"
+        raise InputError(msg)
+    g = np.asarray(strata)
+    ok = np.isfinite(s) & pd.notna(g)
+    return s[ok], y[ok], g[ok]
+
+
+def _loglik(X: np.ndarray, y: np.ndarray, beta: np.ndarray) -> float:
+    eta = X @ beta
+    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+
+def _logit_fit(
+    X: np.ndarray, y: np.ndarray, *, max_iter: int = 200, tol: float = 1e-10
+) -> tuple[np.ndarray, float, bool]:
+    """Maximum-likelihood logistic regression by Newton steps with step halving (ll never falls).
+
+    Returns ``(beta, loglik, converged)``. The step solves ``H δ = g`` by least squares, so
+    collinear columns (a score equal to a covariate) give the minimum-norm step instead of failing.
+    """
+    beta = np.zeros(X.shape[1])
+    ll = _loglik(X, y, beta)
+    for _ in range(max_iter):
+        p = special.expit(X @ beta)
+        grad = X.T @ (y - p)
+        hess = X.T @ (X * (p * (1.0 - p))[:, None])
+        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        t, new_ll = 1.0, -np.inf
+        while t > 1e-10:
+            new_ll = _loglik(X, y, beta + t * step)
+            if new_ll >= ll:
+                break
+            t /= 2.0
+        if new_ll < ll:  # no ascent direction left
+            return beta, ll, True
+        beta, gain, ll = beta + t * step, new_ll - ll, new_ll
+        if gain < tol:
+            return beta, ll, True
+    return beta, ll, False
+
+
+def _design(frame: pd.DataFrame) -> np.ndarray:
+    """Intercept + z-scored columns (constant columns are kept as zeros: they add nothing)."""
+    x = frame.to_numpy(dtype=float)
+    sd = x.std(axis=0)
+    z = np.divide(x - x.mean(axis=0), sd, out=np.zeros_like(x), where=sd > 0)
+    return np.column_stack([np.ones(len(x)), z])
+
+
+def _frames(
+    truth: pd.Series, covariates: pd.DataFrame, score: pd.Series | pd.DataFrame
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    sc = score.to_frame("score") if isinstance(score, pd.Series) else score
+    if not isinstance(covariates, pd.DataFrame) or not isinstance(truth, pd.Series):
+        msg = "truth must be a Series and covariates a DataFrame, both indexed by gene"
+        raise InputError(msg)
+    overlap = [c for c in sc.columns if c in covariates.columns]
+    sc = sc.add_prefix("score:") if overlap else sc
+    df = pd.concat([truth.rename("__truth__").astype(bool), covariates, sc], axis=1, join="inner").dropna()
+    if df["__truth__"].nunique() < 2:
+        msg = "the genes with a score, covariates and truth must include planted and unplanted genes"
+        raise InputError(msg)
+    return df["__truth__"].to_numpy(dtype=float), df[covariates.columns], df[sc.columns]
+
+
+def nested_lrt(
+    truth: pd.Series, covariates: pd.DataFrame, score: pd.Series | pd.DataFrame
+) -> dict[str, float | int | bool]:
+    """Likelihood-ratio test of ``planted ~ covariates`` against ``planted ~ covariates + score``.
+
+    Parameters
+    ----------
+    truth
+        Boolean per gene (e.g. ``var["planted"]``).
+    covariates
+        Gene covariates (columns of `baselines.gene_covariates`, e.g. `baselines.FIELD_COVARIATES`).
+    score
+        The score(s) tested for incremental value; genes missing anywhere are dropped.
+
+    Returns
+    -------
+    dict
+        ``lr_chi2, lr_df, lr_pvalue, ll_null, ll_full, coef_score`` (per SD of the score, first score
+        column), ``n_genes, n_planted, separation`` (some gene fitted with p within 1e-9 of 0 or 1:
+        coefficients are not finite MLEs, the LR still is) and ``converged``.
+    """
+    y, cov, sc = _frames(truth, covariates, score)
+    x0 = _design(cov)
+    x1 = np.column_stack([x0, _design(sc)[:, 1:]])
+    b0, ll0, c0 = _logit_fit(x0, y)
+    b1, ll1, c1 = _logit_fit(x1, y)
+    lr = max(2.0 * (ll1 - ll0), 0.0)
+    df = sc.shape[1]
+    sep = bool(np.abs(x1 @ b1).max() > _ETA_SEPARATION or np.abs(x0 @ b0).max() > _ETA_SEPARATION)
+    return {
+        "lr_chi2": lr,
+        "lr_df": df,
+        "lr_pvalue": float(stats.chi2.sf(lr, df)),
+        "ll_null": ll0,
+        "ll_full": ll1,
+        "coef_score": float(b1[x0.shape[1]]),
+        "n_genes": len(y),
+        "n_planted": int(y.sum()),
+        "separation": sep,
+        "converged": bool(c0 and c1),
+    }
+
+
+def _folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified fold id per gene: positives and negatives dealt round robin after a shuffle."""
+    fold = np.empty(len(y), dtype=np.int64)
+    for cls in (0.0, 1.0):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        fold[idx] = np.arange(len(idx)) % n_folds
+    return fold
+
+
+def _oof(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Out-of-fold linear predictors of the logistic model."""
+    out = np.empty(len(y))
+    for f in np.unique(fold):
+        test = fold == f
+        beta, _, _ = _logit_fit(x[~test], y[~test])
+        out[test] = x[test] @ beta
+    return out
+
+
+def _boot_auroc(score: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of ``score`` on each bootstrap resample, given as multiplicity weights ``[B, n]`` (exact, ties ½)."""
+    order = np.argsort(score, kind="mergesort")
+    s, yy, w = score[order], y[order].astype(bool), weights[:, order]
+    starts = np.r_[0, np.flatnonzero(s[1:] != s[:-1]) + 1]  # tie groups
+    neg = np.add.reduceat(w * ~yy, starts, axis=1)
+    pos = np.add.reduceat(w * yy, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def delta_auroc(
+    truth: pd.Series,
+    covariates: pd.DataFrame,
+    score: pd.Series | pd.DataFrame,
+    *,
+    n_folds: int = 5,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, float | int]:
+    """Cross-validated AUROC gain of adding ``score`` to the covariates, with a bootstrap CI over genes.
+
+    Parameters
+    ----------
+    truth, covariates, score
+        As in `nested_lrt`.
+    n_folds
+        Stratified folds over genes.
+    n_boot
+        Bootstrap resamples of the genes (percentile interval).
+    seed
+        Seeds the folds and the resamples.
+    alpha
+        1 − confidence level.
+
+    Returns
+    -------
+    dict
+        ``auroc_covariates, auroc_full, delta_auroc, delta_lo, delta_hi, n_genes, n_planted``.
+    """
+    y, cov, sc = _frames(truth, covariates, score)
+    if n_folds < 2 or min(y.sum(), (1 - y).sum()) < n_folds:
+        msg = f"need n_folds >= 2 and at least n_folds planted and unplanted genes, got {n_folds}"
+        raise InputError(msg)
+    rng = np.random.default_rng(seed)
+    fold = _folds(y, n_folds, rng)
+    x0 = _design(cov)
+    p0 = _oof(x0, y, fold)
+    p1 = _oof(np.column_stack([x0, _design(sc)[:, 1:]]), y, fold)
+    a0, a1 = auroc(p0, y), auroc(p1, y)
+    weights = rng.multinomial(len(y), np.full(len(y), 1.0 / len(y)), size=n_boot)
+    d = _boot_auroc(p1, y, weights) - _boot_auroc(p0, y, weights)
+    lo, hi = np.nanquantile(d, [alpha / 2, 1 - alpha / 2]) if n_boot else (np.nan, np.nan)
+    return {
+        "auroc_covariates": a0,
+        "auroc_full": a1,
+        "delta_auroc": a1 - a0,
+        "delta_lo": float(lo),
+        "delta_hi": float(hi),
+        "n_genes": len(y),
+        "n_planted": int(y.sum()),
+    }
+
+
+def incremental_table(
+    scores: Mapping[str, pd.Series],
+    truth: pd.Series,
+    covariates: pd.DataFrame,
+    *,
+    strata: pd.Series,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_folds: int = 5,
+) -> pd.DataFrame:
+    """Per method: raw and stratified AUROC, nested LR test and ΔAUROC (CI) over the covariates.
+
+    Parameters
+    ----------
+    scores
+        ``method -> Series`` (gene → score, higher = more important; NaN = not scored).
+    truth
+        Boolean per gene (``var["planted"]``).
+    covariates
+        Gene covariates the score must beat (e.g. ``gene_covariates(adata)[list(FIELD_COVARIATES)]``).
+    strata
+        Expression stratum per gene (e.g. `expression_strata` of ``log_mean``, or ``var["stratum"]``).
+    n_boot, seed, n_folds
+        As in `delta_auroc`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        `INCREMENTAL_COLUMNS`, one row per method, each over the genes that method scores
+        (``n_genes``). ``uses_labels`` comes from `baselines.uses_labels` (NA when unregistered).
+    """
+    rows = []
+    for method, score in scores.items():
+        s = score[~score.index.duplicated()].astype(float).dropna()
+        genes = s.index.intersection(truth.index).intersection(covariates.dropna().index)
+        y = truth.reindex(genes).astype(bool)
+        row = {
+            "method": method,
+            "uses_labels": LABEL_USE.get(method, (pd.NA,))[0],
+            "auroc": auroc(s.reindex(genes).to_numpy(), y.to_numpy()),
+            "stratified_auroc": stratified_auroc(s.reindex(genes), y, strata.reindex(genes)),
+        }
+        lrt = nested_lrt(y, covariates.loc[genes], s.reindex(genes))
+        row |= {k: lrt[k] for k in ("lr_chi2", "lr_df", "lr_pvalue", "separation", "n_genes", "n_planted")}
+        d = delta_auroc(y, covariates.loc[genes], s.reindex(genes), n_folds=n_folds, n_boot=n_boot, seed=seed)
+        row |= {k: d[k] for k in ("auroc_covariates", "auroc_full", "delta_auroc", "delta_lo", "delta_hi")}
+        rows.append(row)
+        logger.info(
+            "incremental value of %s: LR p %.3g, ΔAUROC %.3f", method, row["lr_pvalue"], row["delta_auroc"]
+        )
+    return pd.DataFrame(rows, columns=INCREMENTAL_COLUMNS)
+
+
+def recovery_by_effect_size(
+    scores: Mapping[str, pd.Series],
+    truth: pd.Series,
+    effect_size: pd.Series,
+    *,
+    bins: Sequence[float] | int = 4,
+    strata: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Recovery of planted genes per effect-size bin (the report's recovery-vs-effect-size plot).
+
+    Parameters
+    ----------
+    scores, truth
+        As in `incremental_table`.
+    effect_size
+        Effect size per planted gene (e.g. ``var["effect_size"]``; unplanted genes are ignored).
+    bins
+        Bin edges, or a number of equal-count bins over the planted genes' effect sizes.
+    strata
+        Optional expression strata: adds the stratified AUROC per bin.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``method, bin, lo, hi, n_planted, auroc, stratified_auroc, recall``. ``auroc``: the bin's
+        planted genes against all unplanted genes scored by the method; ``recall``: share of the
+        bin's planted genes among the top ``N`` genes, ``N`` = planted genes the method scores.
+    """
+    es = effect_size.reindex(truth.index[truth.astype(bool)]).dropna()
+    edges = np.quantile(es, np.linspace(0, 1, bins + 1)) if isinstance(bins, int) else np.asarray(bins, float)
+    which = np.clip(np.searchsorted(edges, es.to_numpy(), side="right") - 1, 0, len(edges) - 2)
+    bin_of = pd.Series(which, index=es.index)
+    rows = []
+    for method, score in scores.items():
+        s = score[~score.index.duplicated()].astype(float).dropna().reindex(truth.index).dropna()
+        y = truth.reindex(s.index).astype(bool)
+        top = set(s.nlargest(int(y.sum())).index)
+        for b in range(len(edges) - 1):
+            pos = y & bin_of.reindex(s.index).eq(b)
+            keep = pos | ~y
+            g = None if strata is None else strata.reindex(s.index)[keep]
+            rows.append({
+                "method": method, "bin": b, "lo": edges[b], "hi": edges[b + 1], "n_planted": int(pos.sum()),
+                "auroc": auroc(s[keep].to_numpy(), pos[keep].to_numpy()),
+                "stratified_auroc": np.nan if g is None else stratified_auroc(s[keep], pos[keep], g),
+                "recall": float(np.mean([i in top for i in pos.index[pos]])) if pos.any() else np.nan,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
