@@ -21,7 +21,7 @@ import geneattn
 
 SRC = Path(geneattn.__file__).parent
 NAMESPACES = ["io", "datasets", "tokenize", "models", "attention", "stats", "stats.de", "stats.agreement",
-              "stats.confounds", "stats.significance", "stats.attribution", "stats.nulls", "stats.per_class", "attention.ablation", "get", "plotting", "report", "study",
+              "stats.confounds", "stats.significance", "stats.attribution", "stats.nulls", "stats.per_class", "stats.baselines", "stats.incremental", "stats.adjust", "attention.ablation", "get", "plotting", "report", "study",
               "pipeline"]  # fmt: skip
 
 #: signatures that may keep ``Any`` for now, with the reason

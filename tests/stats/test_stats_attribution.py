@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _stats_synth import tiny_bert
 
+from _stats_synth import tiny_bert
 from geneattn.errors import InputError
 from geneattn.models._data import pad_batch
 from geneattn.stats import attribution as at

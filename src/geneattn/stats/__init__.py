@@ -9,14 +9,36 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["de", "agreement", "confounds", "significance", "attribution", "nulls", "per_class", "rank_genes", "de_df", "pseudobulk",
+__all__ = ["de", "agreement", "confounds", "significance", "attribution", "nulls", "per_class", "baselines", "incremental", "adjust", "rank_genes", "de_df", "pseudobulk",
            "normalize", "umap"]  # fmt: skip
 
-_SUBMODULES = ("de", "agreement", "confounds", "significance", "attribution", "nulls", "per_class")
+_SUBMODULES = (
+    "de",
+    "agreement",
+    "confounds",
+    "significance",
+    "attribution",
+    "nulls",
+    "per_class",
+    "baselines",
+    "incremental",
+    "adjust",
+)
 _FUNCS = {"rank_genes": "de", "de_df": "de", "pseudobulk": "de", "normalize": "de", "umap": "de"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import agreement, attribution, confounds, de, nulls, per_class, significance
+    from . import (
+        adjust,
+        agreement,
+        attribution,
+        baselines,
+        confounds,
+        de,
+        incremental,
+        nulls,
+        per_class,
+        significance,
+    )
     from .de import de_df, normalize, pseudobulk, rank_genes, umap
 
 
