@@ -10,6 +10,7 @@ from statsmodels.stats.multitest import multipletests
 
 from _stats_synth import make_store
 from geneattn.attention.store import TokenStore
+from geneattn.stats import between_class as bc
 from geneattn.stats import significance as sg
 
 
@@ -102,13 +103,13 @@ def test_class_test_planted_and_shuffled_null():
         class_effect=0.6,
         len_range=(120, 200),
     )
-    res = sg.class_test(s, labels, units=units, heads=[("0", "0")], min_units=6)
+    res = bc.class_test(s, labels, units=units, heads=[("0", "0")], min_units=6)
     assert res.n.max() == 24  # 3 classes x 8 wells
     hits = set(res.loc[res.pval_adj < 0.05, "token_id"])
     assert set(planted) <= hits
     assert (res.loc[res.token_id.isin(planted), "effect"] > 0.5).all()
     # per-cell units also find it
-    cell = sg.class_test(s, labels, heads=[("0", "0")])
+    cell = bc.class_test(s, labels, heads=[("0", "0")])
     assert set(planted) <= set(cell.loc[cell.pval_adj < 0.05, "token_id"])
 
 
@@ -171,7 +172,7 @@ def test_paired_head_pct_change_is_the_tested_statistic():
 
 
 def _ranked(values):
-    return sg._Ranked.of(np.asarray(values, dtype=float))
+    return bc._Ranked.of(np.asarray(values, dtype=float))
 
 
 def test_between_p_matches_scipy_per_gene():
@@ -184,24 +185,24 @@ def test_between_p_matches_scipy_per_gene():
     vals[10:15, codes >= 3] = np.nan
     vals[15:20, :] = np.round(vals[15:20, :], 0)  # ties
     vals[20:25, codes >= 2] = np.round(vals[20:25, codes >= 2], 0)
-    nulls = sg._Nulls(0, 0, {}, {})
-    st, p, meth = sg._between_p(_ranked(vals), codes, 4, min_asymptotic=2, nulls=nulls)
+    nulls = bc._Nulls(0, 0, {}, {})
+    st, p, meth = bc._between_p(_ranked(vals), codes, 4, min_asymptotic=2, nulls=nulls)
     for g in range(len(vals)):
         ok = ~np.isnan(vals[g])
         groups = [vals[g, ok & (codes == k)] for k in range(4)]
         groups = [x for x in groups if len(x)]
         if len(groups) == 2:
             ref = stats.mannwhitneyu(groups[0], groups[1], alternative="two-sided")
-            assert sg._METHODS[meth[g]] == "mannwhitneyu"
+            assert bc._METHODS[meth[g]] == "mannwhitneyu"
         else:
             ref = stats.kruskal(*groups)
-            assert sg._METHODS[meth[g]] == "kruskal"
+            assert bc._METHODS[meth[g]] == "kruskal"
         assert st[g] == pytest.approx(ref.statistic) and p[g] == pytest.approx(ref.pvalue, rel=1e-9)
     # a gene seen in one class only is not tested; one with equal means has p = 1
     one = np.full((2, n_units), np.nan)
     one[0, codes == 1] = rng.normal(size=5)
     one[1, :] = 0.5
-    _, p1, _ = sg._between_p(_ranked(one), codes, 4, min_asymptotic=2, nulls=nulls)
+    _, p1, _ = bc._between_p(_ranked(one), codes, 4, min_asymptotic=2, nulls=nulls)
     assert np.isnan(p1[0]) and p1[1] == 1.0
 
 
@@ -211,13 +212,13 @@ def test_kruskal_permutation_vs_bruteforce():
     h = stats.kruskal(vals[0, :2], vals[0, 2:4], vals[0, 4:]).statistic
     ranks = stats.rankdata(vals[0])
     perms = {tuple(codes[list(p)]) for p in itertools.permutations(range(len(codes)))}
-    exact = np.mean([sg._kw_h(ranks, np.array(p), np.array([2, 2, 3])) >= h - 1e-9 for p in perms])
-    nulls = sg._Nulls(0, 4999, {}, {})
-    st, p, meth = sg._between_p(_ranked(vals), codes, 3, min_asymptotic=5, nulls=nulls)
-    assert sg._METHODS[meth[0]] == "kruskal_permutation" and st[0] == pytest.approx(h)
+    exact = np.mean([bc._kw_h(ranks, np.array(p), np.array([2, 2, 3])) >= h - 1e-9 for p in perms])
+    nulls = bc._Nulls(0, 4999, {}, {})
+    st, p, meth = bc._between_p(_ranked(vals), codes, 3, min_asymptotic=5, nulls=nulls)
+    assert bc._METHODS[meth[0]] == "kruskal_permutation" and st[0] == pytest.approx(h)
     assert p[0] == pytest.approx(exact, abs=0.02)
     # the same design (sizes, untied ranks) shares one seeded null
-    st2, p2, _ = sg._between_p(_ranked(vals[:, ::-1]), codes, 3, min_asymptotic=5, nulls=nulls)
+    st2, p2, _ = bc._between_p(_ranked(vals[:, ::-1]), codes, 3, min_asymptotic=5, nulls=nulls)
     assert len(nulls.kw) == 1
 
 
@@ -251,7 +252,7 @@ def test_class_test_matches_loop_reference():
     units = np.array([f"w{i % 6}" for i in range(n_cells)])
     s, _ = make_store(n_cells=n_cells, n_genes=120, n_planted=4, seed=21, labels=labels, class_effect=0.4,
                       len_range=(40, 110))  # fmt: skip
-    res = sg.class_test(s, labels, units=units, heads=[("0", "0")], min_units=4, n_perm=0)
+    res = bc.class_test(s, labels, units=units, heads=[("0", "0")], min_units=4, n_perm=0)
     ref = _naive_class_test(s, labels, units, 4)
     got = res.set_index("token_id")["pval"]
     assert set(got.index) == set(ref.index) and len(ref) > 60
@@ -275,7 +276,7 @@ def test_null_calibration_shuffles_reproduce_class_test_and_are_calibrated():
     s, well = _null_store(n_cells, n_wells, seed=31)
     labels = np.array(["a", "b", "c", "d"])[well % 4]
     units = np.array([f"w{w}" for w in well])
-    cal = sg.null_calibration(s, labels, units=units, heads=[("0", "0")], min_units=6, n_shuffles=200, seed=4)
+    cal = bc.null_calibration(s, labels, units=units, heads=[("0", "0")], min_units=6, n_shuffles=200, seed=4)
     assert cal["n_shuffles"] == 200 and cal["n_tests"] >= 150
     # mean rejection rate over independent shuffles ~ alpha; any-BH-discovery rate <= ~alpha
     assert 0.03 <= cal["rejection_rate_mean"] <= 0.07
@@ -283,16 +284,16 @@ def test_null_calibration_shuffles_reproduce_class_test_and_are_calibrated():
     assert cal["rejection_rate_q05"] <= 0.05 <= cal["rejection_rate_q95"]
     # the observed labels are one more exchangeable draw: not extreme
     assert cal["pvalue_rejection_rate"] > 0.01
-    obs = sg.class_test(s, labels, units=units, heads=[("0", "0")], min_units=6, seed=4)
+    obs = bc.class_test(s, labels, units=units, heads=[("0", "0")], min_units=6, seed=4)
     assert cal["observed_rejection_rate"] == pytest.approx(np.mean(obs.pval.dropna() < 0.05))
     # the first shuffle's p-values are those of class_test on the shuffled labels
-    u = sg._Units.build(s, labels, units, 6, 10)
+    u = bc._Units.build(s, labels, units, 6, 10)
     classes, codes = np.unique(u.unit_label, return_inverse=True)
     first = classes[np.random.default_rng(4).permutation(codes)]
     key = pd.Series(first, index=pd.unique(np.char.add(np.char.add(labels, "\x1f"), units)))
     shuffled = key.reindex(np.char.add(np.char.add(labels, "\x1f"), units)).to_numpy()
-    one = sg.null_calibration(s, labels, units=units, heads=[("0", "0")], min_units=6, n_shuffles=1, seed=4)
-    ref = sg.class_test(s, shuffled, units=units, heads=[("0", "0")], min_units=6, seed=4)
+    one = bc.null_calibration(s, labels, units=units, heads=[("0", "0")], min_units=6, n_shuffles=1, seed=4)
+    ref = bc.class_test(s, shuffled, units=units, heads=[("0", "0")], min_units=6, seed=4)
     assert one["rejection_rate_max"] == pytest.approx(np.mean(ref.pval.dropna() < 0.05))
 
 
@@ -303,7 +304,7 @@ def test_null_calibration_finds_planted_class_effect():
     units = np.array([f"w{w}" for w in well])
     s, _ = make_store(n_cells=n_cells, n_genes=200, n_planted=20, seed=33, labels=labels, class_effect=0.5,
                       len_range=(60, 160))  # fmt: skip
-    cal = sg.null_calibration(s, labels, units=units, heads=[("0", "0")], min_units=6, n_shuffles=200, seed=1)
+    cal = bc.null_calibration(s, labels, units=units, heads=[("0", "0")], min_units=6, n_shuffles=200, seed=1)
     assert cal["observed_rejection_rate"] > cal["rejection_rate_q95"]
     assert cal["pvalue_rejection_rate"] < 0.02 and cal["observed_n_bh"] >= 10
 
@@ -315,8 +316,8 @@ def test_class_test_small_units_calibrated():
     labels = np.array(["0", "1", "5", "10"])[well % 4]
     units = np.array([f"w{w}" for w in well])
     s0, _ = make_store(n_cells=n_cells, n_genes=160, n_planted=0, seed=13, len_range=(60, 120))
-    cal = sg.null_calibration(s0, labels, units=units, seed=1, heads=[("0", "0")], min_units=8, n_perm=199,
+    cal = bc.null_calibration(s0, labels, units=units, seed=1, heads=[("0", "0")], min_units=8, n_perm=199,
                               n_shuffles=100)  # fmt: skip
-    res = sg.class_test(s0, labels, units=units, heads=[("0", "0")], min_units=8, n_perm=199)
+    res = bc.class_test(s0, labels, units=units, heads=[("0", "0")], min_units=8, n_perm=199)
     assert (res.method == "kruskal_permutation").all()
     assert 0.025 <= cal["rejection_rate_mean"] <= 0.075 and cal["frac_shuffles_any_bh"] <= 0.1

@@ -18,6 +18,7 @@ from .._keys import LABEL, REPLICATE, WELL
 from .._results import OTHER, REF, Results
 from ..attention import AttentionResult, gene_attention
 from ..stats import agreement as ag
+from ..stats import between_class as bc
 from ..stats import significance as sg
 from ..stats.confounds import SCORE_TYPES, confounds_table
 from ._stage import StageContext, stage
@@ -94,9 +95,9 @@ def significance_tables(
         if labels is not None and len(set(labels)) > 1:
             heads, min_units = [("mean", "mean")], (6 if units is not None else min_cells)
             store = inp.stores[target]
-            parts.append(sg.class_test(store, labels, units=units, heads=heads, min_units=min_units,
+            parts.append(bc.class_test(store, labels, units=units, heads=heads, min_units=min_units,
                                        gene_map=inp.gene_map, model=target, seed=seed))  # fmt: skip
-            calib = sg.null_calibration(
+            calib = bc.null_calibration(
                 store, labels, units=units, seed=seed, heads=heads, min_units=min_units
             )
             calib["unit"] = "well/replicate" if units is not None else "cell"
