@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["de", "agreement", "confounds", "significance", "between_class", "attribution", "nulls", "per_class", "baselines", "incremental", "adjust", "rank_genes", "de_df", "pseudobulk",
+__all__ = ["de", "agreement", "confounds", "significance", "between_class", "attribution", "nulls", "run_deltas", "per_class", "baselines", "incremental", "adjust", "rank_genes", "de_df", "pseudobulk",
            "normalize", "umap"]  # fmt: skip
 
 _SUBMODULES = (
@@ -20,6 +20,7 @@ _SUBMODULES = (
     "between_class",
     "attribution",
     "nulls",
+    "run_deltas",
     "per_class",
     "baselines",
     "incremental",
