@@ -146,6 +146,20 @@ class Results:
         """``models/<name>.json``: where a model came from (a user checkpoint, the shipped one, ...)."""
         return self.root / "models" / f"{name}.json"
 
+    @property
+    def runs(self) -> Path:
+        """``runs/``: the control fine-tunes of the run-level null and their attention."""
+        return self.root / "runs"
+
+    def run(self, name: str) -> Path:
+        """``runs/<name>/``: one control fine-tune (a HuggingFace model directory + metrics)."""
+        return self.runs / name
+
+    @property
+    def runs_attention(self) -> Path:
+        """``runs/attention/``: the pretrained model and every run on the held-out cells."""
+        return self.runs / "attention"
+
     def table_path(self, name: str) -> Path:
         """``tables/<name>.parquet``."""
         return self.tables / f"{name}.parquet"
@@ -206,6 +220,15 @@ class Results:
             msg = f"{self.root} is not a results directory (cells.h5ad missing); run the earlier stages first"
             raise MissingResult(msg)
         return ad.read_h5ad(self.cells, backed="r" if backed else None)
+
+    def read_study(self) -> AnnData:
+        """``data/study.h5ad`` (the study's cells as loaded; backed read-only)."""
+        import anndata as ad
+
+        if not self.study_h5ad.is_file():
+            msg = f"{self.study_h5ad} missing; run the data stage first"
+            raise MissingResult(msg)
+        return ad.read_h5ad(self.study_h5ad, backed="r")
 
     def read_json(self, path: Path) -> dict:
         """A JSON file of this directory; `MissingResult` if absent, `InputError` if unreadable."""

@@ -51,6 +51,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "rank_bin": (int,),
     "n_boot": (int,),
     "attribution_cells": (int,),
+    "n_seed_runs": (int,),
+    "n_permuted_runs": (int,),
+    "permute_labels": (bool,),
+    "ablation_top_k": (int,),
 }
 _OPTIONAL = {
     "data",
@@ -119,7 +123,18 @@ class StudyConfig:
     n_boot
         Bootstrap resamples of the change-by-rank bands.
     attribution_cells
-        Cells for the attribution baselines of the method comparison (0 skips them).
+        Test cells for the attribution baselines of the method comparison (0 skips them; at most the
+        whole test split).
+    n_seed_runs
+        Fine-tunes on the real labels (the study's and ``n_seed_runs - 1`` more seeds): the real side of
+        the run-level null.
+    n_permuted_runs
+        Fine-tunes on dose labels permuted between wells: the null side (0 skips the run-level null).
+    permute_labels
+        A null study: permute the study's labels between wells before anything else (each well keeps
+        its cells); a sound analysis then finds that the model did not learn and nothing task-specific.
+    ablation_top_k
+        Most-changed heads ablated together, besides every head alone (0: single heads only).
     """
 
     dataset: str = "nutlin-sim"
@@ -147,7 +162,11 @@ class StudyConfig:
     top_k: int = 20
     rank_bin: int = 25
     n_boot: int = 200
-    attribution_cells: int = 16
+    attribution_cells: int = 200
+    n_seed_runs: int = 2
+    n_permuted_runs: int = 2
+    permute_labels: bool = False
+    ablation_top_k: int = 3
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -155,7 +174,7 @@ class StudyConfig:
             if value is None and f.name in _OPTIONAL:
                 continue
             ok = _TYPES[f.name]
-            if isinstance(value, bool) or not isinstance(value, ok):
+            if (isinstance(value, bool) and bool not in ok) or not isinstance(value, ok):
                 msg = f"config: {f.name} must be {' or '.join(t.__name__ for t in ok)}, got {value!r}"
                 raise InputError(msg)
         for name in ("classes", "highlight"):
@@ -182,7 +201,7 @@ class StudyConfig:
             if getattr(self, name) < 1:
                 msg = f"config: {name} must be >= 1, got {getattr(self, name)}"
                 raise InputError(msg)
-        for name in ("seed", "attribution_cells"):
+        for name in ("seed", "attribution_cells", "n_permuted_runs", "ablation_top_k"):
             if getattr(self, name) < 0:
                 msg = f"config: {name} must be >= 0, got {getattr(self, name)}"
                 raise InputError(msg)
@@ -246,7 +265,7 @@ class StudyConfig:
         return cls(**dict(d))
 
 
-_POSITIVE = ("min_cells_per_class", "model_input_size", "pretrain_epochs", "finetune_epochs", "batch_size",
+_POSITIVE = ("n_seed_runs", "min_cells_per_class", "model_input_size", "pretrain_epochs", "finetune_epochs", "batch_size",
              "attention_batch_size", "top_k", "rank_bin", "n_boot")  # fmt: skip
 _INPUT_PATHS = {"data": "data file", "model": "model directory", "dictionaries": "dictionaries directory"}
 

@@ -14,7 +14,7 @@ from ._stage import StageContext, stage
 logger = logging.getLogger(__name__)
 
 _DATA_READS = ("dataset", "data", "layer", "perturbation", "label_key", "classes", "groups", "min_cells_per_class",
-               "seed", "cells_per_dose", "model")  # fmt: skip
+               "seed", "cells_per_dose", "model", "permute_labels")  # fmt: skip
 
 
 def _builtin_classes(full: AnnData, min_cells: int) -> list[str]:
@@ -55,10 +55,36 @@ def _load(ctx: StageContext) -> tuple[AnnData, AnnData | None]:
     return study, corpus
 
 
+def permute_between_wells(study: AnnData, groups: str | None, *, seed: int) -> AnnData:
+    """A null study: each well keeps its cells and takes another well's label (``group`` follows).
+
+    Without wells (nor replicates) labels are permuted between cells.
+    """
+    from ..io import parse_groups
+    from ..models.splits import permute_labels
+
+    obs = study.obs
+    unit_key = next((k for k in (K.WELL, K.REPLICATE) if k in obs), None)
+    units = obs[unit_key].astype(str).to_numpy() if unit_key else obs.index.astype(str).to_numpy()
+    labels = permute_labels(obs[K.LABEL].astype(str).to_numpy(), units, seed=seed)
+    out = study.copy()
+    out.obs[K.LABEL] = pd.Categorical(labels, categories=obs[K.LABEL].cat.categories)
+    if groups:
+        to_group = {m: g for g, members in parse_groups(groups).items() for m in members}
+        out.obs[K.GROUP] = pd.Categorical(
+            [to_group.get(v) for v in labels], categories=list(parse_groups(groups))
+        )
+    out.uns["permuted_labels"] = {"params": {"unit": unit_key or "cell", "seed": seed}}
+    return out
+
+
 @stage("data", reads=_DATA_READS, outputs=("data/study.h5ad",))
 def data(ctx: StageContext) -> str:
     """Load the dataset and select the classes: ``data/study.h5ad`` (+ ``data/corpus.h5ad``)."""
     study, corpus = _load(ctx)
+    if ctx.config.permute_labels:
+        study = permute_between_wells(study, ctx.config.groups, seed=ctx.config.seed + 104729)
+        logger.warning("null study: labels permuted between wells; no model should learn them")
     labels = study.obs[K.LABEL]
     if labels.nunique() < 2:
         msg = (

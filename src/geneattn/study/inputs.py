@@ -13,7 +13,7 @@ from .._results import Results
 from ..attention.store import TokenStore, token_store_path
 from ..stats.confounds import gene_scores
 
-__all__ = ["StudyInputs", "load_inputs"]
+__all__ = ["StudyInputs", "load_inputs", "gene_map_of"]
 
 
 @dataclasses.dataclass
@@ -64,7 +64,7 @@ class StudyInputs:
         return col.reindex(ids).to_numpy()
 
 
-def _gene_map(adata: AnnData, abg: pd.DataFrame | None) -> pd.Series:
+def gene_map_of(adata: AnnData, abg: pd.DataFrame | None) -> pd.Series:
     """Token id -> gene symbol of ``adata`` (matched on Ensembl ids where both have them)."""
     if abg is None or abg.empty:
         return pd.Series(dtype=str)
@@ -87,4 +87,4 @@ def load_inputs(results: Results) -> StudyInputs:
         for p in sorted(att.glob("token_logfold_*.npy"))
     ]
     stores = {n: TokenStore.load(att, n) for n in names if token_store_path(att, n).is_file()}
-    return StudyInputs(results, adata, stores, tables, _gene_map(adata, tables.get("attention_by_gene")))
+    return StudyInputs(results, adata, stores, tables, gene_map_of(adata, tables.get("attention_by_gene")))

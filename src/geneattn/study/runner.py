@@ -23,7 +23,7 @@ __all__ = ["run_study", "stages", "rebuild_report"]
 logger = logging.getLogger(__name__)
 
 # importing the stage modules registers their stages; this order is the study's order
-for _module in ("data", "tokens", "training", "attention", "statistics", "reporting"):
+for _module in ("data", "tokens", "training", "attention", "controls", "causal", "statistics", "reporting"):
     importlib.import_module(f"{__package__}.{_module}")
 
 

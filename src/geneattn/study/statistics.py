@@ -157,7 +157,7 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, attributi
     return out
 
 
-@stage("stats", deps=("qc", "attention"), reads=STATS_READS,
+@stage("stats", deps=("qc", "attention", "controls", "ablation", "attribution"), reads=STATS_READS,
        outputs=("metrics.json", "tables/significance.parquet", "tables/methods.parquet"))  # fmt: skip
 def stats(ctx: StageContext) -> str:
     """Agreement with DE, confounds, significance, method comparison: ``tables/``, ``metrics.json``."""

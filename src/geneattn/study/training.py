@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._atomic import write_json
 from .._results import OTHER, REF, Results
 from ._stage import ConfigView, StageContext, stage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import FinetuneConfig
 
 
 def device_of(cfg: ConfigView) -> str | None:
@@ -40,25 +44,33 @@ def pretrain(ctx: StageContext) -> str:
     return f"{cfg.preset} model, {cfg.pretrain_epochs} epoch(s) -> {out}"
 
 
-@stage("finetune", deps=("tokenize", "pretrain"),
-       reads=("model", "finetune_epochs", "finetune_lr", "batch_size", "seed", "groups", "device"),
+#: what every fine-tune of the study reads (the study's own and the control runs)
+FINETUNE_READS = ("model", "finetune_epochs", "finetune_lr", "batch_size", "seed", "groups", "device")
+
+
+def finetune_config(cfg: ConfigView) -> FinetuneConfig:
+    """The study's fine-tuning recipe, shared by its own fine-tune and the control runs."""
+    from ..models import FinetuneConfig
+
+    lr = cfg.finetune_lr if cfg.finetune_lr is not None else (5e-5 if cfg.model is not None else 1e-3)
+    # select the epoch by validation macro-F1: a briefly trained small model grows over-confident
+    # (validation loss rising) while its validation accuracy still improves
+    return FinetuneConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, learning_rate=float(lr),
+                          select_by="macro_f1", device=device_of(cfg))  # fmt: skip
+
+
+@stage("finetune", deps=("tokenize", "pretrain"), reads=FINETUNE_READS,
        outputs=("models/finetuned/config.json", "models/finetuned/metrics.json"))  # fmt: skip
 def finetune(ctx: StageContext) -> str:
     """Fine-tune the classifier (``models/finetuned`` with ``metrics.json``, ``splits.parquet``)."""
     from ..io import parse_groups
-    from ..models import FinetuneConfig
     from ..models import finetune as train
 
     res, cfg = ctx.results, ctx.config
     groups = parse_groups(cfg.groups) if cfg.groups else None
-    lr = cfg.finetune_lr if cfg.finetune_lr is not None else (5e-5 if cfg.model is not None else 1e-3)
-    # select the epoch by validation macro-F1: a briefly trained small model grows over-confident
-    # (validation loss rising) while its validation accuracy still improves
-    fc = FinetuneConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, learning_rate=float(lr),
-                        select_by="macro_f1", device=device_of(cfg))  # fmt: skip
     out = res.model(OTHER)
     result = train(res.tokens, model=pretrained_dir(cfg, res), out=out, label_key="label", groups=groups,
-                   config=fc, seed=cfg.seed)  # fmt: skip
+                   config=finetune_config(cfg), seed=cfg.seed)  # fmt: skip
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     m = result.metrics
     g = (m.get("groups") or {}).get("accuracy")

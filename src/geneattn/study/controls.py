@@ -1,0 +1,121 @@
+"""Stage ``controls``: the training runs of the run-level null.
+
+The study's fine-tune is one real-label run. This stage adds ``n_seed_runs - 1`` more real-label runs
+(other seeds) and ``n_permuted_runs`` runs on labels permuted between wells (each well keeps its
+cells and takes another well's label, within its split, so every split keeps its class balance).
+All use the study's recipe and its train/validation/test split. Then the pretrained model and every
+run are extracted together on the held-out cells (validation + test wells), and each run's change
+against the pretrained model is tabulated per gene, head and rank bin (`geneattn.stats.run_deltas`):
+``tables/run_deltas.parquet``. The runs, not the cells, are the units of the null.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from .._atomic import write_json
+from .._results import OTHER, REF, Results
+from ._stage import ConfigView, StageContext, stage
+from .training import FINETUNE_READS, device_of, finetune_config, pretrained_dir
+
+__all__ = ["control_runs", "held_out"]
+
+logger = logging.getLogger(__name__)
+
+
+def control_runs(cfg: ConfigView) -> dict[str, str]:
+    """Run name -> kind (``"real"`` or ``"permuted"``); the study's fine-tune is the first real run."""
+    runs = {OTHER: "real"}
+    runs.update({f"seed{r}": "real" for r in range(1, cfg.n_seed_runs)})
+    runs.update({f"permuted{k}": "permuted" for k in range(1, cfg.n_permuted_runs + 1)})
+    return runs
+
+
+def held_out(res: Results) -> pd.DataFrame:
+    """The study fine-tune's split table restricted to validation and test cells."""
+    split = pd.read_parquet(res.model(OTHER) / "splits.parquet")
+    return split[split["split"].isin(["val", "test"])]
+
+
+def _permuted_tokens(ds: object, split: pd.DataFrame, seed: int) -> object:
+    """The tokens with labels permuted between wells (between cells without wells), within splits."""
+    from ..models.splits import permute_labels
+
+    units = np.asarray(ds["well"] if "well" in ds.column_names else ds["cell_id"]).astype(str)
+    strata = split.set_index("cell_id").loc[np.asarray(ds["cell_id"]).astype(str), "split"].to_numpy()
+    labels = permute_labels(np.asarray(ds["label"]).astype(str), units, seed=seed, strata=strata)
+    return ds.remove_columns("label").add_column("label", labels.tolist())
+
+
+def _train_runs(ctx: StageContext, runs: dict[str, str]) -> dict[str, dict]:
+    """Fine-tune every control run (not the study's own); returns their test metrics."""
+    from ..io import parse_groups
+    from ..models import finetune
+    from ..tokenize import load_tokens
+
+    res, cfg = ctx.results, ctx.config
+    ds, split = load_tokens(res.tokens), pd.read_parquet(res.model(OTHER) / "splits.parquet")
+    groups = parse_groups(cfg.groups) if cfg.groups else None
+    metrics = {}
+    for i, (name, kind) in enumerate(runs.items()):
+        if name == OTHER:
+            continue
+        tokens = _permuted_tokens(ds, split, seed=cfg.seed + 7919 * i) if kind == "permuted" else ds
+        logger.info("control run %s (%s labels): fine-tuning", name, kind)
+        out = finetune(tokens, model=pretrained_dir(cfg, res), out=res.run(name), label_key="label", groups=groups,
+                       config=finetune_config(cfg), seed=cfg.seed + 1000 * i, split=split)  # fmt: skip
+        shutil.rmtree(out.model_dir / "checkpoints", ignore_errors=True)
+        metrics[name] = out.metrics
+    return metrics
+
+
+def _extract_held_out(ctx: StageContext, runs: dict[str, str]) -> object:
+    """Attention of the pretrained model and every run on the held-out cells (one pass, same batches)."""
+    from ..attention import extract
+    from ..tokenize import load_tokens, load_vocab
+
+    res, cfg = ctx.results, ctx.config
+    ds = load_tokens(res.tokens)
+    keep = set(held_out(res)["cell_id"].astype(str))
+    idx = [i for i, c in enumerate(ds["cell_id"]) if str(c) in keep]
+    models = {
+        REF: pretrained_dir(cfg, res),
+        **{n: (res.model(OTHER) if n == OTHER else res.run(n)) for n in runs},
+    }
+    return extract(models, ds.select(idx), load_vocab(res.tokens), out=res.runs_attention,
+                   batch_size=cfg.attention_batch_size, label_key="label", device=device_of(cfg))  # fmt: skip
+
+
+@stage("controls", deps=("finetune",), reads=(*FINETUNE_READS, "n_seed_runs", "n_permuted_runs", "attention_batch_size"),
+       outputs=("tables/run_deltas.parquet", "runs/runs.json"))  # fmt: skip
+def controls(ctx: StageContext) -> str:
+    """Control fine-tunes and every run's attention change on the held-out cells (``tables/run_deltas``)."""
+    from ..attention.store import TokenStore
+    from ..stats.run_deltas import run_deltas
+    from .inputs import gene_map_of
+
+    res = ctx.results
+    runs = control_runs(ctx.config)
+    if ctx.config.n_permuted_runs == 0:  # no null side: nothing to compare the real runs with
+        ctx.write_table("run_deltas", pd.DataFrame(columns=["family", "run", "kind", "unit", "value"]))
+        write_json(res.runs / "runs.json", {"runs": {}, "n_held_out_cells": 0})
+        return "no permuted-label runs (n_permuted_runs = 0): run-level null skipped"
+    metrics = _train_runs(ctx, runs)
+    result = _extract_held_out(ctx, runs)
+    stores = {n: TokenStore.load(res.runs_attention, n) for n in (REF, *runs)}
+    gene_map = gene_map_of(res.read_study(), result.tables["attention_by_gene"])
+    deltas = run_deltas(stores[REF], {n: stores[n] for n in runs}, runs, cell_head=result.tables["cell_head"],
+                        ref_name=REF, gene_map=gene_map)  # fmt: skip
+    ctx.write_table("run_deltas", deltas, n_held_out_cells=stores[REF].n_cells)
+    main = res.read_json(res.model(OTHER) / "metrics.json")
+    summary = {
+        n: {"kind": k, "accuracy": (main if n == OTHER else metrics[n]).get("accuracy")}
+        for n, k in runs.items()
+    }
+    write_json(res.runs / "runs.json", {"runs": summary, "n_held_out_cells": stores[REF].n_cells})
+    n_real = sum(k == "real" for k in runs.values())
+    return f"{n_real} real-label + {len(runs) - n_real} permuted-label runs on {stores[REF].n_cells} held-out cells"
