@@ -533,7 +533,7 @@ def compare_methods(
     de_score
         DE score per gene (Spearman and top-k overlap).
     planted
-        ``var["planted"]`` for simulated data (AUROC/AUPRC; unscored genes rank last).
+        ``var["planted"]`` for simulated data (AUROC/AUPRC over the genes each method scores).
     seconds_per_cell, n_cells
         Cost and cells used, by method.
     k
@@ -548,9 +548,11 @@ def compare_methods(
         s = s[~s.index.duplicated()].astype(float)
         row = {"method": method, "score_type": stype, "n_genes": int(s.notna().sum())}
         if planted is not None:
-            pl = planted.astype(bool)
-            sv = s.reindex(pl.index)
-            sv = sv.fillna((np.nanmin(sv.to_numpy()) - 1) if sv.notna().any() else 0.0)
+            # judged over the genes the method scores (a method run on few cells or genes is not
+            # penalised, nor rewarded, for the genes it never saw)
+            sv = s.dropna()
+            pl = planted.astype(bool).reindex(sv.index)
+            sv, pl = sv[pl.notna()], pl[pl.notna()].astype(bool)
             row["auroc_planted"], row["auprc_planted"] = (
                 auroc(sv.to_numpy(), pl.to_numpy()),
                 auprc(sv.to_numpy(), pl.to_numpy()),

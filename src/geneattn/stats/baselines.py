@@ -70,6 +70,11 @@ LABEL_USE: dict[str, tuple[bool, str]] = {
     "mean_rank": (False, "token ranks"),
     "attention_pretrained": (False, "masked-LM weights; no labels"),
     "attention": (True, "fine-tuned weights were trained on the training cells' labels"),
+    **{
+        f"attention_{kind}": (True, "fine-tuned weights were trained on the training cells' labels")
+        for kind in ("raw", "fold", "residual", "adjusted", "norm")
+    },  # fmt: skip
+    "mean_expression": (False, "raw counts"),
     "rollout": (True, "fine-tuned weights"),
     "grad_input": (True, "fine-tuned weights; gradient of the true label's logit"),
     "integrated_gradients": (True, "fine-tuned weights; gradient of the true label's logit"),

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import ENSEMBL_ID, PLANTED
+from .._keys import ENSEMBL_ID, PLANTED, WELL
 from .._results import Results
 from ..attention.store import TokenStore, token_store_path
+from ..stats.adjust import TokenLayout, adjusted_gene_scores
+from ..stats.baselines import gene_covariates
 from ..stats.confounds import gene_scores
+from ..stats.incremental import expression_strata
 
 __all__ = ["StudyInputs", "load_inputs", "gene_map_of"]
 
@@ -46,6 +50,42 @@ class StudyInputs:
         if model not in self._gene_scores:
             self._gene_scores[model] = gene_scores(self.stores[model], gene_map=self.gene_map)
         return self._gene_scores[model]
+
+    @functools.cached_property
+    def covariates(self) -> pd.DataFrame:
+        """Gene-level covariates of the study's counts (`geneattn.stats.baselines.gene_covariates`)."""
+        return gene_covariates(self.adata)
+
+    @property
+    def strata(self) -> pd.Series:
+        """Expression stratum per gene: the simulation's ``var["stratum"]``, else deciles of log mean."""
+        if "stratum" in self.adata.var:
+            return self.adata.var["stratum"].astype(str)
+        return expression_strata(self.covariates["log_mean"])
+
+    def adjusted_scores(self, model: str) -> pd.Series:
+        """Per gene: head-mean log fold adjusted for length within wells (`geneattn.stats.adjust`)."""
+        store = self.stores[model]
+        wells = self.cell_obs(store, WELL)
+        wells = wells if wells is not None else np.asarray(store.cell_ids).astype(str)
+        layout = TokenLayout(store.token_ids, store.cell_of_token, store.lengths, wells)
+        values = np.asarray(store.logfold, dtype=np.float64).reshape(len(store.token_ids), -1).mean(1)
+        g = adjusted_gene_scores(values, layout)
+        return pd.Series(
+            g["adjusted"].to_numpy(), index=g["token_id"].map(self.gene_map).fillna(g["token_id"].astype(str))
+        )
+
+    @property
+    def attention_seconds_per_cell(self) -> float:
+        """Seconds per cell and model of the attention stage (from its params and the manifest)."""
+        res = self.results
+        params = (
+            res.read_json(res.attention / "params.json") if (res.attention / "params.json").is_file() else {}
+        )
+        manifest = res.read_json(res.manifest) if res.manifest.is_file() else {}
+        seconds = (manifest.get("stages", {}).get("attention") or {}).get("seconds")
+        n = params.get("n_cells")
+        return float(seconds) / float(n) / max(1, len(self.stores)) if seconds and n else float("nan")
 
     @property
     def planted(self) -> pd.Series | None:

@@ -75,9 +75,11 @@ def _attention(
         out[f"highlight_rank_{model}"] = {h: (int(s.loc[s["gene"] == h, "rank"].iloc[0]) if (s["gene"] == h).any() else None)
                                           for h in highlight}  # fmt: skip
     out["n_genes_scored"] = int(abg["gene"].nunique())
-    if "rank_mean" in abg:
-        pos = abg[abg["model"] == OTHER].groupby("gene")["rank_mean"].mean()
-        out["highlight_mean_position"] = {h: _f(pos.get(h)) for h in highlight}
+    if "rank_mean" in abg:  # per class: a mean over a population split by dose would sit between them
+        rows = abg[(abg["model"] == OTHER) & (abg["label"] != "__all__") & abg["gene"].isin(list(highlight))]
+        pos = rows.groupby(["gene", "label"], observed=True)["rank_mean"].mean()
+        out["highlight_position_by_class"] = {h: {str(c): _f(v) for c, v in pos[h].items()} for h in highlight
+                                              if h in pos.index.get_level_values(0)}  # fmt: skip
     ch = change_ci if change_ci is not None and not change_ci.empty else None
     if ch is None and res.has_table("head_change"):
         ch = get.head_change_df(res)
@@ -122,11 +124,16 @@ def _confounds(t: pd.DataFrame | None) -> dict[str, Any]:
 
 
 def _significance(t: pd.DataFrame | None, calibration: Mapping[str, Any] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"calibration": jsonable(dict(calibration or {}))}
+    """Descriptive paired tests (one family each, units counted once) and the between-class test."""
+    out: dict[str, Any] = {
+        "calibration": jsonable(dict(calibration or {})),
+        "paired_tests_are": "descriptive",
+    }
     if t is None or t.empty:
         return out
     for test, g in t.groupby("test"):
-        out[str(test)] = {"n_tests": int(len(g)), "n_significant": int((g["pval_adj"] < 0.05).sum())}
+        out[str(test)] = {"n_tests": int(len(g)), "n_significant": int((g["pval_adj"] < 0.05).sum()),
+                          "unit": "well" if test == "between_class" else "cell"}  # fmt: skip
     ph = t[(t["test"] == "paired_head") & (t["metric"] == "head_out")] if "metric" in t else t.iloc[0:0]
     if not ph.empty:
         out["heads"] = {"n_heads": int(len(ph)), "n_significant": int((ph["pval_adj"] < 0.05).sum()),
@@ -134,13 +141,40 @@ def _significance(t: pd.DataFrame | None, calibration: Mapping[str, Any] | None)
     return out
 
 
+def _incremental(t: pd.DataFrame | None) -> dict[str, Any]:
+    """Per method: raw and stratified AUROC and the incremental value over the gene covariates."""
+    if t is None or t.empty:
+        return {}
+    keys = ("auroc", "stratified_auroc", "auroc_covariates", "auroc_full", "delta_auroc", "delta_lo", "delta_hi",
+            "lr_chi2", "lr_pvalue", "n_genes", "n_planted", "uses_labels", "separation")  # fmt: skip
+    return {"covariates": "log mean, logit detection, log variance, HVG residual",
+            "methods": {str(r["method"]): {k: r[k] for k in keys if k in r} for _, r in t.iterrows()}}  # fmt: skip
+
+
+def _heads(t: pd.DataFrame | None) -> dict[str, Any]:
+    """Head ablation: the full model and the ablations whose accuracy change is largest (with CIs)."""
+    if t is None or t.empty:
+        return {}
+    cols = ["ablation", "n_heads", "accuracy", "d_accuracy", "d_accuracy_low", "d_accuracy_high", "d_loglik",
+            "d_loglik_low", "d_loglik_high"]  # fmt: skip
+    rest = t[t["ablation"] != "full"]
+    causal = rest[(rest["d_accuracy_high"] < 0) | (rest["d_loglik_high"] < 0)]
+    return {"full": t[t["ablation"] == "full"][cols].to_dict("records")[0],
+            "largest_drops": rest.nsmallest(3, "d_accuracy")[cols].to_dict("records"),
+            "combos": rest[rest["n_heads"] > 1][cols].to_dict("records"),
+            "n_single": int((rest["n_heads"] == 1).sum()),
+            "causal": causal["ablation"].astype(str).tolist(), "n_cells": int(t["n_cells"].iloc[0]),
+            "n_wells": int(t["n_wells"].iloc[0]), "unit": "test well"}  # fmt: skip
+
+
 def _methods(t: pd.DataFrame | None) -> dict[str, Any]:
+    """Each gene score's agreement with the truth (AUROC) or, without one, with DE (Spearman)."""
     if t is None or t.empty:
         return {}
     metric = "auroc_planted" if t["auroc_planted"].notna().any() else "spearman_vs_de"
-    rows = {f"{r.method}/{r.score_type}": _f(getattr(r, metric)) for r in t.itertuples()}
-    best = max(((k, v) for k, v in rows.items() if v is not None), key=lambda kv: kv[1], default=(None, None))
-    return {"metric": metric, "values": rows, "best": best[0], "best_value": best[1]}
+    rows = {str(r.method): _f(getattr(r, metric)) for r in t.itertuples()}
+    return {"metric": metric, "values": rows,
+            "uses_labels": {str(r.method): bool(r.uses_labels) for r in t.itertuples() if pd.notna(r.uses_labels)}}  # fmt: skip
 
 
 def compute_metrics(
@@ -151,8 +185,17 @@ def compute_metrics(
     highlight: Sequence[str] = ("MDM2",),
     top_k: int = 20,
     timings: Mapping[str, float] | None = None,
+    task: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the report quotes: data, classification, attention, agreement, confounds, significance, methods."""
+    """Everything the report quotes, the verdict first.
+
+    Sections: ``verdict`` (`geneattn.study.verdict`), ``data``, ``classification``, ``runs`` (control
+    fine-tunes), ``attention``, ``agreement``, ``confounds``, ``significance`` (descriptive),
+    ``task_attributable`` (the run-level null), ``methods``, ``incremental``, ``heads`` (ablation),
+    ``highlight_by_class``, ``stats_timings_s``, ``highlight``.
+    """
+    from .verdict import verdict
+
     fm = results.model(OTHER) / "metrics.json"
     clf = results.read_json(fm) if fm.is_file() else {}
     metrics = {
@@ -162,8 +205,20 @@ def compute_metrics(
         "agreement": _agreement(tables.get("agreement")),
         "confounds": _confounds(tables.get("confounds")),
         "significance": _significance(tables.get("significance"), calibration),
+        "task_attributable": dict(task or {}),
         "methods": _methods(tables.get("methods")),
+        "incremental": _incremental(tables.get("incremental")),
+        "heads": _heads(tables.get("heads")),
+        "highlight_by_class": _records(tables.get("highlight_by_class")),
+        "runs": results.read_json(results.runs / "runs.json")
+        if (results.runs / "runs.json").is_file()
+        else {},
         "stats_timings_s": dict(timings or {}),
         "highlight": list(highlight),
     }
-    return jsonable(metrics)
+    metrics = jsonable(metrics)
+    return {"verdict": verdict(metrics), **metrics}
+
+
+def _records(t: pd.DataFrame | None) -> list[dict[str, Any]]:
+    return [] if t is None or t.empty else t.to_dict("records")

@@ -1,8 +1,14 @@
-"""Stage ``stats``: agreement with DE, confounds, significance, method comparison, ``metrics.json``.
+"""Stage ``stats``: every statistic the report quotes, its tables and ``metrics.json``.
 
 This is the one orchestration of the statistics: `geneattn run` runs it as a stage and `geneattn
 stats DIR` calls `run_stats` on an existing results directory; both write the same tables, the same
 annotations of ``cells.h5ad`` and the same ``metrics.json`` (`geneattn.study.metrics`).
+
+Steps: agreement with DE; the confound tables; descriptive paired tests (the two fixed networks
+differ) and the between-class test (wells as units); the run-level null (task-attributable genes,
+heads, rank bins and pre-registered contrasts, `geneattn.study.task`); the method comparison and the
+incremental value of every score over the gene covariates (`geneattn.study.methods`); the
+highlighted genes per class; the head-ablation table beside each head's change.
 """
 
 from __future__ import annotations
@@ -19,25 +25,28 @@ from .._results import OTHER, REF, Results
 from ..attention import AttentionResult, gene_attention
 from ..stats import agreement as ag
 from ..stats import between_class as bc
+from ..stats import nulls
 from ..stats import significance as sg
 from ..stats.confounds import SCORE_TYPES, confounds_table
+from ..stats.per_class import highlighted_by_class
+from . import task
 from ._stage import StageContext, stage
 from .inputs import StudyInputs, load_inputs
-from .methods import de_score, gene_baselines, methods_table
+from .methods import de_score, gene_baselines, incremental_tables, methods_table
 from .metrics import compute_metrics
 
 __all__ = ["run_stats", "agreement_table", "significance_tables", "STATS_READS"]
 
 logger = logging.getLogger(__name__)
 
-STATS_READS = ("seed", "top_k", "n_boot", "attribution_cells", "highlight")
+STATS_READS = ("seed", "top_k", "n_boot", "highlight")
 
 
 def agreement_table(inp: StudyInputs, de: pd.DataFrame, *, k: int, markers: tuple[str, ...]) -> pd.DataFrame:
     """Agreement of each model's attention scores (raw, fold, residual; per head) with DE and the truth.
 
-    The gene-level baselines (model ``"baseline"``: mean_rank, detection, DE) are scored the same way.
-    Columns ``model, layer, head, score_type`` + `geneattn.stats.agreement.AGREEMENT_COLUMNS`.
+    The gene-level baselines (model ``"baseline"``) and DE are scored the same way. Columns ``model,
+    layer, head, score_type`` + `geneattn.stats.agreement.AGREEMENT_COLUMNS`.
     """
     de_s, out = de_score(de), []
     for model in inp.stores:
@@ -59,11 +68,6 @@ def agreement_table(inp: StudyInputs, de: pd.DataFrame, *, k: int, markers: tupl
     return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
 
 
-def _layer_heads(n_layers: int) -> list[tuple[str, str]]:
-    """The head averages of the paired per-gene test: each layer's mean and the overall mean."""
-    return [(str(la), "mean") for la in range(n_layers)] + [("mean", "mean")]
-
-
 def _class_units(inp: StudyInputs, store_name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Class label and unit (well, else replicate) of each cell of a token store."""
     store = inp.stores[store_name]
@@ -75,20 +79,21 @@ def _class_units(inp: StudyInputs, store_name: str) -> tuple[np.ndarray | None, 
 def significance_tables(
     inp: StudyInputs, *, seed: int, n_boot: int, min_cells: int = 10
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Significance tests, bootstrap change-by-rank bands and the shuffled-label calibration.
+    """Descriptive paired tests, the between-class test and its calibration, the change-by-rank bands.
 
-    Returns ``(significance, change_ci, calibration)``.
+    Returns ``(significance, change_ci, calibration)``. The paired tests (pretrained vs fine-tuned on
+    the same cells) use one head column per family: the overall head mean for genes, each head for
+    the head norms.
     """
     parts, change, calib = [], pd.DataFrame(), {}
     ref, other = inp.stores.get(REF), inp.stores.get(OTHER)
     if ref is not None and other is not None:
-        parts.append(sg.paired_gene_test(ref, other, heads=_layer_heads(ref.n_layers), min_cells=min_cells,
-                                         seed=seed, gene_map=inp.gene_map, names=(REF, OTHER)))  # fmt: skip
+        parts.append(sg.paired_gene_test(ref, other, heads=[("mean", "mean")], min_cells=min_cells, seed=seed,
+                                         gene_map=inp.gene_map, names=(REF, OTHER)))  # fmt: skip
         change = sg.bootstrap_change_by_rank(ref, other, n_boot=n_boot, seed=seed, names=(REF, OTHER))
     ch = inp.tables.get("cell_head")
     if ch is not None and {REF, OTHER} <= set(ch["model"].astype(str)):
-        metrics = [m for m in ("head_out", "recv_first") if m in ch]
-        parts.append(sg.paired_head_test(ch, ref=REF, other=OTHER, metrics=metrics))
+        parts.append(sg.paired_head_test(ch, ref=REF, other=OTHER, metrics=["head_out"]))
     target = OTHER if OTHER in inp.stores else next(iter(inp.stores), None)
     if target is not None:
         labels, units = _class_units(inp, target)
@@ -107,31 +112,89 @@ def significance_tables(
     return sig, change, calib
 
 
+def _run_null(
+    inp: StudyInputs, *, highlight: tuple[str, ...], learned: bool
+) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Task-attributable tables (one per family), the pre-registered contrasts and their summary."""
+    res = inp.results
+    deltas = res.read_table("run_deltas")
+    if deltas.empty:
+        return {}, {task.NULL_KEY: {"skipped": "no permuted-label runs"}}
+    tables = task.family_tables(deltas)
+    stores = task.load_run_stores(res, sorted(deltas["run"].unique()))
+    values = task.contrast_values(deltas, stores, gene_map=inp.gene_map, highlight=highlight,
+                                  planted=inp.planted, strata=inp.strata if inp.planted is not None else None)  # fmt: skip
+    prereg = nulls.preregistered(values) if len(values) else pd.DataFrame()
+    out = {f"task_{f}": t.reset_index().assign(family=f) for f, t in tables.items()}
+    out["preregistered"] = prereg.reset_index() if len(prereg) else pd.DataFrame()
+    return out, task.null_summary(tables, prereg if len(prereg) else None, learned=learned)
+
+
+def _per_class(inp: StudyInputs, highlight: tuple[str, ...], *, n_boot: int, seed: int) -> pd.DataFrame:
+    """Highlighted genes per class on the held-out cells: positions, detection, attention ranks by run."""
+    res = inp.results
+    deltas = res.read_table("run_deltas")
+    if deltas.empty:
+        return pd.DataFrame()
+    kinds = deltas.drop_duplicates("run").set_index("run")["kind"].to_dict()
+    stores = task.load_run_stores(res, sorted(kinds))
+    ref = stores[REF]
+    ids = np.asarray(ref.cell_ids).astype(str)
+    obs = inp.adata.obs.copy()
+    obs.index = obs.index.astype(str)
+    labels = obs.loc[ids, LABEL].astype(str).to_numpy()
+    wells = obs.loc[ids, WELL].astype(str).to_numpy() if WELL in obs else ids
+    sym_to_token = {g: int(t) for t, g in inp.gene_map.items()}
+    genes = {h: sym_to_token[h] for h in highlight if h in sym_to_token}
+    if not genes:
+        return pd.DataFrame()
+    return highlighted_by_class(stores, {REF: "pretrained", **kinds}, labels, wells=wells, genes=genes,
+                                n_boot=n_boot, seed=seed)  # fmt: skip
+
+
+def _head_table(res: Results, sig: pd.DataFrame, task_heads: pd.DataFrame | None) -> pd.DataFrame:
+    """Head ablation beside each head's descriptive norm change and task-attributable change."""
+    abl = res.read_table("head_ablation")
+    heads = sig[(sig["test"] == "paired_head") & (sig["metric"] == "head_out")]
+    paired = heads.assign(ablation="L" + heads["layer"].astype(str) + "H" + heads["head"].astype(str))
+    out = abl.merge(paired[["ablation", "pct_change", "pval_adj"]].rename(
+        columns={"pct_change": "norm_pct_change", "pval_adj": "norm_paired_pval_adj"}), on="ablation", how="left")  # fmt: skip
+    if task_heads is not None and len(task_heads):
+        t = task_heads.rename(columns={"unit": "ablation"})[["ablation", "effect", "pval_adj", "significant"]]
+        out = out.merge(t.rename(columns={"effect": "task_norm_effect", "pval_adj": "task_pval_adj",
+                                          "significant": "task_significant"}), on="ablation", how="left")  # fmt: skip
+    return out
+
+
 def _annotate_cells(inp: StudyInputs) -> None:
     """Write per-gene attention into ``cells.h5ad`` (``varm``/``var``/``uns["gene_attention"]``)."""
     res = inp.results
     if "attention_by_gene" not in inp.tables:
         return
-    result = AttentionResult({"attention_by_gene": inp.tables["attention_by_gene"]}, _attention_params(res))
+    params = res.read_json(res.attention / "params.json") if (res.attention / "params.json").is_file() else {}
+    result = AttentionResult({"attention_by_gene": inp.tables["attention_by_gene"]}, params)
     gene_attention(inp.adata, result, key_added="gene_attention")
     res.write_h5ad(res.cells, inp.adata)
 
 
-def _attention_params(res: Results) -> dict:
-    p = res.attention / "params.json"
-    return res.read_json(p) if p.is_file() else {}
+def _learned(res: Results) -> bool:
+    """Whether the study's classifier beat the majority class (interval over test wells)."""
+    clf = (
+        res.read_json(res.model(OTHER) / "metrics.json")
+        if (res.model(OTHER) / "metrics.json").is_file()
+        else {}
+    )
+    return bool((clf.get("flags") or {}).get("learned"))
 
 
-def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, attribution_cells: int,
-              highlight: tuple[str, ...], write_table: Callable[..., object]) -> dict[str, pd.DataFrame]:  # fmt: skip
+def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight: tuple[str, ...],
+              write_table: Callable[..., object]) -> dict[str, pd.DataFrame]:  # fmt: skip
     """Every statistics step on a results directory; returns the tables.
 
     Writes the tables through ``write_table(name, df)``, per-gene attention into ``cells.h5ad`` and
     ``metrics.json``.
     """
-    inp = load_inputs(results)
-    de = results.read_table("de")
-    timings: dict[str, float] = {}
+    inp, de, timings, out = load_inputs(results), results.read_table("de"), {}, {}
 
     def timed(name: str, fn: Callable, *a: object, **kw: object) -> object:
         t = time.perf_counter()
@@ -140,30 +203,38 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, attributi
         logger.info("stats: %s done in %.1fs", name, timings[name])
         return value
 
-    out = {"agreement": timed("agreement", agreement_table, inp, de, k=top_k, markers=highlight),
-           "confounds": timed("confounds", confounds_table, inp.stores, gene_map=inp.gene_map, de_score=de_score(de),
-                              planted=inp.planted, k=top_k, seed=seed,
-                              precomputed={m: inp.gene_scores(m) for m in inp.stores})}  # fmt: skip
+    out["agreement"] = timed("agreement", agreement_table, inp, de, k=top_k, markers=highlight)
+    out["confounds"] = timed("confounds", confounds_table, inp.stores, gene_map=inp.gene_map, de_score=de_score(de),
+                             planted=inp.planted, k=top_k, seed=seed,
+                             precomputed={m: inp.gene_scores(m) for m in inp.stores})  # fmt: skip
     out["significance"], out["change_ci"], calib = timed(
         "significance", significance_tables, inp, seed=seed, n_boot=n_boot
     )
-    out["methods"] = timed("methods", methods_table, inp, de, seed=seed, n_cells=attribution_cells, k=top_k)
+    null_tables, null_summary = timed(
+        "run_null", _run_null, inp, highlight=highlight, learned=_learned(results)
+    )
+    out.update(null_tables)
+    out["methods"] = timed("methods", methods_table, inp, de, k=top_k)
+    out["incremental"], out["recovery"] = timed(
+        "incremental", incremental_tables, inp, de, n_boot=n_boot, seed=seed
+    )
+    out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed)
+    out["heads"] = _head_table(results, out["significance"], null_tables.get("task_heads"))
     for name, df in out.items():
         write_table(name, df)
     _annotate_cells(inp)
-    metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight,
-                              top_k=top_k, timings=timings)  # fmt: skip
+    metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight, top_k=top_k,
+                              timings=timings, task=null_summary)  # fmt: skip
     results.write_metrics({**metrics, **{k: v for k, v in results.read_metrics().items() if k == "timings"}})
     return out
 
 
 @stage("stats", deps=("qc", "attention", "controls", "ablation", "attribution"), reads=STATS_READS,
-       outputs=("metrics.json", "tables/significance.parquet", "tables/methods.parquet"))  # fmt: skip
+       outputs=("metrics.json", "tables/significance.parquet", "tables/methods.parquet", "tables/incremental.parquet"))  # fmt: skip
 def stats(ctx: StageContext) -> str:
-    """Agreement with DE, confounds, significance, method comparison: ``tables/``, ``metrics.json``."""
+    """Every statistic the report quotes: ``tables/`` and ``metrics.json``."""
     cfg = ctx.config
-    out = run_stats(ctx.results, seed=cfg.seed, top_k=cfg.top_k, n_boot=cfg.n_boot,
-                    attribution_cells=cfg.attribution_cells, highlight=tuple(cfg.highlight),
+    out = run_stats(ctx.results, seed=cfg.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, highlight=tuple(cfg.highlight),
                     write_table=ctx.write_table)  # fmt: skip
-    n_methods = out["methods"]["method"].nunique() if len(out["methods"]) else 0
-    return f"tables {', '.join(out)}; {n_methods} gene scores compared"
+    verdict = ctx.results.read_metrics().get("verdict", {})
+    return f"{len(out)} tables; verdict: {verdict.get('headline', 'n/a')}"

@@ -1,0 +1,129 @@
+"""The verdict at the top of the report: four questions answered in plain words, numbers and intervals.
+
+1. Did the model learn, against its baselines? (test accuracy, interval over test wells)
+2. Did attention change beyond what fine-tuning on permuted labels does? (run-level null; gated on 1)
+3. Which heads matter causally? (head ablation, interval over test wells)
+4. Does attention find the planted genes beyond gene-level covariates? (incremental value, CI over genes)
+
+The wording follows the numbers: a model whose interval includes the majority baseline "did not
+learn", and then nothing specific to the fine-tuned model is claimed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["verdict"]
+
+_ATTENTION = "attention_fold"
+
+
+def _num(x: object, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{float(x):.{digits}g}" if abs(float(x)) < 1 else f"{float(x):.3g}"
+
+
+def _pct(x: object) -> str:
+    return "n/a" if x is None else f"{100 * float(x):.1f}%"
+
+
+def _ci(ci: object, fmt: object = _pct) -> str:
+    return "" if not ci else f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def _learned(m: Mapping) -> dict:
+    clf = m.get("classification") or {}
+    flags = clf.get("flags") or {}
+    base = clf.get("baselines") or {}
+    maj, lr, ln = (base.get(k, {}) for k in ("majority", "logreg", "length"))
+    learned = bool(flags.get("learned"))
+    acc = (f"test accuracy {_pct(clf.get('accuracy'))}{_ci(clf.get('accuracy_ci'))} over {len(clf.get('classes') or [])} "
+           f"classes, {clf.get('n_test_units', '?')} test wells (majority class {_pct(maj.get('accuracy'))}, "
+           f"logistic regression on the tokens {_pct(lr.get('accuracy'))}{_ci(lr.get('accuracy_ci'))}, "
+           f"genes expressed alone {_pct(ln.get('accuracy'))})")  # fmt: skip
+    groups = clf.get("groups") or {}
+    if groups.get("accuracy") is not None:
+        gmaj = (maj.get("groups") or {}).get("accuracy")
+        acc += f"; groups {_pct(groups['accuracy'])}{_ci(groups.get('accuracy_ci'))} (majority {_pct(gmaj)})"
+    text = (
+        ("The classifier learned the task: " if learned else "The classifier did not learn the task: ")
+        + acc
+        + "."
+    )
+    if learned and flags.get("beats_logreg") is False:
+        text += " It is not better than logistic regression on the same tokens."
+    if flags.get("best_epoch_zero"):
+        text += " The kept checkpoint is epoch 0 (validation did not improve after the first epoch)."
+    return {"learned": learned, "beats_logreg": flags.get("beats_logreg"), "text": text}
+
+
+def _task(m: Mapping, learned: bool) -> dict:
+    null = (m.get("task_attributable") or {}).get("permuted_label_runs") or {}
+    if "families" not in null:
+        return {"tested": False, "text": "The run-level null was not run (no permuted-label fine-tunes)."}
+    fam = null["families"]
+    parts = [f"{c['n_significant' if learned else 'n_significant_ungated']} of {c['n_tests']} {name.replace('_', ' ')}"
+             for name, c in fam.items()]  # fmt: skip
+    runs = next(iter(fam.values()), {})
+    design = f"{runs.get('n_runs_real', '?')} real-label vs {runs.get('n_runs_permuted', '?')} permuted-label fine-tunes"
+    if not learned:
+        text = (f"Not attributable to the task: the model did not learn, so no attention change is claimed "
+                f"(0 task-attributable discoveries; without that gate {', '.join(parts)} at FDR 0.05; {design}).")  # fmt: skip
+        return {"tested": False, "n_discoveries": 0, "text": text}
+    n = sum(c["n_significant"] for c in fam.values())
+    head = "Attention changed beyond what fine-tuning on permuted labels does" if n else (
+        "Attention did not change beyond what fine-tuning on permuted labels does")  # fmt: skip
+    return {"tested": True, "n_discoveries": n, "text": f"{head}: {', '.join(parts)} at FDR 0.05 ({design})."}
+
+
+def _heads(m: Mapping, learned: bool) -> dict:
+    h = m.get("heads") or {}
+    if not h:
+        return {"text": "Head ablation was not run."}
+    drops = h.get("largest_drops") or [{}]
+    d = drops[0]
+    txt = (f"Ablating one head changed test accuracy by at most {_num(d.get('d_accuracy'))}"
+           f"{_ci([d.get('d_accuracy_low'), d.get('d_accuracy_high')], _num) if d else ''} ({d.get('ablation', '-')}; "
+           f"{h.get('n_cells')} test cells, {h.get('n_wells')} wells)")  # fmt: skip
+    for c in h.get("combos") or []:
+        txt += (f"; the {c['n_heads']} heads that changed most together: {_num(c['d_accuracy'])}"
+                f"{_ci([c['d_accuracy_low'], c['d_accuracy_high']], _num)}")  # fmt: skip
+    causal = h.get("causal") or []
+    txt += ". " + (f"Heads whose ablation lowers accuracy or log-likelihood (interval below 0): {', '.join(causal[:6])}."
+                   if causal else "No single ablation lowers accuracy or log-likelihood beyond its interval.")  # fmt: skip
+    if not learned:
+        txt += " (The model did not learn: these heads matter for its predictions, not for a learned task.)"
+    return {"causal": causal, "text": txt}
+
+
+def _truth(m: Mapping) -> dict:
+    inc = ((m.get("incremental") or {}).get("methods")) or {}
+    att, det = inc.get(_ATTENTION), inc.get("detection")
+    if not att:
+        return {"text": "No ground truth (planted genes) in these data: recovery is not assessed."}
+    lo, hi = att.get("delta_lo"), att.get("delta_hi")
+    adds = lo is not None and lo > 0 and (att.get("lr_pvalue") or 1) < 0.05
+    txt = (f"Attention (fold over uniform) finds the planted genes with AUROC {_num(att.get('auroc'))}; detection rate alone "
+           f"{_num((det or {}).get('auroc'))}; within expression strata {_num(att.get('stratified_auroc'))}; incremental "
+           f"ΔAUROC over mean, detection, variance and dispersion {_num(att.get('delta_auroc'))}{_ci([lo, hi], _num)} "
+           f"(likelihood-ratio p {_num(att.get('lr_pvalue'))}). ")  # fmt: skip
+    txt += ("Attention adds information beyond these gene-level covariates." if adds else
+            "Attention adds nothing over detection rate and expression level.")  # fmt: skip
+    return {"adds_beyond_covariates": adds, "text": txt}
+
+
+def verdict(m: Mapping) -> dict:
+    """The four answers and a one-line headline, from the (JSON) metrics."""
+    learned = _learned(m)
+    out = {"learned": learned, "task_change": _task(m, learned["learned"]), "heads": _heads(m, learned["learned"]),
+           "truth": _truth(m)}  # fmt: skip
+    head = "model learned" if learned["learned"] else "model did not learn"
+    if out["task_change"].get("tested"):
+        head += f"; {out['task_change']['n_discoveries']} task-attributable changes"
+    if "adds_beyond_covariates" in out["truth"]:
+        head += (
+            "; attention "
+            + ("adds to" if out["truth"]["adds_beyond_covariates"] else "adds nothing over")
+            + " gene covariates"
+        )
+    out["headline"] = head
+    return out
