@@ -56,7 +56,7 @@ def _learned(m: Mapping) -> dict:
     return {"learned": learned, "beats_logreg": flags.get("beats_logreg"), "text": text}
 
 
-def _task(m: Mapping, learned: bool) -> dict:
+def _task(m: Mapping, *, learned: bool) -> dict:
     null = (m.get("task_attributable") or {}).get("permuted_label_runs") or {}
     if "families" not in null:
         return {"tested": False, "text": "The run-level null was not run (no permuted-label fine-tunes)."}
@@ -75,7 +75,7 @@ def _task(m: Mapping, learned: bool) -> dict:
     return {"tested": True, "n_discoveries": n, "text": f"{head}: {', '.join(parts)} at FDR 0.05 ({design})."}
 
 
-def _heads(m: Mapping, learned: bool) -> dict:
+def _heads(m: Mapping, *, learned: bool) -> dict:
     h = m.get("heads") or {}
     if not h:
         return {"text": "Head ablation was not run."}
@@ -114,7 +114,7 @@ def _truth(m: Mapping) -> dict:
 def verdict(m: Mapping) -> dict:
     """The four answers and a one-line headline, from the (JSON) metrics."""
     learned = _learned(m)
-    out = {"learned": learned, "task_change": _task(m, learned["learned"]), "heads": _heads(m, learned["learned"]),
+    out = {"learned": learned, "task_change": _task(m, learned=learned["learned"]), "heads": _heads(m, learned=learned["learned"]),
            "truth": _truth(m)}  # fmt: skip
     head = "model learned" if learned["learned"] else "model did not learn"
     if out["task_change"].get("tested"):
