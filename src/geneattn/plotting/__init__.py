@@ -6,11 +6,13 @@ with `matplotlib.pyplot.rc_context` inside each function, never globally.
 
 from __future__ import annotations
 
+from .ablation import head_ablation
 from .change import change_by_rank, head_change_heatmap
 from .classification import confusion
 from .confounds import confound_summary, length_dependence
 from .genes import de_vs_attention, expression_by_class
 from .methods import method_comparison
+from .recovery import incremental_value, recovery_by_effect_size
 from .top_genes import top_genes
 from .umap import umap
 
@@ -25,4 +27,7 @@ __all__ = [
     "length_dependence",
     "confound_summary",
     "method_comparison",
+    "incremental_value",
+    "recovery_by_effect_size",
+    "head_ablation",
 ]

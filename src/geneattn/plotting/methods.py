@@ -44,7 +44,7 @@ def method_comparison(table: pd.DataFrame, *, metric: str | None = None, ax: Axe
             " / " + df["score_type"].astype(str) if "score_type" in df else ""
         )
         df = df.assign(_name=names).sort_values(metric)
-        colors = [HIGHLIGHT if m == "attention" else BASE for m in df["method"].astype(str)]
+        colors = [HIGHLIGHT if m.startswith("attention") else BASE for m in df["method"].astype(str)]
         ax.barh(range(len(df)), df[metric].to_numpy(float), color=colors)
         ax.set_yticks(range(len(df)), df["_name"].tolist())
         if metric.startswith("auroc"):

@@ -26,16 +26,39 @@ logger = logging.getLogger(__name__)
 
 CAPTIONS = {
     "umap": "UMAP of the cells, coloured by class (left) and by the number of genes expressed per cell (right).",
-    "confusion": "Confusion matrices of the fine-tuned classifier on the held-out test cells (row-normalised colours, counts written).",
-    "change_by_rank": "Percentage change of attention received (fold over uniform), fine-tuned vs pretrained, by rank position, "
-    "per layer (rows) and head (columns); bands: cell-bootstrap 95% intervals; dashed: mean rank of the highlighted genes.",
+    "confusion": "Confusion matrices of the fine-tuned classifier on the held-out test wells (row-normalised colours, counts written).",
+    "change_by_rank": "Percentage change of attention received (fold over uniform), fine-tuned vs pretrained, by rank position, per layer "
+    "(rows) and head (columns); bands: bootstrap over cells of this one pair of networks (descriptive, not a test of the task); "
+    "dashed: where the highlighted genes sit in the lowest and highest class.",
     "top_genes": "Genes with the highest attention (fold over uniform, mean over layers and heads); highlighted genes in red.",
     "de_vs_attention": "Left: expression of the most attended genes across classes (z-scored). Right: DE score vs attention per gene.",
     "confounds": "Left: attention by rank position for cells with few to many genes expressed. Right: correlation of gene "
     "attention with the genes expressed per cell, before (raw) and after (fold, residual) control.",
-    "head_norms": "Per-head change of the norm of the head's output (Kobayashi et al. 2020); * = significant after Holm correction.",
-    "methods": "Recovery of the true signal by each gene score (AUROC for planted genes on simulated data, else Spearman vs DE).",
+    "heads": "Left: per-head change of the norm of the head's output (Kobayashi et al. 2020), fine-tuned vs pretrained on the same "
+    "cells (descriptive). Right: change of test accuracy when the head is ablated (registered attention function); * = the "
+    "interval over test wells lies below 0.",
+    "methods": "Left: AUROC of each gene score against the planted genes (over the genes it scores). Right: its incremental value "
+    "over gene-level covariates (cross-validated ΔAUROC with a bootstrap CI over genes); '(labels)' marks scores that use the labels.",
+    "recovery": "Recovery of planted genes within expression strata, by the size of the planted effect.",
 }
+HEAD_COLUMNS = ["ablation", "accuracy", "d_accuracy", "d_accuracy_low", "d_accuracy_high", "d_loglik", "d_loglik_low",
+                "d_loglik_high", "norm_pct_change", "task_norm_effect", "task_pval_adj"]  # fmt: skip
+INCREMENTAL_COLUMNS = ["method", "uses_labels", "n_genes", "auroc", "stratified_auroc", "auroc_covariates", "auroc_full",
+                       "delta_auroc", "delta_lo", "delta_hi", "lr_chi2", "lr_pvalue"]  # fmt: skip
+PREREG_COLUMNS = [
+    "contrast",
+    "n_real",
+    "n_permuted",
+    "mean_real",
+    "mean_permuted",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "pval_adj",
+]
+CLASS_COLUMNS = ["gene", "class", "detection", "detection_low", "detection_high", "median_position", "position_low",
+                 "position_high", "pretrained_rank", "finetuned_rank_min", "finetuned_rank_max", "permuted_rank_min",
+                 "permuted_rank_max"]  # fmt: skip
 _VERSIONED = ("numpy", "pandas", "scanpy", "anndata", "torch", "transformers", "datasets", "matplotlib")
 
 
@@ -59,6 +82,24 @@ def _pct(x: Any) -> str:
     import jinja2
 
     return "n/a" if x is None or isinstance(x, jinja2.Undefined) else f"{100 * float(x):.1f}%"
+
+
+def _ci(x: object) -> str:
+    """A ``[low, high]`` proportion interval as percentages."""
+    import jinja2
+
+    if x is None or isinstance(x, jinja2.Undefined) or len(x) != 2 or None in x:
+        return "n/a"
+    return f"{100 * float(x[0]):.1f}&ndash;{100 * float(x[1]):.1f}%"
+
+
+def _tertile(t: Mapping[str, object]) -> str:
+    """One genes-expressed tertile: its range, and model vs baseline accuracy."""
+    lo, hi = t.get("n_genes", [None, None])
+    accs = ", ".join(
+        f"{k} {_pct(v)}" for k, v in t.items() if k not in ("tertile", "n_genes", "n_cells") and v is not None
+    )
+    return f"{_fmt(lo)}&ndash;{_fmt(hi)} genes ({t.get('n_cells')} cells): {accs}"
 
 
 def _img(path: Path) -> str:
@@ -88,6 +129,7 @@ def _rows(df: pd.DataFrame | None, columns: list[str], n: int = 30) -> list[dict
 
 def _env() -> Any:
     import jinja2
+    import markupsafe
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
@@ -98,6 +140,10 @@ def _env() -> Any:
     )
     env.filters["fmt"] = _fmt
     env.filters["pct"] = _pct
+    env.filters["ci"] = lambda x: markupsafe.Markup(_ci(x))
+    env.filters["tertile"] = lambda t: markupsafe.Markup(
+        markupsafe.escape(_tertile(t)).replace("&amp;ndash;", "&ndash;")
+    )
     return env
 
 
@@ -106,9 +152,8 @@ def _context(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame], *,
     """Everything the template reads."""
     images = {name: {"src": _img(p), "caption": CAPTIONS.get(name, ""), "alt": name.replace("_", " ")}
               for name, p in figures.items() if p.is_file()}  # fmt: skip
-    sig = tables.get("significance")
-    heads = sig[(sig["test"] == "paired_head")] if sig is not None and "test" in sig else None
     stages = manifest.get("stages", {})
+    plan = (manifest.get("plan") or {}).get("stages", {})
     method_cols = ["method", "score_type", "auroc_planted", "spearman_vs_de", "topk_overlap_de",
                    "seconds_per_cell", "n_cells"]  # fmt: skip
     return {
@@ -116,8 +161,12 @@ def _context(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame], *,
         "m": dict(metrics),
         "fig": images,
         "top_rows": _rows(tables.get("top_genes"), ["model", "rank", "gene", "fold_mean", "n_cells"], n=40),
-        "head_rows": _rows(heads, ["layer", "head", "metric", "n", "pct_change", "pval", "pval_adj"], n=60),
+        "head_rows": _rows(tables.get("heads"), HEAD_COLUMNS, n=60),
         "method_rows": _rows(tables.get("methods"), method_cols),
+        "inc_rows": _rows(tables.get("incremental"), INCREMENTAL_COLUMNS, n=40),
+        "prereg_rows": _rows(tables.get("preregistered"), PREREG_COLUMNS),
+        "class_rows": _rows(tables.get("highlight_by_class"), CLASS_COLUMNS, n=40),
+        "plan": manifest.get("plan"),
         "config": dict(config),
         "config_json": json.dumps(dict(config), indent=2, default=str),
         "versions": _versions(),
@@ -128,6 +177,7 @@ def _context(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame], *,
                 "status": v.get("status"),
                 "summary": v.get("summary", ""),
                 "hash": v.get("hash"),
+                "estimate": (plan.get(k) or {}).get("seconds"),
             }
             for k, v in stages.items()
         ],  # fmt: skip

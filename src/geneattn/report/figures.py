@@ -33,8 +33,9 @@ FIGURES = (
     "top_genes",
     "de_vs_attention",
     "confounds",
-    "head_norms",
+    "heads",
     "methods",
+    "recovery",
 )
 
 
@@ -83,8 +84,13 @@ def _fig_confusion(t: _Tables, ctx: dict) -> Figure:
 def _fig_change(t: _Tables, ctx: dict) -> Figure:
     table = t.get("change_ci")
     table = table if table is not None and not table.empty else t["head_change"]
-    pos = ctx["metrics"].get("attention", {}).get("highlight_mean_position") or {}
-    return pl.change_by_rank(table, marks={k: v for k, v in pos.items() if v is not None})
+    by_class = ctx["metrics"].get("attention", {}).get("highlight_position_by_class") or {}
+    marks = {}
+    for gene, pos in by_class.items():  # the lowest and highest class: where the gene sits at each end
+        classes = [c for c, v in pos.items() if v is not None]
+        for c in {classes[0], classes[-1]} if classes else ():
+            marks[f"{gene} ({c})"] = pos[c]
+    return pl.change_by_rank(table, marks=marks)
 
 
 def _fig_top(t: _Tables, ctx: dict) -> Figure:
@@ -123,13 +129,26 @@ def _fig_confounds(t: _Tables, ctx: dict) -> Figure:
 
 
 def _fig_heads(t: _Tables, ctx: dict) -> Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), layout="constrained")
     sig = t.get("significance")
     ok = sig is not None and "test" in sig and (sig["test"] == "paired_head").any()
-    return pl.head_change_heatmap(sig if ok else t["head_norms"]).figure
+    pl.head_change_heatmap(sig if ok else t["head_norms"], ax=axes[0])
+    pl.head_ablation(t["head_ablation"], ax=axes[1])
+    return fig
 
 
 def _fig_methods(t: _Tables, ctx: dict) -> Figure:
-    return pl.method_comparison(t["methods"]).figure
+    inc = t.get("incremental")
+    if inc is None or inc.empty:
+        return pl.method_comparison(t["methods"]).figure
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.28 * len(inc) + 1.8), layout="constrained")
+    pl.method_comparison(t["methods"], ax=axes[0])
+    pl.incremental_value(inc, ax=axes[1])
+    return fig
+
+
+def _fig_recovery(t: _Tables, ctx: dict) -> Figure:
+    return pl.recovery_by_effect_size(t["recovery"]).figure
 
 
 _MAKERS: dict[str, Callable[[_Tables, dict], Figure]] = {
@@ -139,8 +158,9 @@ _MAKERS: dict[str, Callable[[_Tables, dict], Figure]] = {
     "top_genes": _fig_top,
     "de_vs_attention": _fig_de,
     "confounds": _fig_confounds,
-    "head_norms": _fig_heads,
+    "heads": _fig_heads,
     "methods": _fig_methods,
+    "recovery": _fig_recovery,
 }
 
 
