@@ -141,6 +141,7 @@ def run_stages(
     ctx: Context | None = None,
     force: bool | Sequence[str] = False,
     progress: bool | None = None,
+    on_done: Callable[[str, float, bool], None] | None = None,
 ) -> dict[str, object]:
     """Run ``stages`` in dependency order into ``out``, skipping those already done with the same hash.
 
@@ -157,6 +158,8 @@ def run_stages(
         stages keep their cache, since their hashes do not change).
     progress
         Show a rich progress bar (default ``settings.progress``).
+    on_done
+        Called after every stage with ``(name, seconds, cached)``.
 
     Returns
     -------
@@ -184,6 +187,8 @@ def run_stages(
             if stage.name not in forced and _is_done(entries.get(stage.name), h, out, stage):
                 logger.info("%-9s cached (%s)", stage.name, entries[stage.name].get("summary") or "done")
                 bar.advance()
+                if on_done is not None:
+                    on_done(stage.name, 0.0, True)
                 continue
             entries[stage.name] = _entry(stage, h, upstream, status="running")
             write_json(out / MANIFEST, manifest)
@@ -205,6 +210,8 @@ def run_stages(
             write_json(out / MANIFEST, manifest)
             logger.info("%-9s done in %.1fs: %s", stage.name, secs, summary or "")
             bar.advance()
+            if on_done is not None:
+                on_done(stage.name, secs, False)
     manifest["order"] = [s.name for s in ordered]
     write_json(out / MANIFEST, manifest)
     return manifest

@@ -23,7 +23,17 @@ __all__ = ["run_study", "stages", "rebuild_report"]
 logger = logging.getLogger(__name__)
 
 # importing the stage modules registers their stages; this order is the study's order
-for _module in ("data", "tokens", "training", "attention", "controls", "causal", "statistics", "reporting"):
+for _module in (
+    "data",
+    "tokens",
+    "plan",
+    "training",
+    "attention",
+    "controls",
+    "causal",
+    "statistics",
+    "reporting",
+):
     importlib.import_module(f"{__package__}.{_module}")
 
 
@@ -96,6 +106,55 @@ def run_study(config: StudyConfig, *, force: bool = False, progress: bool | None
         return _run_locked(cfg, res, created=created, force=force, progress=progress)
 
 
+def _ancestors(all_stages: list[Stage], name: str) -> list[Stage]:
+    """``name`` and every stage it depends on, in run order."""
+    by_name, need, todo = {s.name: s for s in all_stages}, set(), [name]
+    while todo:
+        n = todo.pop()
+        if n not in need:
+            need.add(n)
+            todo.extend(by_name[n].deps)
+    return [s for s in all_stages if s.name in need]
+
+
+class _Eta:
+    """Logs the plan once, then after every heavy stage what is left, scaled by how the estimates held."""
+
+    def __init__(self, res: Results) -> None:
+        self.res, self.plan, self.estimated, self.actual = res, {}, 0.0, 0.0
+
+    def load(self) -> None:
+        from .plan import format_plan
+
+        p = self.res.root / "plan.json"
+        if not p.is_file():
+            return
+        self.plan = self.res.read_json(p)
+        logger.info("%s", format_plan(self.plan))
+        manifest = self.res.read_json(self.res.manifest)
+        manifest["plan"] = self.plan
+        from .._atomic import write_json
+
+        write_json(self.res.manifest, manifest)
+
+    def done(self, name: str, seconds: float, cached: bool) -> None:  # noqa: FBT001 - the engine calls it positionally
+        planned = (self.plan.get("stages") or {}).get(name)
+        if planned is None:
+            return
+        self.plan["stages"].pop(name)
+        if not cached:
+            self.estimated, self.actual = self.estimated + planned, self.actual + seconds
+        left = sum(self.plan["stages"].values()) * (self.actual / self.estimated if self.estimated else 1.0)
+        if self.plan["stages"]:
+            logger.info(
+                "plan: %s took %.0f s (estimated %.0f s); about %.0f s of heavy stages left",
+                name,
+                seconds,
+                planned,
+                left,
+            )
+
+
 def _run_locked(cfg: StudyConfig, res: Results, *, created: bool, force: bool, progress: bool | None) -> dict:
     ctx = Context(res.root, cfg)
     all_stages = stages(cfg)
@@ -111,8 +170,14 @@ def _run_locked(cfg: StudyConfig, res: Results, *, created: bool, force: bool, p
         f"geneattn {__version__} resolved study configuration\nreproduce: geneattn run --config {res.config}"
     )
     write_text(res.config, dump_toml(cfg.to_dict(), header=header))
-    rest = [s.name for s in all_stages[1:]] if force else False
-    manifest = run_stages(all_stages, res.root, ctx=ctx, force=rest, progress=progress)
+    first = _ancestors(all_stages, "plan")  # the plan within the first minute, before the heavy stages
+    run_stages(
+        first, res.root, ctx=ctx, force=[s.name for s in first[1:]] if force else False, progress=progress
+    )
+    eta = _Eta(res)
+    eta.load()
+    forced = [s.name for s in all_stages if s not in first] if force else False
+    manifest = run_stages(all_stages, res.root, ctx=ctx, force=forced, progress=progress, on_done=eta.done)
     _record_timings(res, manifest, wall=time.perf_counter() - t0)
     return manifest
 
