@@ -55,4 +55,34 @@ def synthetic_tables(seed: int = 0, labels=LABELS) -> dict[str, pd.DataFrame]:
     )
     t["de_vs"] = pd.DataFrame({"gene": genes, "de_score": rng.normal(size=len(genes)), "attention": rng.normal(size=len(genes)),
                                "planted": [i < 5 for i in range(len(genes))]})  # fmt: skip
+    methods = ["attention_fold", "attention_residual", "detection", "mean_expression", "de", "grad_input"]
+    t["incremental"] = pd.DataFrame([{"method": m, "uses_labels": m.startswith(("attention", "de", "grad")), "n_genes": 31,
+                                      "auroc": rng.uniform(0.4, 0.9), "stratified_auroc": rng.uniform(0.4, 0.7),
+                                      "delta_auroc": d, "delta_lo": d - 0.05, "delta_hi": d + 0.05, "lr_pvalue": 0.3}
+                                     for m, d in zip(methods, rng.normal(0, 0.05, len(methods)), strict=True)])  # fmt: skip
+    edges = [0.0, 0.5, 1.0, 2.0, 4.0]
+    t["recovery"] = pd.DataFrame([{"method": m, "bin": i, "lo": lo, "hi": hi, "n_planted": 10, "auroc": 0.5 + 0.1 * i,
+                                   "stratified_auroc": 0.5 + 0.08 * i, "recall": 0.1 * i}
+                                  for m in methods for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True))])  # fmt: skip
+    abl = [
+        {
+            "ablation": "full",
+            "layer": -1,
+            "head": -1,
+            "n_heads": 0,
+            "d_accuracy": 0.0,
+            "d_accuracy_low": 0.0,
+            "d_accuracy_high": 0.0,
+            "d_loglik": 0.0,
+            "d_loglik_low": 0.0,
+            "d_loglik_high": 0.0,
+        }
+    ]
+    for la in range(6):
+        for h in range(4):
+            d = rng.normal(-0.01, 0.02)
+            abl.append({"ablation": f"L{la}H{h}", "layer": la, "head": h, "n_heads": 1, "d_accuracy": d,
+                        "d_accuracy_low": d - 0.02, "d_accuracy_high": d + 0.02, "d_loglik": d, "d_loglik_low": d - 0.02,
+                        "d_loglik_high": d + 0.02})  # fmt: skip
+    t["head_ablation"] = pd.DataFrame(abl)
     return t

@@ -69,3 +69,20 @@ def test_missing_optional_and_required_columns(tables):
     )
     with pytest.raises(InputError, match="lacks column"):
         pl.umap(u.drop(columns=["umap1"]))
+
+
+def test_incremental_recovery_and_ablation_plots(tables):
+    import matplotlib.pyplot as plt
+
+    from geneattn import plotting as pl
+
+    ax = pl.incremental_value(tables["incremental"])
+    assert len(ax.get_yticklabels()) == len(tables["incremental"])
+    assert any("(labels)" in t.get_text() for t in ax.get_yticklabels())
+    ax = pl.recovery_by_effect_size(tables["recovery"])
+    assert len(ax.get_lines()) >= tables["recovery"]["method"].nunique()
+    ax = pl.head_ablation(tables["head_ablation"])
+    assert ax.images and ax.images[0].get_array().shape == (6, 4)
+    empty = pl.recovery_by_effect_size(tables["recovery"].iloc[0:0])
+    assert "no ground truth" in empty.texts[0].get_text()
+    plt.close("all")

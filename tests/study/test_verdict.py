@@ -1,0 +1,60 @@
+"""The verdict's wording follows the numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from geneattn.study import task
+from geneattn.study.verdict import verdict
+
+
+def _metrics(*, learned: bool, delta_lo: float, n_sig: int = 3) -> dict:
+    fam = {f: {"n_tests": 100, "n_significant": n_sig if learned else 0, "n_significant_ungated": n_sig,
+               "n_runs_real": 2, "n_runs_permuted": 2} for f in ("genes", "heads")}  # fmt: skip
+    return {
+        "classification": {"accuracy": 0.6 if learned else 0.3, "accuracy_ci": [0.55, 0.65] if learned else [0.2, 0.4],
+                           "classes": ["a", "b", "c", "d"], "n_test_units": 8,
+                           "flags": {"learned": learned, "beats_logreg": False, "best_epoch_zero": False},
+                           "baselines": {"majority": {"accuracy": 0.33}, "logreg": {"accuracy": 0.55}}},
+        "task_attributable": {"permuted_label_runs": {"families": fam, "learned": learned}},
+        "heads": {"largest_drops": [{"ablation": "L1H2", "d_accuracy": -0.1, "d_accuracy_low": -0.2, "d_accuracy_high": -0.01}],
+                  "combos": [], "causal": ["L1H2"], "n_cells": 400, "n_wells": 8},
+        "incremental": {"methods": {"attention_fold": {"auroc": 0.6, "stratified_auroc": 0.55, "delta_auroc": delta_lo + 0.02,
+                                                       "delta_lo": delta_lo, "delta_hi": delta_lo + 0.04, "lr_pvalue": 0.01 if delta_lo > 0 else 0.6},
+                                    "detection": {"auroc": 0.51}}},
+    }  # fmt: skip
+
+
+def test_a_model_that_did_not_learn_is_called_so_and_nothing_is_attributed():
+    v = verdict(_metrics(learned=False, delta_lo=-0.02))
+    assert v["learned"]["text"].startswith("The classifier did not learn the task")
+    assert "30.0%" in v["learned"]["text"] and "majority class 33.0%" in v["learned"]["text"]
+    assert (
+        v["task_change"]["n_discoveries"] == 0
+        and "not attributable to the task" in v["task_change"]["text"].lower()
+    )
+    assert "adds nothing over detection rate" in v["truth"]["text"]
+    assert v["headline"].startswith("model did not learn")
+
+
+def test_a_model_that_learned_gets_its_discoveries_and_caveats():
+    v = verdict(_metrics(learned=True, delta_lo=0.01))
+    assert v["learned"]["learned"] and "not better than logistic regression" in v["learned"]["text"]
+    assert (
+        v["task_change"]["n_discoveries"] == 6
+        and "beyond what fine-tuning on permuted labels" in v["task_change"]["text"]
+    )
+    assert v["truth"]["adds_beyond_covariates"] and "adds information beyond" in v["truth"]["text"]
+    assert "L1H2" in v["heads"]["text"]
+
+
+def test_gate_zeroes_family_counts_when_the_model_did_not_learn():
+    rng = np.random.default_rng(0)
+    rows = [{"family": "genes", "run": f"{k}{r}", "kind": k, "unit": f"g{u}", "value": rng.normal() + (3 if (k == "real" and u < 5) else 0)}
+            for k in ("real", "permuted") for r in range(3) for u in range(60)]  # fmt: skip
+    tables = task.family_tables(pd.DataFrame(rows))
+    gated = task.null_summary(tables, None, learned=False)["permuted_label_runs"]["families"]["genes"]
+    open_ = task.null_summary(tables, None, learned=True)["permuted_label_runs"]["families"]["genes"]
+    assert open_["n_significant"] >= 3 and gated["n_significant"] == 0
+    assert gated["n_significant_ungated"] == open_["n_significant"] and gated["n_tests"] == 60
