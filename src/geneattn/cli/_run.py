@@ -79,6 +79,29 @@ def run(
     attribution_cells: Annotated[
         int | None, typer.Option(help="Cells for the attribution baselines (0 skips; default 16).")
     ] = None,
+    quick: Annotated[
+        bool | None,
+        typer.Option(
+            "--quick/--no-quick",
+            help="A quick look: fewer cells (every well kept), shorter inputs for a model pretrained here.",
+        ),
+    ] = None,
+    max_cells_per_class: Annotated[
+        int | None, typer.Option(help="Subsample each class to at most this many cells (every well kept).")
+    ] = None,
+    n_seed_runs: Annotated[
+        int | None, typer.Option(help="Real-label fine-tunes of the run-level null (default 2).")
+    ] = None,
+    n_permuted_runs: Annotated[
+        int | None,
+        typer.Option(help="Permuted-label fine-tunes of the run-level null (default 2; 0 skips it)."),
+    ] = None,
+    permute_labels: Annotated[
+        bool | None,
+        typer.Option(
+            "--permute-labels/--no-permute-labels", help="A null study: labels permuted between wells."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage (ignore the cache).")] = False,  # noqa: FBT002
 ) -> None:
     """Run the whole study (data, QC/UMAP/DE, tokens, models, attention, statistics, figures, report).
@@ -96,7 +119,8 @@ def run(
         "cells_per_dose": cells_per_dose, "min_cells_per_class": min_cells_per_class, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
         "finetune_lr": finetune_lr,
         "batch_size": batch_size, "attention_batch_size": attention_batch_size, "device": device, "top_k": top_k,
-        "n_boot": n_boot, "attribution_cells": attribution_cells,
+        "n_boot": n_boot, "attribution_cells": attribution_cells, "quick": quick, "max_cells_per_class": max_cells_per_class,
+        "n_seed_runs": n_seed_runs, "n_permuted_runs": n_permuted_runs, "permute_labels": permute_labels,
     }  # fmt: skip
     cfg = merge(load_toml(config) if config is not None else None, cli)
     manifest = run_study(cfg, force=force)

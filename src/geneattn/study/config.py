@@ -16,7 +16,16 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["StudyConfig", "DATASETS", "load_toml", "dump_toml", "merge", "NUTLIN_CLASSES", "NUTLIN_GROUPS"]
+__all__ = [
+    "StudyConfig",
+    "QUICK",
+    "DATASETS",
+    "load_toml",
+    "dump_toml",
+    "merge",
+    "NUTLIN_CLASSES",
+    "NUTLIN_GROUPS",
+]
 
 DATASETS = ("nutlin-sim", "pbmc68k")
 NUTLIN_CLASSES = ("0.1", "0.5", "5", "10")
@@ -55,8 +64,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "n_permuted_runs": (int,),
     "permute_labels": (bool,),
     "ablation_top_k": (int,),
+    "quick": (bool,),
+    "max_cells_per_class": (int,),
 }
 _OPTIONAL = {
+    "max_cells_per_class",
     "data",
     "layer",
     "perturbation",
@@ -135,6 +147,12 @@ class StudyConfig:
         its cells); a sound analysis then finds that the model did not learn and nothing task-specific.
     ablation_top_k
         Most-changed heads ablated together, besides every head alone (0: single heads only).
+    quick
+        A quick look (e.g. a real file on a CPU): unless set otherwise, at most 300 cells per class
+        (every well kept), 256 tokens per cell for a model pretrained here, 1 pretraining epoch, 50
+        attribution cells and 100 bootstrap resamples (`QUICK`); the report says so.
+    max_cells_per_class
+        Subsample each class to at most this many cells, drawn within every well (wells stay units).
     """
 
     dataset: str = "nutlin-sim"
@@ -167,6 +185,8 @@ class StudyConfig:
     n_permuted_runs: int = 2
     permute_labels: bool = False
     ablation_top_k: int = 3
+    quick: bool = False
+    max_cells_per_class: int | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -205,6 +225,9 @@ class StudyConfig:
             if getattr(self, name) < 0:
                 msg = f"config: {name} must be >= 0, got {getattr(self, name)}"
                 raise InputError(msg)
+        if self.max_cells_per_class is not None and self.max_cells_per_class < 10:
+            msg = f"config: max_cells_per_class must be >= 10, got {self.max_cells_per_class}"
+            raise InputError(msg)
         if self.cells_per_dose is not None and self.cells_per_dose < 1:
             msg = f"config: cells_per_dose must be >= 1, got {self.cells_per_dose}"
             raise InputError(msg)
@@ -264,6 +287,15 @@ class StudyConfig:
             raise InputError(msg)
         return cls(**dict(d))
 
+
+#: the quick look's defaults (fields the user did not set)
+QUICK = {
+    "max_cells_per_class": 300,
+    "model_input_size": 256,
+    "pretrain_epochs": 1,
+    "attribution_cells": 50,
+    "n_boot": 100,
+}
 
 _POSITIVE = ("n_seed_runs", "min_cells_per_class", "model_input_size", "pretrain_epochs", "finetune_epochs", "batch_size",
              "attention_batch_size", "top_k", "rank_bin", "n_boot")  # fmt: skip
@@ -365,4 +397,6 @@ def merge(file_values: Mapping[str, object] | None, cli_values: Mapping[str, obj
     """CLI flag > config file > default; ``None`` CLI values mean "not given"."""
     merged = dict(file_values or {})
     merged.update({k: v for k, v in (cli_values or {}).items() if v is not None})
+    if merged.get("quick") is True:  # a quick look changes defaults, never what the user set
+        merged = {**QUICK, **merged}
     return StudyConfig.from_dict(merged)

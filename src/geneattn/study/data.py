@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 from anndata import AnnData
 
@@ -14,7 +15,7 @@ from ._stage import StageContext, stage
 logger = logging.getLogger(__name__)
 
 _DATA_READS = ("dataset", "data", "layer", "perturbation", "label_key", "classes", "groups", "min_cells_per_class",
-               "seed", "cells_per_dose", "model", "permute_labels")  # fmt: skip
+               "seed", "cells_per_dose", "model", "permute_labels", "max_cells_per_class")  # fmt: skip
 
 
 def _builtin_classes(full: AnnData, min_cells: int) -> list[str]:
@@ -55,6 +56,29 @@ def _load(ctx: StageContext) -> tuple[AnnData, AnnData | None]:
     return study, corpus
 
 
+def subsample_within_wells(adata: AnnData, max_cells: int, *, seed: int) -> AnnData:
+    """At most ``max_cells`` cells per class, drawn evenly within each of its wells (every well kept).
+
+    Without wells (nor replicates), cells are drawn at random within each class.
+    """
+    obs = adata.obs
+    unit_key = next((k for k in (K.WELL, K.REPLICATE) if k in obs), None)
+    units = obs[unit_key].astype(str) if unit_key else pd.Series("all", index=obs.index)
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(adata.n_obs, dtype=bool)
+    labels = obs[K.LABEL].astype(str).to_numpy()
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        share = min(1.0, max_cells / len(idx))
+        for _, where in pd.Series(idx).groupby(units.to_numpy()[idx]):
+            n = max(1, round(share * len(where)))
+            keep[rng.choice(where.to_numpy(), size=min(n, len(where)), replace=False)] = True
+    out = adata[keep].copy()
+    out.uns["subsample"] = {"params": {"max_cells_per_class": max_cells, "unit": unit_key or "cell", "seed": seed,
+                                       "n_cells_before": int(adata.n_obs), "n_cells_after": int(out.n_obs)}}  # fmt: skip
+    return out
+
+
 def permute_between_wells(study: AnnData, groups: str | None, *, seed: int) -> AnnData:
     """A null study: each well keeps its cells and takes another well's label (``group`` follows).
 
@@ -82,6 +106,13 @@ def permute_between_wells(study: AnnData, groups: str | None, *, seed: int) -> A
 def data(ctx: StageContext) -> str:
     """Load the dataset and select the classes: ``data/study.h5ad`` (+ ``data/corpus.h5ad``)."""
     study, corpus = _load(ctx)
+    if ctx.config.max_cells_per_class is not None:
+        n0 = study.n_obs
+        study = subsample_within_wells(study, ctx.config.max_cells_per_class, seed=ctx.config.seed)
+        corpus = None if corpus is None else subsample_within_wells(corpus, ctx.config.max_cells_per_class,
+                                                                    seed=ctx.config.seed + 1)  # fmt: skip
+        logger.info("subsampled %d -> %d cells (at most %d per class, every well kept)", n0, study.n_obs,
+                    ctx.config.max_cells_per_class)  # fmt: skip
     if ctx.config.permute_labels:
         study = permute_between_wells(study, ctx.config.groups, seed=ctx.config.seed + 104729)
         logger.warning("null study: labels permuted between wells; no model should learn them")
