@@ -178,5 +178,12 @@ def plan(ctx: StageContext) -> str:
     stages = estimate(cfg, t, corpus_cells=corpus, pretraining=pretraining)
     out = {"throughput": t, "device": device_of(cfg) or "cpu", "stages": stages,
            "summary": f"Planned {sum(stages.values()):.0f} s for the heavy stages ({', '.join(f'{k} {v:.0f} s' for k, v in stages.items())})."}  # fmt: skip
+    total = sum(stages.values())
+    if pretraining and out["device"] == "cpu" and total > 900:
+        out["advice"] = (f"This run pretrains a {cfg.preset} model from scratch on a CPU (~{total / 60:.0f} min in all). "
+                         "A real Geneformer checkpoint (--model with --dictionaries) skips pretraining; --device cuda "
+                         "uses a GPU; --quick gives a first answer in minutes. The shipped checkpoint covers only the "
+                         "simulator's gene vocabulary, so it is not used for other data.")  # fmt: skip
+        logger.warning("%s", out["advice"])
     write_json(res.root / "plan.json", out)
     return out["summary"]
