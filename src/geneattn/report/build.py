@@ -177,7 +177,7 @@ def _context(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame], *,
                 "status": v.get("status"),
                 "summary": v.get("summary", ""),
                 "hash": v.get("hash"),
-                "estimate": (plan.get(k) or {}).get("seconds"),
+                "estimate": plan.get(k),
             }
             for k, v in stages.items()
         ],  # fmt: skip
