@@ -145,7 +145,7 @@ class _Eta:
         if not cached:
             self.estimated, self.actual = self.estimated + planned, self.actual + seconds
         left = sum(self.plan["stages"].values()) * (self.actual / self.estimated if self.estimated else 1.0)
-        if self.plan["stages"]:
+        if self.plan["stages"] and not cached:
             logger.info(
                 "plan: %s took %.0f s (estimated %.0f s); about %.0f s of heavy stages left",
                 name,
