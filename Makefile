@@ -30,8 +30,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/tokenize.py
-	$(BIN)/python benchmarks/attention.py
+	$(BIN)/python benchmarks/bench_tokenize.py
+	$(BIN)/python benchmarks/bench_attention.py
 	$(BIN)/python benchmarks/train.py
 
 clean:

@@ -129,7 +129,7 @@ def test_report_escapes_gene_names_and_labels(tmp_path):
         "attention": {"top_genes_finetuned": [EVIL, "MDM2"], "highlight_rank_finetuned": {EVIL: 1}},
         "highlight": [EVIL],
     }
-    path = report.build(None, {}, {"top_genes": top}, tmp_path, metrics=metrics,
+    path = report.build({}, {"top_genes": top}, tmp_path, metrics=metrics,
                         config={"highlight": [EVIL], "label_key": EVIL}, manifest=None)  # fmt: skip
     html = path.read_text()
     assert "<script" not in html.lower() and "<img" not in html.lower()

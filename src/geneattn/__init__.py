@@ -24,6 +24,7 @@ _SUBMODULES = (
     "plotting",
     "report",
     "pipeline",
+    "study",
 )
 
 __all__ = ["InputError", "settings", "__version__", *_SUBMODULES]
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
         plotting,
         report,
         stats,
+        study,
         tokenize,
     )
 

@@ -1,4 +1,4 @@
-"""Names of every .obs/.var/.uns slot and results file geneattn reads or writes."""
+"""Names of the .obs/.var columns and token columns geneattn reads or writes (results paths: `geneattn._results`)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,6 @@ CELL_ID = "cell_id"
 # tokens (HF datasets on disk)
 INPUT_IDS = "input_ids"
 LENGTH = "length"
+
+# obs columns carried into the study's tokens (splits are grouped by well, metrics by group)
+TOKEN_OBS_KEYS = (LABEL, GROUP, WELL, REPLICATE, N_GENES)

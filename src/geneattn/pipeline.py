@@ -1,4 +1,4 @@
-"""The study as cached stages: run, skip what is done, resume what was interrupted.
+"""A small engine for cached stages: run, skip what is done, resume what was interrupted.
 
 Each `Stage` has a name, upstream stages, parameters and output paths (relative to the results
 directory). Its **hash** covers its name, its parameters and its upstream stages' hashes, so
@@ -9,8 +9,8 @@ outputs, status ("running" | "done" | "failed"), seconds, summary, finished``. A
 (``geneattn._atomic``), and leftover ``.tmp-*`` siblings of a killed run are removed at start, so
 a run killed at any point resumes without loss.
 
-The study's own stages (data -> qc -> tokenize -> pretrain -> finetune -> attention -> stats ->
-figures -> report) are defined in ``geneattn._study``; `run_study` runs them.
+The engine knows nothing about the study: ``geneattn.study`` declares the study's stages (each with
+the config fields it reads, from which its parameters and hash are derived) and runs them here.
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ from typing import Any
 
 from ._atomic import clean_tmp, write_json
 from ._settings import settings
-from .errors import InputError
 
-__all__ = ["Stage", "Context", "run_stages", "read_manifest", "stage_hash", "run_study", "STAGES", "MANIFEST"]
+__all__ = ["Stage", "Context", "run_stages", "read_manifest", "stage_hash", "order", "MANIFEST"]
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-STAGES = ("data", "qc", "tokenize", "pretrain", "finetune", "attention", "stats", "figures", "report")
 
 
 @dataclasses.dataclass
@@ -43,8 +41,7 @@ class Context:
     """What a stage function receives: the results directory, the resolved config, shared state."""
 
     out: Path
-    config: Any = None
-    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+    config: object = None
 
     def path(self, rel: str) -> Path:
         """``out / rel``."""
@@ -72,7 +69,7 @@ class Stage:
     name: str
     run: Callable[[Context], str | None]
     deps: Sequence[str] = ()
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    params: Mapping[str, object] = dataclasses.field(default_factory=dict)
     outputs: Sequence[str] = ()
 
 
@@ -80,14 +77,14 @@ def _canon(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def stage_hash(name: str, params: Mapping[str, Any], upstream: Mapping[str, str]) -> str:
+def stage_hash(name: str, params: Mapping[str, object], upstream: Mapping[str, str]) -> str:
     """sha256 (16 hex digits) of the stage name, its parameters and its upstream hashes."""
     return hashlib.sha256(
         _canon({"name": name, "params": params, "upstream": upstream}).encode()
     ).hexdigest()[:16]
 
 
-def read_manifest(out: str | Path) -> dict[str, Any]:
+def read_manifest(out: str | Path) -> dict[str, object]:
     """The manifest of a results directory (an empty one when absent or unreadable)."""
     p = Path(out) / MANIFEST
     try:
@@ -100,7 +97,8 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     return m
 
 
-def _order(stages: Sequence[Stage]) -> list[Stage]:
+def order(stages: Sequence[Stage]) -> list[Stage]:
+    """``stages`` in dependency order (upstream first; otherwise in the given order)."""
     by_name = {s.name: s for s in stages}
     if len(by_name) != len(stages):
         msg = "stage names must be unique"
@@ -127,7 +125,7 @@ def _order(stages: Sequence[Stage]) -> list[Stage]:
     return done
 
 
-def _is_done(entry: Mapping[str, Any] | None, h: str, out: Path, stage: Stage) -> bool:
+def _is_done(entry: Mapping[str, object] | None, h: str, out: Path, stage: Stage) -> bool:
     return bool(
         entry
         and entry.get("status") == "done"
@@ -143,7 +141,7 @@ def run_stages(
     ctx: Context | None = None,
     force: bool | Sequence[str] = False,
     progress: bool | None = None,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Run ``stages`` in dependency order into ``out``, skipping those already done with the same hash.
 
     Parameters
@@ -155,7 +153,8 @@ def run_stages(
     ctx
         Context handed to every stage (default: a new one for ``out``).
     force
-        ``True`` re-runs every stage; a list of names re-runs those (and, via changed timings only, nothing else).
+        ``True`` re-runs every stage; a list of names re-runs those stages only (their downstream
+        stages keep their cache, since their hashes do not change).
     progress
         Show a rich progress bar (default ``settings.progress``).
 
@@ -171,8 +170,8 @@ def run_stages(
     ctx = ctx or Context(out)
     manifest = read_manifest(out)
     manifest.update(version=MANIFEST_VERSION)
-    entries: dict[str, Any] = manifest["stages"]
-    ordered = _order(stages)
+    entries: dict[str, object] = manifest["stages"]
+    ordered = order(stages)
     hashes: dict[str, str] = {}
     forced = set(s.name for s in ordered) if force is True else set(force or ())
     show = settings.progress if progress is None else progress
@@ -211,7 +210,7 @@ def run_stages(
     return manifest
 
 
-def _entry(stage: Stage, h: str, upstream: dict[str, str], *, status: str) -> dict[str, Any]:
+def _entry(stage: Stage, h: str, upstream: dict[str, str], *, status: str) -> dict[str, object]:
     params = json.loads(_canon(dict(stage.params)))
     return {
         "name": stage.name,
@@ -253,26 +252,3 @@ class _progress:
     def __exit__(self, *exc: Any) -> None:
         if self._p is not None:
             self._p.__exit__(*exc)
-
-
-def run_study(config: Any, *, force: bool = False, progress: bool | None = None) -> dict[str, Any]:
-    """Run the whole study for a `geneattn.config.StudyConfig`; returns the manifest.
-
-    Bad input (unknown dataset, missing file, classes not present) raises `InputError` before
-    anything is left in the results directory.
-    """
-    from . import _study
-    from .config import StudyConfig
-
-    if not isinstance(config, StudyConfig):
-        msg = f"run_study needs a StudyConfig, got {type(config).__name__}"
-        raise TypeError(msg)
-    return _study.run(config.resolved(), force=force, progress=progress)
-
-
-def check_inputs_exist(paths: Mapping[str, str | None]) -> None:
-    """InputError naming the first missing path of ``{what: path}``."""
-    for what, p in paths.items():
-        if p is not None and not Path(p).exists():
-            msg = f"{what} not found: {p}"
-            raise InputError(msg)

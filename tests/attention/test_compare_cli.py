@@ -1,4 +1,4 @@
-"""compare(), top_genes(), annotate_adata() and the CLI."""
+"""compare(), top_genes(), gene_attention() and the CLI."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from _attention_helpers import tiny_model, tiny_tokens, tiny_vocab
 
-from geneattn.attention import annotate_adata, compare, extract, position_bins, top_genes
+from geneattn.attention import compare, extract, gene_attention, position_bins, top_genes
 from geneattn.errors import InputError
 
 
@@ -70,7 +70,7 @@ def test_top_genes(result):
         top_genes(abg)  # two models, none chosen
 
 
-def test_annotate_adata_h5ad(result, tmp_path):
+def test_gene_attention_h5ad(result, tmp_path):
     ad = pytest.importorskip("anndata")
     vocab = tiny_vocab()
     genes = vocab.id_to_gene[2:]
@@ -78,7 +78,7 @@ def test_annotate_adata_h5ad(result, tmp_path):
         np.zeros((3, len(genes)), np.float32),
         var=pd.DataFrame({"ensembl_id": genes}, index=[f"s{i}" for i in range(len(genes))]),
     )
-    annotate_adata(adata, result, key_added="gene_attention")
+    gene_attention(adata, result, key_added="gene_attention")
     mat = adata.varm["gene_attention"]
     cols = list(adata.uns["gene_attention"]["columns"])
     assert mat.shape == (len(genes), 16) and cols[0] == "finetuned_L0H0"
@@ -93,6 +93,10 @@ def test_annotate_adata_h5ad(result, tmp_path):
     np.testing.assert_allclose(mat[3, cols.index("pretrained_L1H3")], want["fold_mean"].iloc[0])
     absent = ~np.isin(np.arange(2, 40), abg.token_id.unique())
     assert np.isnan(mat[absent]).all()
+    pt_cols = [i for i, c in enumerate(cols) if c.startswith("pretrained_")]
+    np.testing.assert_allclose(adata.var["gene_attention_pretrained"], mat[:, pt_cols].mean(1))
+    other = gene_attention(adata, result, key_added="again", copy=True)
+    assert "again" in other.varm and "again" not in adata.varm
     adata.write_h5ad(tmp_path / "a.h5ad")
     back = ad.read_h5ad(tmp_path / "a.h5ad")
     np.testing.assert_array_equal(back.varm["gene_attention"], mat)

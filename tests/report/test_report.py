@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -14,11 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
+from _synth_tables import synthetic_tables  # noqa: E402
 from geneattn import plotting as pl  # noqa: E402
 from geneattn import report  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plotting"))
-from _synth_tables import synthetic_tables  # noqa: E402
 
 EVIL = "<script>alert(1)</script>"
 CHROMIUM = "/usr/bin/chromium"
@@ -57,7 +54,7 @@ def built(tmp_path_factory):
     tables = {"top_genes": t["top_genes"], "significance": t["significance"], "methods": t["methods"]}
     manifest = {"stages": {"data": {"seconds": 1.5, "status": "done", "summary": EVIL, "hash": "abc"}}}
     config = {"dataset": "nutlin-sim", "seed": 0, "label_key": EVIL, "data": f"/x/{EVIL}.h5ad"}
-    path = report.build(None, figs, tables, out, metrics=_metrics(), config=config, manifest=manifest)
+    path = report.build(figs, tables, out, metrics=_metrics(), config=config, manifest=manifest)
     plt.close("all")
     return out, path
 
@@ -81,7 +78,7 @@ def test_self_contained_and_escaped(built):
 
 
 def test_missing_metrics_render(tmp_path):
-    path = report.build(None, {}, {}, tmp_path)
+    path = report.build({}, {}, tmp_path)
     assert "n/a" in path.read_text()
 
 

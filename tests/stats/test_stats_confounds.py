@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from _stats_synth import make_store
 
+from _stats_synth import make_store
+from geneattn.attention.store import TokenStore
 from geneattn.stats import confounds as cf
 
 
@@ -24,10 +25,10 @@ def test_store_roundtrip(tmp_path, store_and_planted):
     s, _ = store_and_planted
     np.save(tmp_path / "token_logfold_pretrained.npy", s.logfold)
     np.savez(tmp_path / "token_index.npz", offsets=s.offsets, token_ids=s.token_ids, cell_ids=s.cell_ids)
-    s2 = cf.TokenStore.load(tmp_path, "pretrained")
+    s2 = TokenStore.load(tmp_path, "pretrained")
     assert s2.same_cells(s) and s2.logfold.shape == s.logfold.shape
     with pytest.raises(ValueError, match="no token store"):
-        cf.TokenStore.load(tmp_path, "finetuned")
+        TokenStore.load(tmp_path, "finetuned")
 
 
 def test_residual_vs_naive(store_and_planted):
@@ -83,7 +84,14 @@ def test_residual_from_tables_agrees(store_and_planted):
                     }
                 )
             )
-    t = cf.residual_from_tables(pd.concat(g_rows), pd.concat(e_rows), s.offsets, s.token_ids, bins, model="m")
+    t = cf.residual_from_tables(
+        pd.concat(g_rows),
+        pd.concat(e_rows),
+        offsets=s.offsets,
+        token_ids=s.token_ids,
+        cell_bins=bins,
+        model="m",
+    )
     gs = cf.gene_scores(s, cell_bins=bins, mean_heads=False)
     m = t.merge(gs, on=["layer", "head", "token_id"], suffixes=("_t", "_s"))
     assert len(m) == len(gs)

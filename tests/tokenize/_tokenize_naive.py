@@ -1,7 +1,7 @@
 """Naive per-cell reference of Geneformer's tokenizer, written straight from the spec.
 
 geneformer-tokenizer.md §1.2-§1.7: dense rows, plain loops, no cleverness. Used by the tests
-(compared with geneattn and with Geneformer's own output) and by ``benchmarks/tokenize.py``.
+(compared with geneattn and with Geneformer's own output) and by ``benchmarks/bench_tokenize.py``.
 """
 
 from __future__ import annotations

@@ -38,16 +38,17 @@ token, cells in dataset order) + ``token_index.npz`` (offsets, token_ids, cell_i
 from __future__ import annotations
 
 from .compare import compare, position_bins, top_genes
-from .extract import extract, load_model
+from .extract import extract
 from .interface import ATTN_NAME, collecting, register
 from .reduce import RunningStats
-from .result import TABLES, AttentionResult, annotate_adata
+from .result import TABLES, AttentionResult, gene_attention
+from .store import TokenStore
 
 __all__ = [
     "extract",
-    "load_model",
     "AttentionResult",
-    "annotate_adata",
+    "gene_attention",
+    "TokenStore",
     "compare",
     "top_genes",
     "position_bins",

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .result import AttentionResult
+
 __all__ = ["compare", "top_genes", "position_bins"]
 
 _METRICS = ("fold", "norm", "recv", "logfold")
 
 
-def _tables(result: Any) -> dict[str, pd.DataFrame]:
+def _tables(result: AttentionResult | Mapping[str, pd.DataFrame]) -> Mapping[str, pd.DataFrame]:
     return result.tables if hasattr(result, "tables") else result
 
 
@@ -43,7 +46,7 @@ def _check_models(df: pd.DataFrame, *names: str) -> None:
 
 
 def compare(
-    result: Any,
+    result: AttentionResult | Mapping[str, pd.DataFrame],
     *,
     reference: str = "pretrained",
     other: str = "finetuned",
@@ -125,7 +128,7 @@ def compare(
 
 
 def top_genes(
-    table: Any,
+    table: pd.DataFrame | AttentionResult,
     *,
     k: int = 20,
     by: str = "fold_mean",

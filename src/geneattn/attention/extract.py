@@ -13,53 +13,41 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .._atomic import TMP_PREFIX
+from .._classes import sort_classes
+from .._progress import progress
 from .._settings import settings
 from ..errors import InputError
+from ..models import load
+from ..tokenize import load_tokens
 from . import _accumulate as acc_mod
 from .interface import collecting, encoder_layers
 from .result import AttentionResult, TokenIndex
+from .store import StoreFile, barrier, length_bin_edges, length_bins_of, open_store, store_batch
 
-__all__ = ["extract", "load_model"]
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedModel
+
+    from datasets import Dataset
+
+    from ..tokenize import GeneVocab
+
+__all__ = ["extract"]
 
 logger = logging.getLogger(__name__)
 
 
-def load_model(path: str | os.PathLike[str], vocab: Any = None) -> torch.nn.Module:
-    """Load a local BERT checkpoint (``geneattn.models.load`` when available; never downloads)."""
-    try:
-        from .. import models
-
-        load_fn = models.load
-    except (ImportError, AttributeError):  # pragma: no cover - models package not built
-        load_fn = None
-    if load_fn is not None:
-        return load_fn(path, vocab=vocab)
-    from transformers import AutoModel  # pragma: no cover
-
-    return AutoModel.from_pretrained(path, local_files_only=True)  # pragma: no cover
-
-
-def _dataset(tokens: Any) -> Any:
+def _dataset(tokens: Dataset | str | os.PathLike[str]) -> Dataset:
     if isinstance(tokens, str | os.PathLike):
         path = Path(tokens)
         if not path.exists():
             msg = f"token dataset {path} not found"
             raise InputError(msg)
-        try:
-            from ..tokenize import load_tokens
-
-            return load_tokens(path)
-        except ImportError:  # pragma: no cover
-            from datasets import load_from_disk
-
-            return load_from_disk(str(path))
+        return load_tokens(path)
     if not hasattr(tokens, "column_names") or "input_ids" not in tokens.column_names:
         msg = "tokens must be a datasets.Dataset (or its directory) with an 'input_ids' column"
         raise InputError(msg)
@@ -80,12 +68,6 @@ def _vocab_arrays(vocab: Any, token_ids: np.ndarray) -> tuple[np.ndarray, np.nda
     return ens, np.array([symbols.get(e, e) for e in ens], dtype=object).astype(str)
 
 
-def _length_bins(lengths: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Quantile bins of cell length: edges ``[n_bins+1]`` and bin per cell (0 .. n_bins-1)."""
-    edges = np.quantile(lengths, np.linspace(0, 1, n_bins + 1))
-    return edges, np.searchsorted(edges[1:-1], lengths, side="right")
-
-
 def _dist() -> tuple[int, int]:
     import torch.distributed as dist
 
@@ -95,9 +77,9 @@ def _dist() -> tuple[int, int]:
 
 
 def extract(
-    models: Mapping[str, Any],
-    tokens: Any,
-    vocab: Any = None,
+    models: Mapping[str, PreTrainedModel | str | os.PathLike[str]],
+    tokens: Dataset | str | os.PathLike[str],
+    vocab: GeneVocab | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     batch_size: int = 16,
@@ -141,21 +123,51 @@ def extract(
     Under ``torch.distributed`` each process takes every ``world_size``-th batch and the statistics
     are all-reduced; every process returns the full result and rank 0 writes ``out``.
     """
+    _check_args(models, batch_size, length_bins)
+    ds = _dataset(tokens)
+    dev = torch.device(device or settings.resolved_device())
+    loaded = {n: (load(m, vocab=vocab) if isinstance(m, str | os.PathLike) else m) for n, m in models.items()}
+    cells = _prepare_cells(ds, vocab, label_key, length_bins)
+    shapes = _model_shapes(loaded, cells, dev)
+    max_len, n_cells = int(cells.lengths.max()), len(cells.lengths)
+    accs = {
+        n: acc_mod.ModelAccumulator(
+            nl, nh, len(cells.gene_tokens), len(cells.classes), max_len, length_bins, dev, n_cells=n_cells
+        )  # fmt: skip
+        for n, (nl, nh) in shapes.items()
+    }
+    rank, world = _dist()
+    out_path = Path(out) if out is not None else None
+    store = open_store(out_path, shapes, int(cells.offsets[-1]), rank, world) if store_tokens else {}
+    logger.info("attention: %d cells, %d genes, models %s on %s (%s, %d process(es))",
+                n_cells, len(cells.gene_tokens), list(loaded), dev, method, world)  # fmt: skip
+    order = np.argsort(-cells.lengths, kind="stable") if sort_by_length else np.arange(n_cells)
+    batches = [order[s : s + batch_size] for s in range(0, n_cells, batch_size)][rank::world]
+    pad_id = int(getattr(vocab, "pad_id", 0) or 0)
+    with progress(n_cells // world, desc="attention", unit="cell", enabled=rank == 0) as bar:
+        for rows in batches:
+            _run_batch(np.sort(rows), cells, loaded, accs, store, pad_id=pad_id, device=dev, method=method)
+            bar.update(len(rows))
+    params = dict(batch_size=batch_size, label_key=label_key, length_bins=length_bins, method=method,
+                  length_bin_edges=cells.edges.tolist(), n_cells=n_cells, classes=cells.classes, device=str(dev))  # fmt: skip
+    return _finish(accs, loaded, store, out_path, cells, params)
+
+
+def _check_args(models: Mapping[str, object], batch_size: int, length_bins: int) -> None:
     if not models:
         raise InputError("no models given")
     if batch_size < 1 or length_bins < 1:
         raise InputError("batch_size and length_bins must be >= 1")
-    ds = _dataset(tokens)
-    dev = torch.device(device or settings.resolved_device())
     names = [str(n) for n in models]
     if any(not n or "/" in n for n in names):
         raise InputError(f"model names must be non-empty and contain no '/': {names}")
-    loaded = {n: (load_model(m, vocab) if isinstance(m, str | os.PathLike) else m) for n, m in models.items()}
 
-    cells = _prepare_cells(ds, vocab, label_key, length_bins)
-    lengths, offsets, max_len = cells.lengths, cells.offsets, int(cells.lengths.max())
-    gene_tokens, n_cells = cells.gene_tokens, len(cells.lengths)
 
+def _model_shapes(
+    loaded: Mapping[str, PreTrainedModel], cells: _Cells, dev: torch.device
+) -> dict[str, tuple[int, int]]:
+    """``(n_layers, n_heads)`` of each model, after checking it can read the cells; models moved to ``dev``."""
+    max_len, max_id = int(cells.lengths.max()), int(cells.gene_tokens.max())
     shapes = {}
     for n, m in loaded.items():
         layers = encoder_layers(m)
@@ -163,55 +175,36 @@ def extract(
             raise InputError(
                 f"model {n!r} takes at most {m.config.max_position_embeddings} tokens; cells have {max_len}"
             )
-        if int(gene_tokens.max()) >= m.config.vocab_size:
-            raise InputError(
-                f"token id {int(gene_tokens.max())} >= vocabulary size {m.config.vocab_size} of model {n!r}: "
-                "tokens and model use different vocabularies"
-            )
+        if max_id >= m.config.vocab_size:
+            raise InputError(f"token id {max_id} >= vocabulary size {m.config.vocab_size} of model {n!r}: "
+                             "tokens and model use different vocabularies")  # fmt: skip
         shapes[n] = (len(layers), layers[0].attention.self.num_attention_heads)
         m.eval().to(dev)
-    accs = {
-        n: acc_mod.ModelAccumulator(
-            nl, nh, len(gene_tokens), len(cells.classes), max_len, length_bins, dev, n_cells=n_cells
-        )
-        for n, (nl, nh) in shapes.items()
-    }
-    rank, world = _dist()
-    out_path = Path(out) if out is not None else None
-    store: dict[str, Any] = {}
-    if store_tokens:
-        store = _open_store(out_path, shapes, int(offsets[-1]), rank, world)
+    return shapes
 
-    logger.info(
-        "attention: %d cells, %d genes, models %s on %s (%s, %d process(es))",
-        n_cells, len(gene_tokens), list(loaded), dev, method, world,
-    )  # fmt: skip
-    order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(n_cells)
-    batches = [order[s : s + batch_size] for s in range(0, n_cells, batch_size)][rank::world]
-    pad_id = int(getattr(vocab, "pad_id", 0) or 0)
-    for rows in tqdm(batches, desc="attention", unit="batch", disable=not settings.progress):
-        rows = np.sort(rows)
-        lens = lengths[rows]
-        width = int(lens.max())
-        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-        valid_np = np.arange(width)[None, :] < lens[:, None]
-        ids[valid_np] = cells.ids.of(rows)
-        gidx = np.where(valid_np, cells.lut[ids.clip(0, len(cells.lut) - 1)], 0)
-        input_ids, valid = torch.from_numpy(ids).to(dev), torch.from_numpy(valid_np).to(dev)
-        g_t, c_t = torch.from_numpy(gidx).to(dev), torch.from_numpy(cells.class_idx[rows]).to(dev)
-        b_t = torch.from_numpy(cells.bin_idx[rows].astype(np.int64)).to(dev)
-        for name, model in loaded.items():
-            acc = accs[name]
-            with torch.inference_mode(), collecting(model, acc.sink, method=method):
-                acc.begin(valid)
-                base = getattr(model, getattr(model, "base_model_prefix", "bert"), model)
-                base(input_ids=input_ids, attention_mask=valid.long())
-                lf = acc.update(g_t, c_t, b_t, rows)
-            if name in store:
-                _store_batch(store[name], lf.cpu().numpy(), offsets[rows], lens)
-    params = dict(batch_size=batch_size, label_key=label_key, length_bins=length_bins, method=method,
-                  length_bin_edges=cells.edges.tolist(), n_cells=n_cells, classes=cells.classes, device=str(dev))  # fmt: skip
-    return _finish(accs, loaded, store, out_path, cells, params)
+
+def _run_batch(rows: np.ndarray, cells: _Cells, loaded: Mapping[str, PreTrainedModel],
+               accs: Mapping[str, acc_mod.ModelAccumulator], store: Mapping[str, np.ndarray | StoreFile], *,
+               pad_id: int, device: torch.device, method: str) -> None:  # fmt: skip
+    """Every model's forward pass over the cells ``rows`` (dataset rows, sorted), accumulated and stored."""
+    lens = cells.lengths[rows]
+    width = int(lens.max())
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    valid_np = np.arange(width)[None, :] < lens[:, None]  # [batch, width]
+    ids[valid_np] = cells.ids.of(rows)
+    gidx = np.where(valid_np, cells.lut[ids.clip(0, len(cells.lut) - 1)], 0)  # compact gene index per token
+    input_ids, valid = torch.from_numpy(ids).to(device), torch.from_numpy(valid_np).to(device)
+    g_t, c_t = torch.from_numpy(gidx).to(device), torch.from_numpy(cells.class_idx[rows]).to(device)
+    b_t = torch.from_numpy(cells.bin_idx[rows].astype(np.int64)).to(device)
+    for name, model in loaded.items():
+        acc = accs[name]
+        with torch.inference_mode(), collecting(model, acc.sink, method=method):
+            acc.begin(valid)
+            base = getattr(model, getattr(model, "base_model_prefix", "bert"), model)
+            base(input_ids=input_ids, attention_mask=valid.long())
+            lf = acc.update(g_t, c_t, b_t, rows)
+        if name in store:
+            store_batch(store[name], lf.cpu().numpy(), cells.offsets[rows], lens)
 
 
 @dataclass
@@ -306,14 +299,15 @@ def _prepare_cells(ds: Any, vocab: Any, label_key: str, length_bins: int) -> _Ce
     cell_ids = np.asarray(ds["cell_id"], dtype=str) if "cell_id" in cols else np.arange(n_cells).astype(str)
     if label_key in cols:
         labels = np.asarray([str(x) for x in ds[label_key]])
-        classes = sorted(set(labels.tolist()), key=lambda s: (_num(s), s))
+        classes = sort_classes(labels.tolist())
     else:
         logger.info("no %r column: statistics over all cells only", label_key)
         labels, classes = np.full(n_cells, "__all__"), ["__all__"]
     class_of = {c: i for i, c in enumerate(classes)}
     class_idx = np.array([class_of[x] for x in labels], dtype=np.int64)
     bin_source = np.asarray(ds["length"], dtype=np.int64) if "length" in cols else lengths
-    edges, bin_idx = _length_bins(bin_source, length_bins)
+    edges = length_bin_edges(bin_source, length_bins)
+    bin_idx = length_bins_of(bin_source, edges)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     return _Cells(
         lengths,
@@ -330,86 +324,6 @@ def _prepare_cells(ds: Any, vocab: Any, label_key: str, length_bins: int) -> _Ce
         edges,
         bin_idx,
     )
-
-
-def _num(s: str) -> float:
-    try:
-        return float(s)
-    except ValueError:
-        return float("inf")
-
-
-class _StoreFile:
-    """Write side of ``token_logfold_<model>.npy``: rows go in with ``os.pwrite`` at their offsets.
-
-    Plain file writes, not a memmap: dirty pages of a shared mapping count in the process's RSS, so a
-    memmap store made peak memory grow with the number of tokens.
-
-    Parameters
-    ----------
-    path
-        The ``.npy`` file, already created with its header and full size.
-    """
-
-    def __init__(self, path: Path) -> None:
-        view = np.lib.format.open_memmap(path, mode="r")  # reads the header; touches no data page
-        self.path, self.header = path, int(view.offset)
-        self.row_bytes = int(np.prod(view.shape[1:], dtype=np.int64)) * view.dtype.itemsize
-        del view
-        self.fd = os.open(path, os.O_WRONLY)
-
-    def write(self, start: int, values: np.ndarray) -> None:
-        """Write ``values`` (float32 ``[n, n_layers, n_heads]``) as token rows ``start .. start+n-1``."""
-        data = np.ascontiguousarray(values, dtype=np.float32).tobytes()
-        os.pwrite(self.fd, data, self.header + start * self.row_bytes)
-
-    def close(self) -> None:
-        """Close the file descriptor."""
-        os.close(self.fd)
-
-
-def _open_store(out: Path | None, shapes: dict, n_tokens: int, rank: int, world: int) -> dict[str, Any]:
-    """Per model: an in-memory ``[n_tokens, n_layers, n_heads]`` array (``out`` None) or a `_StoreFile`."""
-    if out is None:
-        return {n: np.zeros((n_tokens, nl, nh), np.float32) for n, (nl, nh) in shapes.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    store = {}
-    for n, (nl, nh) in shapes.items():
-        tmp = out / f"{TMP_PREFIX}token_logfold_{n}.npy"
-        if rank == 0:
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_tokens, nl, nh))
-        _barrier(world)
-        store[n] = _StoreFile(tmp)
-    return store
-
-
-def _store_batch(dest: Any, lf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> None:
-    """Copy the cell-major token rows ``lf`` of one batch to token rows ``starts[i] ..`` of ``dest``.
-
-    Cells whose rows follow each other in the store are written with one call.
-    """
-    pos = 0
-    for lo, hi in _runs(starts, lens):
-        n = int(starts[hi - 1] + lens[hi - 1] - starts[lo])
-        if isinstance(dest, _StoreFile):
-            dest.write(int(starts[lo]), lf[pos : pos + n])
-        else:
-            dest[starts[lo] : starts[lo] + n] = lf[pos : pos + n]
-        pos += n
-
-
-def _runs(starts: np.ndarray, lens: np.ndarray) -> list[tuple[int, int]]:
-    """``[lo, hi)`` index ranges of cells that are contiguous in the store (``starts`` increasing)."""
-    breaks = np.flatnonzero(starts[1:] != starts[:-1] + lens[:-1]) + 1
-    edges = np.concatenate([[0], breaks, [len(starts)]]).tolist()
-    return list(zip(edges[:-1], edges[1:], strict=True))
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def _finish(
@@ -445,14 +359,14 @@ def _finish(
         if store
         else {}
     )
-    _barrier(world)
+    barrier(world)
     if out is not None and store:
         for n, arr in list(store.items()):
             arr.close()
             final = out / f"token_logfold_{n}.npy"
             if rank == 0:
                 arr.path.replace(final)
-            _barrier(world)
+            barrier(world)
             store[n] = np.load(final, mmap_mode="r")
     result = AttentionResult(result_tables, params, store, token_index)
     if out is not None and rank == 0:

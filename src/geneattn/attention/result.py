@@ -9,7 +9,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,10 @@ import pandas as pd
 from .._atomic import atomic_path, write_json
 from ..errors import InputError
 
-__all__ = ["AttentionResult", "TokenIndex", "annotate_adata", "TABLES"]
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+
+__all__ = ["AttentionResult", "TokenIndex", "gene_attention", "TABLES"]
 
 logger = logging.getLogger(__name__)
 
@@ -261,16 +264,27 @@ class AttentionResult:
         return np.asarray(self.token_logfold[model][off[cell] : off[cell + 1]])
 
 
-def annotate_adata(
-    adata: Any, result: AttentionResult, *, key_added: str = "gene_attention", label: str = "__all__"
-) -> None:
-    """Record per-gene attention in ``adata``.
+def gene_attention(
+    adata: AnnData,
+    result: AttentionResult,
+    *,
+    key_added: str = "gene_attention",
+    label: str = "__all__",
+    copy: bool = False,
+) -> AnnData | None:
+    """Record per-gene attention in ``adata`` (scanpy style: in place, or on a copy).
 
-    Sets ``adata.varm[key_added]`` (genes x ``"<model>_L{l}H{h}"``, ``fold_mean`` of `attention_by_gene`
-    for ``label``, NaN where the gene never occurs) and ``adata.uns[key_added]`` =
+    Sets ``adata.varm[key_added]`` (genes x ``"<model>_L{l}H{h}"``: ``fold_mean`` of `attention_by_gene`
+    for ``label``, NaN where the gene never occurs), ``adata.var[f"{key_added}_{model}"]`` (the mean of
+    those columns over layers and heads, one per model) and ``adata.uns[key_added]`` =
     ``{"columns": [...], "params": {"models", "batch_size", "n_cells", "label", "value"}}``. Genes are
     matched on ``var["ensembl_id"]`` when present, else on ``var_names`` vs gene symbols.
+
+    Returns
+    -------
+    The annotated copy when ``copy``, else None.
     """
+    adata = adata.copy() if copy else adata
     genes = result.tables["attention_by_gene"]
     genes = genes[genes["label"] == label]
     if genes.empty:
@@ -288,16 +302,21 @@ def annotate_adata(
     ids = (
         adata.var["ensembl_id"].astype(str).to_numpy() if use_ens else np.asarray(adata.var_names, dtype=str)
     )
-    mat = wide.reindex(index=ids, columns=columns).to_numpy(dtype=np.float64)
-    adata.varm[key_added] = mat
+    mat = wide.reindex(index=ids, columns=columns)
+    adata.varm[key_added] = mat.to_numpy(dtype=np.float64)
+    models = list(dict.fromkeys(c.rsplit("_L", 1)[0] for c in columns))
+    for model in models:
+        cols = [c for c in columns if c.rsplit("_L", 1)[0] == model]
+        adata.var[f"{key_added}_{model}"] = mat[cols].mean(axis=1, skipna=False).to_numpy()
     p = result.params
     adata.uns[key_added] = {
         "columns": np.asarray(columns, dtype=str),
         "params": {
-            "models": np.asarray(list(p.get("models", {})), dtype=str),
+            "models": np.asarray(models, dtype=str),
             "batch_size": int(p.get("batch_size", 0)),
             "n_cells": int(p.get("n_cells", 0)),
             "label": label,
             "value": "fold_mean",
         },
     }
+    return adata if copy else None

@@ -79,8 +79,7 @@ def run(
     Without arguments: the built-in simulated nutlin-3a study into ./results. Finished stages are
     skipped on re-runs; changed parameters re-run only what depends on them; a killed run resumes.
     """
-    from ..config import load_toml, merge
-    from ..pipeline import run_study
+    from ..study import load_toml, merge, run_study
 
     cli = {
         "dataset": dataset, "data": None if data is None else str(data), "perturbation": perturbation,
@@ -103,7 +102,7 @@ def report(
     results_dir: Annotated[Path, typer.Argument(help="A results directory written by `geneattn run`.")],
 ) -> None:
     """Rebuild the figures and report.html of an existing results directory."""
-    from .._study import rebuild_report
+    from ..study import rebuild_report
 
-    path = rebuild_report(results_dir)
+    path = rebuild_report(str(results_dir))
     logger.info("wrote %s", path)

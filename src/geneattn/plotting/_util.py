@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
 
 STYLE = {
     "figure.dpi": 100,
@@ -32,7 +36,7 @@ def style() -> Iterator[None]:
         yield
 
 
-def new_ax(ax: Any, figsize: tuple[float, float]) -> Any:
+def new_ax(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     """``ax`` or the axes of a new figure."""
     if ax is not None:
         return ax
@@ -50,18 +54,9 @@ def require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         raise InputError(msg)
 
 
-def empty(ax: Any, text: str) -> Any:
+def empty(ax: Axes, text: str) -> Axes:
     """Mark an axes as having no data (plots stay valid when optional inputs are missing)."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
     return ax
-
-
-def sort_labels(values: Sequence[Any]) -> list[str]:
-    """Class order: numeric when every label is a number (doses), else alphabetical."""
-    uniq = sorted({str(v) for v in values})
-    try:
-        return sorted(uniq, key=float)
-    except ValueError:
-        return uniq

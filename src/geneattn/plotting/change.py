@@ -7,12 +7,17 @@ significance marks.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ._util import HIGHLIGHT, empty, new_ax, require, style
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 
 __all__ = ["change_by_rank", "head_change_heatmap"]
 
@@ -26,8 +31,8 @@ def change_by_rank(
     *,
     metric: str | None = "fold",
     marks: Mapping[str, float] | None = None,
-    fig: Any = None,
-) -> Any:
+    fig: Figure | None = None,
+) -> Figure:
     """Grid (layers x heads) of the percentage change of attention by rank-position bin.
 
     Parameters
@@ -93,8 +98,8 @@ def head_change_heatmap(
     test: str = "paired_head",
     metric: str = "head_out",
     alpha: float = 0.05,
-    ax: Any = None,
-) -> Any:
+    ax: Axes | None = None,
+) -> Axes:
     """Heatmap (layers x heads) of the percentage change of a per-head statistic, ``*`` where significant.
 
     Parameters

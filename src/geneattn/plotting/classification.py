@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._util import empty, new_ax, style
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
+
 __all__ = ["confusion"]
 
 
 def confusion(
-    cm: Mapping[str, Any] | None, *, title: str = "confusion matrix", normalize: bool = True, ax: Any = None
-) -> Any:
+    cm: Mapping[str, object] | None,
+    *,
+    title: str = "confusion matrix",
+    normalize: bool = True,
+    ax: Axes | None = None,
+) -> Axes:
     """Confusion matrix heatmap (rows: true class, columns: predicted), row-normalised by default.
 
     Parameters

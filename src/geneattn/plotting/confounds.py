@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ._util import empty, new_ax, require, style
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
+
 __all__ = ["length_dependence", "confound_summary"]
 
 
 def length_dependence(
-    table: pd.DataFrame, *, model: str | None = "finetuned", max_position: int | None = None, ax: Any = None
-) -> Any:
+    table: pd.DataFrame,
+    *,
+    model: str | None = "finetuned",
+    max_position: int | None = None,
+    ax: Axes | None = None,
+) -> Axes:
     """Mean log fold attention by rank position, one line per cell-length bin (pooled over heads).
 
     Parameters
@@ -71,7 +79,9 @@ def length_dependence(
     return ax
 
 
-def confound_summary(table: pd.DataFrame, *, column: str = "spearman_vs_length", ax: Any = None) -> Any:
+def confound_summary(
+    table: pd.DataFrame, *, column: str = "spearman_vs_length", ax: Axes | None = None
+) -> Axes:
     """Bars of a confound statistic (default: Spearman of gene score vs cell length) per score type.
 
     ``raw`` is attention before control; ``fold`` (x genes expressed) and ``residual`` (position- and

@@ -6,17 +6,24 @@ Expression of the most attended genes across classes, and DE score vs attention 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ._util import BASE, HIGHLIGHT, empty, new_ax, require, sort_labels, style
+from .._classes import sort_classes
+from ._util import BASE, HIGHLIGHT, empty, new_ax, require, style
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
 
 __all__ = ["expression_by_class", "de_vs_attention"]
 
 
-def expression_by_class(table: pd.DataFrame, *, genes: Sequence[str] | None = None, ax: Any = None) -> Any:
+def expression_by_class(
+    table: pd.DataFrame, *, genes: Sequence[str] | None = None, ax: Axes | None = None
+) -> Axes:
     """Heatmap of mean log-normalised expression (z-scored per gene) of genes across classes.
 
     Parameters
@@ -39,7 +46,7 @@ def expression_by_class(table: pd.DataFrame, *, genes: Sequence[str] | None = No
         if table.empty or not genes:
             return empty(ax, "no expression data")
         wide = table.pivot_table(index="gene", columns="label", values="mean_expr", aggfunc="mean")
-        wide = wide.reindex(index=[g for g in genes if g in wide.index], columns=sort_labels(wide.columns))
+        wide = wide.reindex(index=[g for g in genes if g in wide.index], columns=sort_classes(wide.columns))
         z = wide.sub(wide.mean(axis=1), axis=0).div(wide.std(axis=1).replace(0, 1), axis=0)
         im = ax.imshow(z.to_numpy(), cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
         ax.figure.colorbar(im, ax=ax, label="expression (z-score)", shrink=0.8)
@@ -57,8 +64,8 @@ def de_vs_attention(
     y: str = "attention",
     highlight: Sequence[str] = (),
     n_label: int = 8,
-    ax: Any = None,
-) -> Any:
+    ax: Axes | None = None,
+) -> Axes:
     """Scatter of a gene's DE score against its attention score; planted genes (if known) coloured.
 
     Parameters

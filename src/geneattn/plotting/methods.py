@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ._util import BASE, HIGHLIGHT, empty, new_ax, require, style
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
+
 __all__ = ["method_comparison"]
 
 
-def method_comparison(table: pd.DataFrame, *, metric: str | None = None, ax: Any = None) -> Any:
+def method_comparison(table: pd.DataFrame, *, metric: str | None = None, ax: Axes | None = None) -> Axes:
     """Horizontal bars of a metric per method and score type, attention rows in red.
 
     Parameters

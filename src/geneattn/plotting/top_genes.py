@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ._util import BASE, HIGHLIGHT, empty, new_ax, require, style
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
 
 __all__ = ["top_genes"]
 
@@ -19,8 +23,8 @@ def top_genes(
     by: str = "fold_mean",
     model: str | None = "finetuned",
     highlight: Sequence[str] = (),
-    ax: Any = None,
-) -> Any:
+    ax: Axes | None = None,
+) -> Axes:
     """Horizontal bars of the ``k`` genes with the largest ``by`` (rank 1 on top).
 
     Parameters

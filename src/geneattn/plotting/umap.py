@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ._util import new_ax, require, sort_labels, style
+from .._classes import sort_classes
+from ._util import new_ax, require, style
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+
 
 __all__ = ["umap"]
 
 
-def umap(table: pd.DataFrame, *, color: str = "label", ax: Any = None, s: float | None = None) -> Any:
+def umap(
+    table: pd.DataFrame, *, color: str = "label", ax: Axes | None = None, s: float | None = None
+) -> Axes:
     """Scatter of ``umap1`` vs ``umap2`` coloured by a categorical (``label``) or numeric (``n_genes``) column.
 
     Parameters
@@ -43,7 +50,7 @@ def umap(table: pd.DataFrame, *, color: str = "label", ax: Any = None, s: float 
         else:
             import matplotlib as mpl
 
-            labels = sort_labels(values.astype(str))
+            labels = sort_classes(values.astype(str))
             cmap = mpl.colormaps["viridis" if len(labels) > 10 else "tab10"]
             for i, lab in enumerate(labels):
                 m = values.astype(str).to_numpy() == lab

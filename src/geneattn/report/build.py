@@ -7,14 +7,18 @@ import importlib.metadata as md
 import json
 import logging
 import math
+import os
 import platform
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 
+from .. import get
 from .._atomic import write_text
+from .._results import Results
 
 __all__ = ["build", "build_from_results"]
 
@@ -57,16 +61,9 @@ def _pct(x: Any) -> str:
     return "n/a" if x is None or isinstance(x, jinja2.Undefined) else f"{100 * float(x):.1f}%"
 
 
-def _img(fig_or_path: Any) -> str:
-    if isinstance(fig_or_path, str | Path):
-        data = Path(fig_or_path).read_bytes()
-    else:
-        import io
-
-        buf = io.BytesIO()
-        fig_or_path.savefig(buf, format="png", bbox_inches="tight")
-        data = buf.getvalue()
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+def _img(path: Path) -> str:
+    """A PNG file as a ``data:`` URI (the page needs no other file)."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def _versions() -> dict[str, str]:
@@ -79,7 +76,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _rows(df: pd.DataFrame | None, columns: list[str], n: int = 30) -> list[dict[str, Any]]:
+def _rows(df: pd.DataFrame | None, columns: list[str], n: int = 30) -> list[dict[str, object]]:
     if df is None or df.empty:
         return []
     cols = [c for c in columns if c in df.columns]
@@ -104,27 +101,58 @@ def _env() -> Any:
     return env
 
 
+def _context(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame], *, metrics: Mapping[str, object],
+             config: Mapping[str, object], manifest: Mapping[str, object], title: str) -> dict[str, object]:  # fmt: skip
+    """Everything the template reads."""
+    images = {name: {"src": _img(p), "caption": CAPTIONS.get(name, ""), "alt": name.replace("_", " ")}
+              for name, p in figures.items() if p.is_file()}  # fmt: skip
+    sig = tables.get("significance")
+    heads = sig[(sig["test"] == "paired_head")] if sig is not None and "test" in sig else None
+    stages = manifest.get("stages", {})
+    method_cols = ["method", "score_type", "auroc_planted", "spearman_vs_de", "topk_overlap_de",
+                   "seconds_per_cell", "n_cells"]  # fmt: skip
+    return {
+        "title": title,
+        "m": dict(metrics),
+        "fig": images,
+        "top_rows": _rows(tables.get("top_genes"), ["model", "rank", "gene", "fold_mean", "n_cells"], n=40),
+        "head_rows": _rows(heads, ["layer", "head", "metric", "n", "pct_change", "pval", "pval_adj"], n=60),
+        "method_rows": _rows(tables.get("methods"), method_cols),
+        "config": dict(config),
+        "config_json": json.dumps(dict(config), indent=2, default=str),
+        "versions": _versions(),
+        "stages": [
+            {
+                "name": k,
+                "seconds": v.get("seconds"),
+                "status": v.get("status"),
+                "summary": v.get("summary", ""),
+                "hash": v.get("hash"),
+            }
+            for k, v in stages.items()
+        ],  # fmt: skip
+        "total_seconds": sum(float(v.get("seconds") or 0) for v in stages.values()),
+    }
+
+
 def build(
-    adata: Any,
-    figures: Mapping[str, Any],
+    figures: Mapping[str, Figure | Path],
     tables: Mapping[str, pd.DataFrame],
-    out_dir: str | Path,
+    out_dir: str | os.PathLike[str],
     *,
-    metrics: Mapping[str, Any] | None = None,
-    config: Mapping[str, Any] | None = None,
-    manifest: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, object] | None = None,
+    config: Mapping[str, object] | None = None,
+    manifest: Mapping[str, object] | None = None,
     title: str = "geneattn report",
 ) -> Path:
     """Save the figures (when Figures are given) and render ``out_dir/report.html``.
 
     Parameters
     ----------
-    adata
-        The study's cells (used for the data summary when ``metrics`` lacks it; may be None).
     figures
         name -> matplotlib Figure (saved to ``out_dir/figures/<name>.{png,svg}``) or path of a PNG.
     tables
-        name -> DataFrame (``top_genes``, ``significance``, ``methods``, ``agreement`` are listed).
+        name -> DataFrame (``top_genes``, ``significance``, ``methods`` are listed).
     out_dir
         Where ``report.html`` is written (atomically).
     metrics, config, manifest
@@ -139,79 +167,40 @@ def build(
     from .figures import save_figures
 
     out = Path(out_dir)
-    figs = {k: v for k, v in figures.items() if not isinstance(v, str | Path)}
-    paths = {k: Path(v) for k, v in figures.items() if isinstance(v, str | Path)}
+    figs = {k: v for k, v in figures.items() if isinstance(v, Figure)}
+    paths = {k: Path(v) for k, v in figures.items() if not isinstance(v, Figure)}
     if figs:
         paths.update(save_figures(figs, out / "figures", close=False))
-    m = dict(metrics or {})
-    if not m.get("data") and adata is not None:
-        m["data"] = {"n_cells": int(adata.n_obs), "n_genes": int(adata.n_vars),
-                     "classes": {str(k): int(v) for k, v in adata.obs["label"].value_counts(sort=False).items()}
-                     if "label" in adata.obs else {}}  # fmt: skip
-    images = {name: {"src": _img(p), "caption": CAPTIONS.get(name, ""), "alt": name.replace("_", " ")}
-              for name, p in paths.items() if p.is_file()}  # fmt: skip
-    sig = tables.get("significance")
-    heads = sig[(sig["test"] == "paired_head")] if sig is not None and "test" in sig else None
-    stages = (manifest or {}).get("stages", {})
-    ctx = {
-        "title": title,
-        "m": m,
-        "fig": images,
-        "top_rows": _rows(tables.get("top_genes"), ["model", "rank", "gene", "fold_mean", "n_cells"], n=40),
-        "head_rows": _rows(heads, ["layer", "head", "metric", "n", "pct_change", "pval", "pval_adj"], n=60),
-        "method_rows": _rows(
-            tables.get("methods"),
-            [
-                "method",
-                "score_type",
-                "auroc_planted",
-                "spearman_vs_de",
-                "topk_overlap_de",
-                "seconds_per_cell",
-                "n_cells",
-            ],
-        ),  # fmt: skip
-        "config": dict(config or {}),
-        "config_json": json.dumps(dict(config or {}), indent=2, default=str),
-        "versions": _versions(),
-        "stages": [
-            {
-                "name": k,
-                "seconds": v.get("seconds"),
-                "status": v.get("status"),
-                "summary": v.get("summary", ""),
-                "hash": v.get("hash"),
-            }
-            for k, v in stages.items()
-        ],  # fmt: skip
-        "total_seconds": sum(float(v.get("seconds") or 0) for v in stages.values()),
-    }
+    ctx = _context(
+        paths, tables, metrics=metrics or {}, config=config or {}, manifest=manifest or {}, title=title
+    )
     html = _env().get_template("report.html.j2").render(**ctx)
     path = write_text(out / "report.html", html)
-    logger.info("report: wrote %s (%d figures)", path, len(images))
+    logger.info("report: wrote %s (%d figures)", path, len(ctx["fig"]))
     return path
 
 
-def build_from_results(results_dir: str | Path, *, make_new_figures: bool = True) -> Path:
-    """Rebuild ``report.html`` of a results directory (re-drawing the figures when ``make_new_figures``)."""
+def build_from_results(results: Results, *, redraw: bool) -> Path:
+    """Render ``report.html`` of a results directory, reading every result through `geneattn.get`.
+
+    ``redraw`` re-draws the figures from the tables first; otherwise the saved PNGs are used.
+    """
     import tomllib
 
     from .figures import FIGURES, make_figures, save_figures
 
-    root = Path(results_dir)
-    cfg_path, man_path, met_path = root / "config.toml", root / "manifest.json", root / "metrics.json"
-    config = tomllib.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-    metrics = json.loads(met_path.read_text()) if met_path.is_file() else {}
-    manifest = json.loads(man_path.read_text()) if man_path.is_file() else {}
-    if make_new_figures:
+    config = tomllib.loads(results.config.read_text(encoding="utf-8")) if results.config.is_file() else {}
+    manifest = results.read_json(results.manifest) if results.manifest.is_file() else {}
+    if redraw:
         figs = make_figures(
-            root, highlight=config.get("highlight", ["MDM2"]), top_k=int(config.get("top_k", 20))
+            results, highlight=config.get("highlight", ["MDM2"]), top_k=int(config.get("top_k", 20))
         )
-        figures: dict[str, Any] = dict(save_figures(figs, root / "figures"))
+        figures: dict[str, Figure | Path] = dict(save_figures(figs, results.figures))
     else:
-        figures = {
-            n: root / "figures" / f"{n}.png" for n in FIGURES if (root / "figures" / f"{n}.png").is_file()
-        }
-    tables = {p.stem: pd.read_parquet(p) for p in sorted((root / "tables").glob("*.parquet"))
-              if p.stem in ("top_genes", "significance", "methods", "agreement")}  # fmt: skip
-    return build(None, figures, tables, root, metrics=metrics, config=config, manifest=manifest)
+        figures = {n: results.figure(n) for n in FIGURES if results.figure(n).is_file()}
+    tables = {
+        n: get.table(results, n) for n in ("top_genes", "significance", "methods") if results.has_table(n)
+    }
+    return build(
+        figures, tables, results.root, metrics=results.read_metrics(), config=config, manifest=manifest
+    )

@@ -1,17 +1,26 @@
-"""The study's figures from a results directory, and saving them (PNG + SVG)."""
+"""The study's figures from a results directory, and saving them (PNG + SVG).
+
+Each figure reads its tables through `geneattn.get`; a figure whose input table does not exist (a
+stage that was not run, e.g. no attribution baselines) is skipped with a warning, and any other
+error is a bug and propagates.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
+from .. import get
+from .. import plotting as pl
 from .._atomic import atomic_path
-from ..errors import InputError
+from .._results import MissingResult, Results
+from ..stats.agreement import de_gene_score
 
 __all__ = ["make_figures", "save_figures", "FIGURES"]
 
@@ -29,19 +38,26 @@ FIGURES = (
 )
 
 
-def _tables(root: Path) -> dict[str, pd.DataFrame]:
-    out = {}
-    for d in (root / "attention", root / "tables"):
-        for p in sorted(d.glob("*.parquet")) if d.is_dir() else []:
-            out[p.stem] = pd.read_parquet(p)
-    return out
+class _Tables:
+    """Tables of a results directory, read through `geneattn.get` on first use."""
+
+    def __init__(self, res: Results) -> None:
+        self.res, self._cache = res, {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._cache:
+            self._cache[name] = get.table(self.res, name)
+        return self._cache[name]
+
+    def get(self, name: str) -> Any:
+        """The table, or None when the results directory does not hold it."""
+        try:
+            return self[name]
+        except MissingResult:
+            return None
 
 
-def _fig_umap(t: dict, ctx: dict) -> Any:
-    import matplotlib.pyplot as plt
-
-    from .. import plotting as pl
-
+def _fig_umap(t: _Tables, ctx: dict) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
     u = t["umap"]
     pl.umap(u, color="label", ax=axes[0])
@@ -52,11 +68,7 @@ def _fig_umap(t: dict, ctx: dict) -> Any:
     return fig
 
 
-def _fig_confusion(t: dict, ctx: dict) -> Any:
-    import matplotlib.pyplot as plt
-
-    from .. import plotting as pl
-
+def _fig_confusion(t: _Tables, ctx: dict) -> Figure:
     clf = ctx["metrics"].get("classification") or {}
     groups = (clf.get("groups") or {}).get("confusion")
     fig, axes = plt.subplots(
@@ -68,41 +80,28 @@ def _fig_confusion(t: dict, ctx: dict) -> Any:
     return fig
 
 
-def _fig_change(t: dict, ctx: dict) -> Any:
-    from .. import plotting as pl
-
+def _fig_change(t: _Tables, ctx: dict) -> Figure:
     table = t.get("change_ci")
     table = table if table is not None and not table.empty else t["head_change"]
     pos = ctx["metrics"].get("attention", {}).get("highlight_mean_position") or {}
     return pl.change_by_rank(table, marks={k: v for k, v in pos.items() if v is not None})
 
 
-def _fig_top(t: dict, ctx: dict) -> Any:
-    import matplotlib.pyplot as plt
-
-    from .. import plotting as pl
-
+def _fig_top(t: _Tables, ctx: dict) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.22 * ctx["top_k"] + 1.4), layout="constrained")
     for ax, model in zip(axes, ("finetuned", "pretrained"), strict=True):
         pl.top_genes(t["top_genes"], k=ctx["top_k"], model=model, highlight=ctx["highlight"], ax=ax)
     return fig
 
 
-def _fig_de(t: dict, ctx: dict) -> Any:
-    import anndata as ad
-    import matplotlib.pyplot as plt
-
-    from .. import get
-    from .. import plotting as pl
-    from ..stats.agreement import de_gene_score
-
-    root = ctx["root"]
-    scores = get.gene_scores_df(root)
+def _fig_de(t: _Tables, ctx: dict) -> Figure:
+    res = ctx["results"]
+    scores = get.gene_scores_df(res)
     de = t["de"]
     de = de[de["method"] == "wilcoxon"] if "method" in de and (de["method"] == "wilcoxon").any() else de
     de_s = de_gene_score(de)
     df = scores.assign(de_score=scores["gene"].map(de_s))
-    adata = ad.read_h5ad(root / "cells.h5ad")
+    adata = res.read_cells()
     if "planted" in adata.var:
         df["planted"] = df["gene"].map(adata.var["planted"].astype(bool)).fillna(False).astype(bool)
     top = scores["gene"].head(ctx["top_k"]).tolist()
@@ -112,35 +111,28 @@ def _fig_de(t: dict, ctx: dict) -> Any:
     return fig
 
 
-def _fig_confounds(t: dict, ctx: dict) -> Any:
-    import matplotlib.pyplot as plt
-
-    from .. import plotting as pl
-
+def _fig_confounds(t: _Tables, ctx: dict) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-    if "attention_by_position_length" in t:
-        pl.length_dependence(t["attention_by_position_length"], ax=axes[0])
+    by_length = t.get("attention_by_position_length")
+    if by_length is not None:
+        pl.length_dependence(by_length, ax=axes[0])
     else:
         axes[0].set_visible(False)
     pl.confound_summary(t["confounds"], ax=axes[1])
     return fig
 
 
-def _fig_heads(t: dict, ctx: dict) -> Any:
-    from .. import plotting as pl
-
+def _fig_heads(t: _Tables, ctx: dict) -> Figure:
     sig = t.get("significance")
     ok = sig is not None and "test" in sig and (sig["test"] == "paired_head").any()
     return pl.head_change_heatmap(sig if ok else t["head_norms"]).figure
 
 
-def _fig_methods(t: dict, ctx: dict) -> Any:
-    from .. import plotting as pl
-
+def _fig_methods(t: _Tables, ctx: dict) -> Figure:
     return pl.method_comparison(t["methods"]).figure
 
 
-_MAKERS: dict[str, Callable[[dict, dict], Any]] = {
+_MAKERS: dict[str, Callable[[_Tables, dict], Figure]] = {
     "umap": _fig_umap,
     "confusion": _fig_confusion,
     "change_by_rank": _fig_change,
@@ -153,30 +145,29 @@ _MAKERS: dict[str, Callable[[dict, dict], Any]] = {
 
 
 def make_figures(
-    results_dir: str | Path, *, highlight: Sequence[str] = ("MDM2",), top_k: int = 20
-) -> dict[str, Any]:
-    """Every figure whose tables exist (a missing table skips its figure with a warning).
+    results: Results | str | os.PathLike[str], *, highlight: Sequence[str], top_k: int
+) -> dict[str, Figure]:
+    """Every figure of the report whose input tables exist.
 
-    Returns name -> matplotlib Figure, in the report's order.
+    A figure whose table is missing (`MissingResult`) is skipped with a warning; any other error is
+    raised. Returns name -> matplotlib Figure, in the report's order.
     """
-    root = Path(results_dir)
-    t = _tables(root)
-    mp = root / "metrics.json"
-    ctx = {"root": root, "highlight": list(highlight), "top_k": top_k,
-           "metrics": json.loads(mp.read_text()) if mp.is_file() else {}}  # fmt: skip
-    figs: dict[str, Any] = {}
+    res = results if isinstance(results, Results) else Results(results)
+    t = _Tables(res)
+    ctx = {"results": res, "highlight": list(highlight), "top_k": top_k, "metrics": res.read_metrics()}
+    figs: dict[str, Figure] = {}
     for name, maker in _MAKERS.items():
         try:
             figs[name] = maker(t, ctx)
-        except (KeyError, FileNotFoundError, InputError) as e:
-            logger.warning("figure %s skipped: missing input (%s)", name, e)
+        except MissingResult as e:
+            logger.warning("figure %s skipped: %s", name, e)
     return figs
 
 
-def save_figures(figures: Mapping[str, Any], out_dir: str | Path, *, close: bool = True) -> dict[str, Path]:
+def save_figures(
+    figures: Mapping[str, Figure], out_dir: str | Path, *, close: bool = True
+) -> dict[str, Path]:
     """Save each figure as ``<name>.png`` and ``<name>.svg`` (atomically); returns the PNG paths."""
-    import matplotlib.pyplot as plt
-
     out = Path(out_dir)
     paths = {}
     for name, fig in figures.items():

@@ -1,45 +1,26 @@
 """Statistics: differential expression, agreement, confounds, significance, attribution baselines.
 
-Submodules are imported lazily (nothing heavy runs at import).
+Submodules are imported lazily (nothing heavy runs at import). The study's use of them (which tables
+it writes, ``metrics.json``) is `geneattn.study.statistics`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "de",
-    "agreement",
-    "confounds",
-    "significance",
-    "attribution",
-    "run",
-    "rank_genes",
-    "de_df",
-    "pseudobulk",
-    "normalize",
-    "umap",
-    "run_stats",
-]
+__all__ = ["de", "agreement", "confounds", "significance", "attribution", "rank_genes", "de_df", "pseudobulk",
+           "normalize", "umap"]  # fmt: skip
 
-_SUBMODULES = ("de", "agreement", "confounds", "significance", "attribution", "run")
-_FUNCS = {
-    "rank_genes": "de",
-    "de_df": "de",
-    "pseudobulk": "de",
-    "normalize": "de",
-    "umap": "de",
-    "run_stats": "run",
-}
+_SUBMODULES = ("de", "agreement", "confounds", "significance", "attribution")
+_FUNCS = {"rank_genes": "de", "de_df": "de", "pseudobulk": "de", "normalize": "de", "umap": "de"}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import agreement, attribution, confounds, de, run, significance
+    from . import agreement, attribution, confounds, de, significance
     from .de import de_df, normalize, pseudobulk, rank_genes, umap
-    from .run import run_stats
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     if name in _FUNCS:

@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..attention.store import TokenStore, length_bins
 from ..errors import InputError
 from .agreement import auprc, auroc, spearman, topk_overlap
 
 __all__ = [
-    "TokenStore",
-    "length_bins",
     "position_expectation",
     "position_residual",
     "gene_means",
@@ -63,103 +61,6 @@ CONFOUND_COLUMNS = [
     "hypergeom_p",
     "top_genes",
 ]
-
-
-@dataclasses.dataclass
-class TokenStore:
-    """Per-token log fold attention of one model, in cell order (attention engine's token store).
-
-    Attributes
-    ----------
-    logfold
-        ``[n_tokens, n_layers, n_heads]`` float32, ``log(n_c · a)``.
-    offsets
-        ``[n_cells + 1]``; cell ``c`` owns tokens ``offsets[c]:offsets[c+1]`` (position = index − offset).
-    token_ids
-        ``[n_tokens]`` token id of each token.
-    cell_ids
-        ``[n_cells]`` cell identifiers.
-    """
-
-    logfold: np.ndarray
-    offsets: np.ndarray
-    token_ids: np.ndarray
-    cell_ids: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.offsets = np.asarray(self.offsets, dtype=np.int64)
-        self.token_ids = np.asarray(self.token_ids)
-        if self.logfold.ndim == 2:
-            self.logfold = self.logfold[:, :, None]
-        n_tok = int(self.offsets[-1]) if len(self.offsets) else 0
-        if (
-            self.logfold.shape[0] != n_tok
-            or len(self.token_ids) != n_tok
-            or len(self.cell_ids) != len(self.offsets) - 1
-        ):
-            msg = (
-                f"token store is inconsistent: logfold {self.logfold.shape}, token_ids {len(self.token_ids)}, "
-                f"offsets end {n_tok}, {len(self.cell_ids)} cells for {len(self.offsets) - 1} offsets"
-            )
-            raise InputError(msg)
-
-    @classmethod
-    def load(cls, attention_dir: str | Path, model: str) -> TokenStore:
-        """Read ``token_logfold_<model>.npy`` and ``token_index.npz`` from ``attention_dir``."""
-        d = Path(attention_dir)
-        lf, ix = d / f"token_logfold_{model}.npy", d / "token_index.npz"
-        if not lf.exists() or not ix.exists():
-            msg = f"no token store for model {model!r} in {d} (need {lf.name} and {ix.name}; extract with store_tokens=True)"
-            raise InputError(msg)
-        with np.load(ix, allow_pickle=False) as z:
-            return cls(np.load(lf, allow_pickle=False), z["offsets"], z["token_ids"], z["cell_ids"])
-
-    @property
-    def n_cells(self) -> int:
-        """Number of cells."""
-        return len(self.offsets) - 1
-
-    @property
-    def n_layers(self) -> int:
-        """Number of layers."""
-        return self.logfold.shape[1]
-
-    @property
-    def n_heads(self) -> int:
-        """Number of heads per layer."""
-        return self.logfold.shape[2]
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """``n_c`` per cell."""
-        return np.diff(self.offsets)
-
-    @property
-    def cell_of_token(self) -> np.ndarray:
-        """Cell index of each token."""
-        return np.repeat(np.arange(self.n_cells), self.lengths)
-
-    @property
-    def positions(self) -> np.ndarray:
-        """Position of each token within its cell (0 = highest rank)."""
-        return np.arange(len(self.token_ids)) - np.repeat(self.offsets[:-1], self.lengths)
-
-    def same_cells(self, other: TokenStore) -> bool:
-        """True when both stores hold the same cells, tokens and order (paired comparisons)."""
-        return (
-            np.array_equal(self.offsets, other.offsets)
-            and np.array_equal(self.token_ids, other.token_ids)
-            and np.array_equal(np.asarray(self.cell_ids).astype(str), np.asarray(other.cell_ids).astype(str))
-        )
-
-
-def length_bins(lengths: np.ndarray, n_bins: int = 10) -> np.ndarray:
-    """Quantile bins of cell length: bin ``b`` in ``0..n_bins-1`` per cell (ties share a bin)."""
-    lengths = np.asarray(lengths, dtype=float)
-    if len(lengths) == 0:
-        return np.zeros(0, dtype=np.int64)
-    edges = np.quantile(lengths, np.linspace(0, 1, n_bins + 1)[1:-1])
-    return np.searchsorted(edges, lengths, side="right").astype(np.int64)
 
 
 def position_expectation(
@@ -345,10 +246,10 @@ def _genes(token_ids: pd.Series, gene_map: Mapping[int, str] | pd.Series | None)
 def residual_from_tables(
     attention_by_gene: pd.DataFrame,
     attention_by_position_length: pd.DataFrame,
+    *,
     offsets: np.ndarray,
     token_ids: np.ndarray,
     cell_bins: np.ndarray,
-    *,
     model: str,
 ) -> pd.DataFrame:
     """Residual gene score from the attention tables instead of the token store.
@@ -455,6 +356,30 @@ def _spear(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
+_DEPENDENCE = ("spearman_vs_length", "loglength_slope", "spearman_vs_position", "cell_mean_raw_vs_length")
+
+
+def _agreement_columns(
+    s: pd.Series, de_score: pd.Series | None, planted: pd.Series | None, *, k: int, n_top: int
+) -> dict[str, object]:
+    """Agreement with DE and recovery of planted genes of one gene score (NaN where there is no truth)."""
+    row: dict[str, object] = dict.fromkeys(
+        ("auroc_planted", "auprc_planted", "spearman_vs_de", "topk_overlap_de", "hypergeom_p"), np.nan
+    )
+    row["top_genes"] = ",".join(s.sort_values(ascending=False, kind="stable").index[:n_top].astype(str))
+    if de_score is not None:
+        row["spearman_vs_de"] = spearman(s, de_score)[0]
+        ov = topk_overlap(s, de_score.dropna(), k)
+        row["topk_overlap_de"], row["hypergeom_p"] = ov["overlap"], ov["pval"]
+    if planted is not None:
+        pl = planted.astype(bool)
+        sv = s.reindex(pl.index)
+        sv = sv.fillna(np.nanmin(sv.to_numpy()) - 1 if sv.notna().any() else 0.0)  # unscored genes rank last
+        row["auroc_planted"] = auroc(sv.to_numpy(), pl.to_numpy())
+        row["auprc_planted"] = auprc(sv.to_numpy(), pl.to_numpy())
+    return row
+
+
 def confounds_table(
     stores: Mapping[str, TokenStore],
     *,
@@ -514,39 +439,9 @@ def confounds_table(
                 continue
             g = g.set_index("gene")
             g = g[~g.index.duplicated()]
-            mean_rank = -g["mean_position"]  # higher = nearer the top of the ranking
             for st in SCORE_TYPES:
-                s = g[st]
-                d = dep.loc[(layer, head, st)]
-                row = {
-                    "model": model,
-                    "layer": layer,
-                    "head": head,
-                    "score_type": st,
-                    "n_genes": len(s),
-                    "spearman_vs_length": d["spearman_vs_length"],
-                    "loglength_slope": d["loglength_slope"],
-                    "spearman_vs_position": d["spearman_vs_position"],
-                    "cell_mean_raw_vs_length": d["cell_mean_raw_vs_length"],
-                    "spearman_vs_mean_rank": spearman(s, mean_rank)[0],
-                    "auroc_planted": np.nan,
-                    "auprc_planted": np.nan,
-                    "spearman_vs_de": np.nan,
-                    "topk_overlap_de": np.nan,
-                    "hypergeom_p": np.nan,
-                    "top_genes": ",".join(
-                        s.sort_values(ascending=False, kind="stable").index[:n_top].astype(str)
-                    ),
-                }
-                if de_score is not None:
-                    row["spearman_vs_de"] = spearman(s, de_score)[0]
-                    ov = topk_overlap(s, de_score.dropna(), k)
-                    row["topk_overlap_de"], row["hypergeom_p"] = ov["overlap"], ov["pval"]
-                if planted is not None:
-                    pl = planted.astype(bool)
-                    sv = s.reindex(pl.index)
-                    sv = sv.fillna(np.nanmin(sv.to_numpy()) - 1 if sv.notna().any() else 0.0)
-                    row["auroc_planted"] = auroc(sv.to_numpy(), pl.to_numpy())
-                    row["auprc_planted"] = auprc(sv.to_numpy(), pl.to_numpy())
-                rows.append(row)
+                row = {"model": model, "layer": layer, "head": head, "score_type": st, "n_genes": len(g[st]),
+                       **dep.loc[(layer, head, st)][list(_DEPENDENCE)].to_dict(),
+                       "spearman_vs_mean_rank": spearman(g[st], -g["mean_position"])[0]}  # fmt: skip
+                rows.append({**row, **_agreement_columns(g[st], de_score, planted, k=k, n_top=n_top)})
     return pd.DataFrame(rows, columns=CONFOUND_COLUMNS)

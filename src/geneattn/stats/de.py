@@ -19,10 +19,11 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scipy import stats
 
+from .._classes import sort_classes
 from .._keys import ENSEMBL_ID, LABEL, REPLICATE, WELL
 from ..errors import InputError
 
-__all__ = ["normalize", "rank_genes", "de_df", "pseudobulk", "umap", "DE_COLUMNS"]
+__all__ = ["normalize", "rank_genes", "de_df", "pseudobulk", "study_de", "umap", "DE_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -269,24 +270,11 @@ def pseudobulk(
     log2 of the ratio of mean CPM (+1). ``pval_adj`` is Benjamini–Hochberg within each group.
     """
     ukey = _unit_key(adata, unit)
-    obs = pd.DataFrame(
-        {"g": adata.obs[groupby].astype(str).to_numpy(), "u": adata.obs[ukey].astype(str).to_numpy()}
-    )
-    key = obs["g"] + "\x1f" + obs["u"]
-    codes, uniq = pd.factorize(key)
-    n_units_total = len(uniq)
-    ind = sp.csr_matrix(
-        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_units_total, len(codes))
-    )
-    sums = np.asarray((ind @ sp.csr_matrix(_counts(adata))).todense(), dtype=np.float64)  # [units, genes]
-    n_cells = np.bincount(codes, minlength=n_units_total)
-    keep = n_cells >= min_cells
-    sums, uniq = sums[keep], uniq[keep]
-    ugroup = np.array([u.split("\x1f")[0] for u in uniq])
+    sums, ugroup = _unit_sums(adata, groupby, ukey, min_cells)
     lib = sums.sum(axis=1, keepdims=True)
     lib[lib == 0] = 1.0
-    logcpm = np.log1p(sums / lib * 1e6)
     cpm = sums / lib * 1e6
+    logcpm = np.log1p(cpm)
     groups = sorted(set(ugroup)) if reference == "rest" else sorted(set(ugroup) - {reference})
     ens = (
         adata.var[ENSEMBL_ID].astype(str).to_numpy()
@@ -295,50 +283,84 @@ def pseudobulk(
     )
     out = []
     for g in groups:
-        a = logcpm[ugroup == g]
-        b = logcpm[ugroup != g] if reference == "rest" else logcpm[ugroup == reference]
+        ref = ugroup != g if reference == "rest" else ugroup == reference
+        a, b = logcpm[ugroup == g], logcpm[ref]
         if len(a) < 2 or len(b) < 2:
             msg = f"pseudobulk: class {g!r} or its reference has fewer than 2 units ({len(a)}, {len(b)}) of {ukey!r}"
             raise InputError(msg)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if test == "welch":
-                res = stats.ttest_ind(a, b, axis=0, equal_var=False)
-            else:
-                res = stats.mannwhitneyu(a, b, axis=0, alternative="two-sided")
-        score = np.nan_to_num(np.asarray(res.statistic, dtype=float))
-        if test == "wilcoxon":  # centre U so that the sign says up/down
-            score = score - len(a) * len(b) / 2
-        pval = np.asarray(res.pvalue, dtype=float)
-        pval = np.where(np.isfinite(pval), pval, 1.0)
-        ca = cpm[ugroup == g].mean(0)
-        cb = (cpm[ugroup != g] if reference == "rest" else cpm[ugroup == reference]).mean(0)
-        df = pd.DataFrame(
-            {
-                "group": g,
-                "reference": reference,
-                "gene": np.asarray(adata.var_names),
-                "ensembl_id": ens,
-                "score": score,
-                "logfoldchange": np.log2((ca + 1) / (cb + 1)),
-                "pval": pval,
-                "pval_adj": stats.false_discovery_control(pval, method="bh"),
-                "n_units": len(a),
-                "n_units_ref": len(b),
-            }
-        )
+        score, pval = _unit_test(a, b, test)
+        ca, cb = cpm[ugroup == g].mean(0), cpm[ref].mean(0)
+        df = pd.DataFrame({"group": g, "reference": reference, "gene": np.asarray(adata.var_names), "ensembl_id": ens,
+                           "score": score, "logfoldchange": np.log2((ca + 1) / (cb + 1)), "pval": pval,
+                           "pval_adj": stats.false_discovery_control(pval, method="bh"), "n_units": len(a),
+                           "n_units_ref": len(b)})  # fmt: skip
         df = df.sort_values("score", ascending=False, kind="stable")
         df["rank"] = np.arange(1, len(df) + 1)
         out.append(df)
-    res_df = pd.concat(out, ignore_index=True)
-    res_df.attrs["params"] = {
-        "groupby": groupby,
-        "unit": ukey,
-        "test": test,
-        "reference": reference,
-        "min_cells": min_cells,
-    }
-    return res_df[[*DE_COLUMNS, "n_units", "n_units_ref"]]
+    res_df = pd.concat(out, ignore_index=True)[[*DE_COLUMNS, "n_units", "n_units_ref"]]
+    res_df.attrs["params"] = {"groupby": groupby, "unit": ukey, "test": test, "reference": reference,
+                              "min_cells": min_cells}  # fmt: skip
+    return res_df
+
+
+def _unit_sums(adata: AnnData, groupby: str, ukey: str, min_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counts summed per (class, unit) ``[units, genes]`` and each unit's class (units with >= min_cells)."""
+    obs = pd.DataFrame(
+        {"g": adata.obs[groupby].astype(str).to_numpy(), "u": adata.obs[ukey].astype(str).to_numpy()}
+    )
+    codes, uniq = pd.factorize(obs["g"] + "\x1f" + obs["u"])
+    n_units = len(uniq)
+    ind = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_units, len(codes)))
+    sums = np.asarray((ind @ sp.csr_matrix(_counts(adata))).todense(), dtype=np.float64)
+    keep = np.bincount(codes, minlength=n_units) >= min_cells
+    return sums[keep], np.array([u.split("\x1f")[0] for u in uniq[keep]])
+
+
+def _unit_test(a: np.ndarray, b: np.ndarray, test: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene score (Welch t, or U centred so its sign says up/down) and p-value, units as replicates."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if test == "welch":
+            res = stats.ttest_ind(a, b, axis=0, equal_var=False)
+        else:
+            res = stats.mannwhitneyu(a, b, axis=0, alternative="two-sided")
+    score = np.nan_to_num(np.asarray(res.statistic, dtype=float))
+    if test == "wilcoxon":
+        score = score - len(a) * len(b) / 2
+    pval = np.asarray(res.pvalue, dtype=float)
+    return score, np.where(np.isfinite(pval), pval, 1.0)
+
+
+def study_de(adata: AnnData, *, groupby: str = LABEL, reference: str | None = None) -> pd.DataFrame:
+    """The study's DE table: per-cell Wilcoxon one-vs-rest and vs the reference class, plus pseudobulk.
+
+    Parameters
+    ----------
+    adata
+        Raw counts in ``X``; gains ``layers["lognorm"]``, ``uns["de"]`` and ``uns["de_ref"]``.
+    groupby
+        obs column with the classes.
+    reference
+        Reference class of ``wilcoxon_ref`` (default: the first class in `sort_classes` order).
+
+    Returns
+    -------
+    The tidy DE table: `DE_COLUMNS` plus ``method`` in {``wilcoxon``, ``wilcoxon_ref``, ``pseudobulk``}.
+    The per-cell tests take cells as units (inflated p-values); ``pseudobulk`` (wells or replicates as
+    units) is added where the obs have them.
+    """
+    rank_genes(adata, groupby, key_added="de")
+    parts = [de_df(adata, "de").assign(method="wilcoxon")]
+    ref = reference if reference is not None else sort_classes(adata.obs[groupby])[0]
+    rank_genes(adata, groupby, reference=ref, key_added="de_ref")
+    parts.append(de_df(adata, "de_ref").assign(method="wilcoxon_ref"))
+    if WELL in adata.obs or REPLICATE in adata.obs:
+        try:
+            pb = pseudobulk(adata, groupby).drop(columns=["n_units", "n_units_ref"])
+            parts.append(pb.assign(method="pseudobulk"))
+        except InputError as e:
+            logger.warning("pseudobulk DE skipped: %s", e)
+    return pd.concat(parts, ignore_index=True)
 
 
 def umap(

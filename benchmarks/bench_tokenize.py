@@ -6,26 +6,22 @@ geneformer-tokenizer.md §7, then runs each measurement in its own subprocess an
 and peak RSS (``resource.getrusage`` maxrss). ``--scaling`` also tokenizes 20k and 200k cells
 (backed, sparser) to show that peak memory does not grow with the number of cells.
 
-    python benchmarks/tokenize.py [--cells 5000] [--naive-cells 300] [--scaling] [--workdir DIR]
+    python benchmarks/bench_tokenize.py [--cells 5000] [--naive-cells 300] [--scaling] [--workdir DIR]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-# this file is named like the stdlib `tokenize` module: keep its folder off the import path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DICTS = (REPO / ".." / "shared" / "geneformer-dictionaries" / "v2_gc104M").resolve()

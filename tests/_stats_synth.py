@@ -7,7 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from geneattn.stats.confounds import TokenStore
+from geneattn.attention.store import TokenStore
 
 
 def make_counts(n_cells=60, n_genes=40, n_markers=5, seed=0, n_wells=6, lfc=2.0):

@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from geneattn import InputError
-from geneattn.config import NUTLIN_CLASSES, StudyConfig, dump_toml, load_toml, merge
+from geneattn.study.config import NUTLIN_CLASSES, StudyConfig, dump_toml, load_toml, merge
 
 
 def test_defaults_and_resolved():

@@ -7,23 +7,19 @@ is tokenized with `geneattn.tokenize.tokenize` and every cell goes through
 `geneattn.attention.extract` with a tiny random BERT (1 layer, 2 heads, hidden 16; ``store_tokens=True``
 writes the per-token memmap store). Peak RSS of the 200k-cell run over the 20k-cell run should stay ~1.
 
-    python benchmarks/scale.py [--sizes 20000 200000] [--tokens 64] [--workdir /tmp/geneattn-scale]
+    python benchmarks/bench_scale.py [--sizes 20000 200000] [--tokens 64] [--workdir /tmp/geneattn-scale]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
-
-# sibling benchmark scripts (tokenize.py, ...) must not shadow standard-library modules
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import time
+from pathlib import Path
 
 N_GENES = 20_000
 NNZ_PER_CELL = 60

@@ -5,23 +5,18 @@ exactly L tokens. Every measurement runs in its own subprocess (peak RSS = ``ru_
 modes are interleaved within each repeat and the medians are reported with ratios to SDPA.
 Goal: geneattn >= 0.7x SDPA throughput at <= 1.5x its peak memory.
 
-    python benchmarks/attention.py [--lengths 512 2048] [--repeats 3] [--profile]
+    python benchmarks/bench_attention.py [--lengths 512 2048] [--repeats 3] [--profile]
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import resource
+import statistics
+import subprocess
 import sys
-
-# sibling benchmark scripts (tokenize.py, ...) must not shadow standard-library modules
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
+import time
 
 MODES = ("sdpa", "geneattn", "eager")
 CELLS = {512: (32, 8), 2048: (8, 4)}  # n cells, batch size

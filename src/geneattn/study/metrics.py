@@ -1,18 +1,20 @@
-"""``metrics.json``: the numbers the report quotes, computed from the results (never hard-coded)."""
+"""``metrics.json``: the numbers the report quotes, computed from the results (never hard-coded).
+
+`compute_metrics` builds the whole document; `geneattn._results.Results.write_metrics` is its only writer.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["compute_metrics"]
+from .. import get
+from .._results import OTHER, REF, MissingResult, Results, jsonable
 
-REF, OTHER = "pretrained", "finetuned"
+__all__ = ["compute_metrics"]
 
 
 def _f(x: Any) -> float | None:
@@ -32,13 +34,10 @@ def _overall(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _data(root: Path) -> dict[str, Any]:
-    import anndata as ad
-
-    p = root / "cells.h5ad"
-    if not p.is_file():
+def _data(res: Results) -> dict[str, Any]:
+    if not res.cells.is_file():
         return {}
-    a = ad.read_h5ad(p, backed="r")
+    a = res.read_cells(backed=True)
     try:
         obs = a.obs
         out: dict[str, Any] = {"n_cells": int(a.n_obs), "n_genes": int(a.n_vars)}
@@ -63,17 +62,15 @@ def _data(root: Path) -> dict[str, Any]:
 
 
 def _attention(
-    root: Path, highlight: Sequence[str], top_k: int, change_ci: pd.DataFrame | None
+    res: Results, highlight: Sequence[str], top_k: int, change_ci: pd.DataFrame | None
 ) -> dict[str, Any]:
-    from .. import get
-
     out: dict[str, Any] = {}
     try:
-        abg = get.gene_attention_df(root)
-    except Exception:  # noqa: BLE001 - attention not run
+        abg = get.attention_by_gene_df(res)
+    except MissingResult:  # attention not run
         return out
     for model in (OTHER, REF):
-        s = get.gene_scores_df(root, model=model)
+        s = get.gene_scores_df(res, model=model)
         out[f"top_genes_{model}"] = s["gene"].head(top_k).tolist()
         out[f"highlight_rank_{model}"] = {h: (int(s.loc[s["gene"] == h, "rank"].iloc[0]) if (s["gene"] == h).any() else None)
                                           for h in highlight}  # fmt: skip
@@ -82,8 +79,8 @@ def _attention(
         pos = abg[abg["model"] == OTHER].groupby("gene")["rank_mean"].mean()
         out["highlight_mean_position"] = {h: _f(pos.get(h)) for h in highlight}
     ch = change_ci if change_ci is not None and not change_ci.empty else None
-    if ch is None and (root / "tables" / "head_change.parquet").is_file():
-        ch = get.head_change_df(root)
+    if ch is None and res.has_table("head_change"):
+        ch = get.head_change_df(res)
     if ch is not None and not ch.empty:
         num = ch[
             pd.to_numeric(ch["layer"].astype(str), errors="coerce").notna()
@@ -125,9 +122,7 @@ def _confounds(t: pd.DataFrame | None) -> dict[str, Any]:
 
 
 def _significance(t: pd.DataFrame | None, calibration: Mapping[str, Any] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "calibration": json.loads(pd.Series([dict(calibration or {})]).to_json(orient="records"))[0]
-    }
+    out: dict[str, Any] = {"calibration": jsonable(dict(calibration or {}))}
     if t is None or t.empty:
         return out
     for test, g in t.groupby("test"):
@@ -149,7 +144,7 @@ def _methods(t: pd.DataFrame | None) -> dict[str, Any]:
 
 
 def compute_metrics(
-    root: str | Path,
+    results: Results,
     *,
     tables: Mapping[str, pd.DataFrame],
     calibration: Mapping[str, Any] | None = None,
@@ -158,13 +153,12 @@ def compute_metrics(
     timings: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Everything the report quotes: data, classification, attention, agreement, confounds, significance, methods."""
-    root = Path(root)
-    fm = root / "models" / "finetuned" / "metrics.json"
-    clf = json.loads(fm.read_text()) if fm.is_file() else {}
+    fm = results.model(OTHER) / "metrics.json"
+    clf = results.read_json(fm) if fm.is_file() else {}
     metrics = {
-        "data": _data(root),
+        "data": _data(results),
         "classification": clf,
-        "attention": _attention(root, highlight, top_k, tables.get("change_ci")),
+        "attention": _attention(results, highlight, top_k, tables.get("change_ci")),
         "agreement": _agreement(tables.get("agreement")),
         "confounds": _confounds(tables.get("confounds")),
         "significance": _significance(tables.get("significance"), calibration),
@@ -172,8 +166,4 @@ def compute_metrics(
         "stats_timings_s": dict(timings or {}),
         "highlight": list(highlight),
     }
-    return json.loads(
-        json.dumps(metrics, default=lambda o: o.item() if hasattr(o, "item") else str(o)).replace(
-            "NaN", "null"
-        )
-    )
+    return jsonable(metrics)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["StudyConfig", "DATASETS", "load_toml", "dump_toml", "merge", "NUTLIN_CLASSES", "NUTLIN_GROUPS"]
 
@@ -169,14 +169,39 @@ class StudyConfig:
         if self.device not in _DEVICES:
             msg = f"config: device must be one of {_DEVICES}, got {self.device!r}"
             raise InputError(msg)
-        for name in ("min_cells_per_class", "model_input_size", "pretrain_epochs", "finetune_epochs",
-                     "batch_size", "attention_batch_size", "top_k", "rank_bin", "n_boot"):  # fmt: skip
+        self._check_ranges()
+        self._check_names()
+
+    def _check_ranges(self) -> None:
+        for name in _POSITIVE:
             if getattr(self, name) < 1:
                 msg = f"config: {name} must be >= 1, got {getattr(self, name)}"
                 raise InputError(msg)
-        if self.attribution_cells < 0 or (self.cells_per_dose is not None and self.cells_per_dose < 1):
-            msg = "config: attribution_cells must be >= 0 and cells_per_dose >= 1"
+        for name in ("seed", "attribution_cells"):
+            if getattr(self, name) < 0:
+                msg = f"config: {name} must be >= 0, got {getattr(self, name)}"
+                raise InputError(msg)
+        if self.cells_per_dose is not None and self.cells_per_dose < 1:
+            msg = f"config: cells_per_dose must be >= 1, got {self.cells_per_dose}"
             raise InputError(msg)
+        lr = self.finetune_lr
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            msg = f"config: finetune_lr must be a finite number > 0, got {lr!r}"
+            raise InputError(msg)
+
+    def _check_names(self) -> None:
+        from ..models import PRESETS
+
+        if self.preset not in PRESETS:
+            msg = f"config: unknown preset {self.preset!r}; choose one of {', '.join(sorted(PRESETS))}"
+            raise InputError(msg)
+        if not self.highlight or not all(h.strip() for h in self.highlight):
+            msg = f"config: highlight must name at least one gene, got {self.highlight!r}"
+            raise InputError(msg)
+        for name in ("label_key", "out"):
+            if not getattr(self, name).strip():
+                msg = f"config: {name} must not be empty"
+                raise InputError(msg)
 
     @property
     def source(self) -> str:
@@ -184,23 +209,29 @@ class StudyConfig:
         return "file" if self.data is not None else self.dataset
 
     def resolved(self) -> StudyConfig:
-        """A copy with dataset-specific defaults filled in (nutlin-sim: the study's 4 doses and groups)."""
+        """A copy with dataset-specific defaults filled in (nutlin-sim: the study's 4 doses and groups).
+
+        Also checks what needs the file system or the machine: input paths exist, ``out`` is not a
+        file (or under one), a CUDA device exists when ``device="cuda"``.
+        """
         c = dataclasses.replace(self)
         if c.source == "nutlin-sim":
             c.classes = c.classes if c.classes is not None else list(NUTLIN_CLASSES)
             c.groups = c.groups if c.groups is not None else NUTLIN_GROUPS
-        for name in ("data", "model", "dictionaries"):
+        for name in ("data", "model", "dictionaries", "out"):
             value = getattr(c, name)
             if value is not None:
                 setattr(c, name, str(Path(value).expanduser().resolve()))
+        _check_paths(c)
+        _check_device(c.device)
         return c
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """Plain dict of the fields (lists copied)."""
         return {k: (list(v) if isinstance(v, list) else v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> StudyConfig:
+    def from_dict(cls, d: Mapping[str, object]) -> StudyConfig:
         """Build from a mapping; unknown keys are an `InputError`."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -210,6 +241,45 @@ class StudyConfig:
         return cls(**dict(d))
 
 
+_POSITIVE = ("min_cells_per_class", "model_input_size", "pretrain_epochs", "finetune_epochs", "batch_size",
+             "attention_batch_size", "top_k", "rank_bin", "n_boot")  # fmt: skip
+_INPUT_PATHS = {"data": "data file", "model": "model directory", "dictionaries": "dictionaries directory"}
+
+
+def _check_paths(c: StudyConfig) -> None:
+    """InputError for a missing input, a data file that is no ``.h5ad``, or an ``out`` that is a file."""
+    for name, what in _INPUT_PATHS.items():
+        p = getattr(c, name)
+        if p is not None and not Path(p).exists():
+            msg = f"{what} not found: {p}"
+            raise InputError(msg)
+    if c.data is not None and not str(c.data).endswith(".h5ad"):
+        msg = f"--data must be an .h5ad file, got {c.data}"
+        raise InputError(msg)
+    out = Path(c.out)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                msg = f"--out {out} cannot be a results directory: {p} is a file"
+                raise InputError(msg)
+            break
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            msg = "--device cuda, but no CUDA device is available here; use --device cpu (or auto)"
+            raise InputError(msg)
+    elif device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            msg = "--device mps, but MPS is not available here; use --device cpu (or auto)"
+            raise InputError(msg)
+
+
 def _num_str(v: Any) -> str:
     """Class labels as strings: ``10`` and ``10.0`` -> ``"10"``, ``0.5`` -> ``"0.5"``."""
     if isinstance(v, float) and math.isfinite(v) and v.is_integer():
@@ -217,7 +287,7 @@ def _num_str(v: Any) -> str:
     return str(v)
 
 
-def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_toml(path: str | os.PathLike[str]) -> dict[str, object]:
     """Read a study config file (flat TOML, or everything under a ``[study]`` table)."""
     p = Path(path)
     if not p.is_file():
@@ -241,22 +311,33 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, float):
         return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
     if isinstance(v, str):
-        esc = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-        return f'"{esc}"'
+        return '"' + "".join(_toml_char(ch) for ch in v) + '"'
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     msg = f"cannot write {type(v).__name__} to TOML"
     raise TypeError(msg)
 
 
-def dump_toml(d: Mapping[str, Any], *, header: str | None = None) -> str:
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_char(ch: str) -> str:
+    """One character of a TOML basic string: quotes, backslashes and control characters escaped."""
+    if ch in _TOML_ESCAPES:
+        return _TOML_ESCAPES[ch]
+    if ord(ch) < 0x20 or ord(ch) == 0x7F:
+        return f"\\u{ord(ch):04X}"
+    return ch
+
+
+def dump_toml(d: Mapping[str, object], *, header: str | None = None) -> str:
     """Serialise a flat mapping of str/int/float/bool/lists to TOML (``None`` values are left out)."""
     lines = [f"# {line}" for line in (header or "").splitlines()]
     lines += [f"{k} = {_toml_value(v)}" for k, v in d.items() if v is not None]
     return "\n".join(lines) + "\n"
 
 
-def merge(file_values: Mapping[str, Any] | None, cli_values: Mapping[str, Any] | None) -> StudyConfig:
+def merge(file_values: Mapping[str, object] | None, cli_values: Mapping[str, object] | None) -> StudyConfig:
     """CLI flag > config file > default; ``None`` CLI values mean "not given"."""
     merged = dict(file_values or {})
     merged.update({k: v for k, v in (cli_values or {}).items() if v is not None})

@@ -1,0 +1,124 @@
+"""Running the study: every stage in order through the cached engine (`geneattn.pipeline`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+
+from .. import __version__
+from .._atomic import write_text
+from .._results import Results
+from ..errors import InputError
+from ..pipeline import Context, Stage, order, read_manifest, run_stages
+from ._stage import STAGES, StageContext, StageSpec, key_params
+from .config import StudyConfig, dump_toml
+
+__all__ = ["run_study", "stages", "rebuild_report"]
+
+logger = logging.getLogger(__name__)
+
+# importing the stage modules registers their stages; this order is the study's order
+for _module in ("data", "tokens", "training", "attention", "statistics", "reporting"):
+    importlib.import_module(f"{__package__}.{_module}")
+
+
+def _runner(spec: StageSpec, cfg: StudyConfig, params: dict[str, object]) -> Callable[[Context], str | None]:
+    def run(ctx: Context) -> str | None:
+        return spec.run(StageContext(Results(ctx.out), spec.view(cfg), params, spec.name))
+
+    return run
+
+
+def stages(cfg: StudyConfig) -> list[Stage]:
+    """The study's stages for a resolved config, in dependency order (``data`` first).
+
+    Each stage's parameters are derived from the config fields it declares it reads.
+    """
+    out = []
+    for spec in STAGES.values():
+        params = key_params(spec, cfg)
+        out.append(Stage(spec.name, _runner(spec, cfg, params), spec.deps, params, spec.output_paths(cfg)))
+    return order(out)
+
+
+def _pin_torch_threads(all_stages: list[Stage]) -> list[Stage]:
+    """Run every stage with the torch thread count this process started with.
+
+    scanpy's PCA (through threadpoolctl) raises the OpenMP thread count that torch shares, so without
+    this a run whose ``qc`` stage ran trains with more threads than a resumed run that skipped it:
+    float reductions then differ, and a resumed run no longer reproduces an uninterrupted one.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+
+    def pinned(fn: Callable[[Context], str | None]) -> Callable[[Context], str | None]:
+        def run_pinned(ctx: Context) -> str | None:
+            torch.set_num_threads(n)
+            try:
+                return fn(ctx)
+            finally:
+                torch.set_num_threads(n)
+
+        return run_pinned
+
+    return [dataclasses.replace(s, run=pinned(s.run)) for s in all_stages]
+
+
+def _record_timings(res: Results, manifest: dict, *, wall: float) -> None:
+    """Add the stages' timings (from the manifest) to ``metrics.json``."""
+    if not res.metrics.is_file():
+        return
+    st = manifest.get("stages", {})
+    res.update_metrics(
+        timings={"stages_s": {k: v.get("seconds") for k, v in st.items()}, "last_run_wall_s": round(wall, 2)}
+    )
+
+
+def run_study(config: StudyConfig, *, force: bool = False, progress: bool | None = None) -> dict:
+    """Run the whole study for a `StudyConfig`; returns the manifest.
+
+    Every option is validated before anything is written (`StudyConfig` and `StudyConfig.resolved`), and
+    bad input found by the data stage leaves no new results directory behind.
+    """
+    if not isinstance(config, StudyConfig):
+        msg = f"run_study needs a StudyConfig, got {type(config).__name__}"
+        raise TypeError(msg)
+    cfg = config.resolved()
+    res = Results(cfg.out)
+    created = not res.root.exists()
+    ctx = Context(res.root, cfg)
+    all_stages = stages(cfg)
+    t0 = time.perf_counter()
+    try:  # the data stage first: bad input is found before anything else is written
+        run_stages(all_stages[:1], res.root, ctx=ctx, force=force, progress=False)
+    except InputError:
+        if created:
+            shutil.rmtree(res.root, ignore_errors=True)
+        raise
+    all_stages = _pin_torch_threads(all_stages)
+    header = (
+        f"geneattn {__version__} resolved study configuration\nreproduce: geneattn run --config {res.config}"
+    )
+    write_text(res.config, dump_toml(cfg.to_dict(), header=header))
+    rest = [s.name for s in all_stages[1:]] if force else False
+    manifest = run_stages(all_stages, res.root, ctx=ctx, force=rest, progress=progress)
+    _record_timings(res, manifest, wall=time.perf_counter() - t0)
+    return manifest
+
+
+def rebuild_report(results_dir: str) -> str:
+    """`geneattn report`: figures and ``report.html`` from an existing results directory."""
+    from ..report import build_from_results
+
+    res = Results(results_dir)
+    if not res.manifest.is_file() and not res.metrics.is_file():
+        msg = f"{res.root} is not a geneattn results directory (no manifest.json or metrics.json)"
+        raise InputError(msg)
+    read_manifest(res.root)
+    res.read_metrics()  # a truncated metrics.json is one clear error
+    return str(build_from_results(res, redraw=True))

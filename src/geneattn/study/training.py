@@ -1,0 +1,67 @@
+"""Stages ``pretrain`` (masked gene modelling, or the user's checkpoint) and ``finetune`` (the classifier)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .._atomic import write_json
+from .._results import OTHER, REF, Results
+from ._stage import ConfigView, StageContext, stage
+
+
+def device_of(cfg: ConfigView) -> str | None:
+    """The torch device of model stages (None: `geneattn.settings` decides)."""
+    return None if cfg.device == "auto" else cfg.device
+
+
+def pretrained_dir(cfg: ConfigView, results: Results) -> Path:
+    """The pretrained model: the user's Geneformer checkpoint, or ``models/pretrained``."""
+    return Path(cfg.model) if cfg.model is not None else results.model(REF)
+
+
+@stage("pretrain", deps=("tokenize",), reads=("model", "preset", "pretrain_epochs", "batch_size", "seed", "device"),
+       outputs=("models/pretrained.json",))  # fmt: skip
+def pretrain(ctx: StageContext) -> str:
+    """Masked gene modelling on the corpus (``models/pretrained``), or record the user's checkpoint."""
+    from ..models import PretrainConfig
+    from ..models import pretrain as train
+    from ..tokenize import load_vocab
+
+    res, cfg = ctx.results, ctx.config
+    if cfg.model is not None:
+        write_json(res.model_record(REF), {"path": cfg.model, "source": "user checkpoint"})
+        return f"using {cfg.model}"
+    pc = PretrainConfig(preset=cfg.preset, epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size,
+                        device=device_of(cfg))  # fmt: skip
+    out = train(res.corpus_tokens, load_vocab(res.tokens), out=res.model(REF), config=pc, seed=cfg.seed)
+    shutil.rmtree(Path(out) / "checkpoints", ignore_errors=True)
+    write_json(res.model_record(REF), {"path": str(out), "source": f"pretrained ({cfg.preset})"})
+    return f"{cfg.preset} model, {cfg.pretrain_epochs} epoch(s) -> {out}"
+
+
+@stage("finetune", deps=("tokenize", "pretrain"),
+       reads=("model", "finetune_epochs", "finetune_lr", "batch_size", "seed", "groups", "device"),
+       outputs=("models/finetuned/config.json", "models/finetuned/metrics.json"))  # fmt: skip
+def finetune(ctx: StageContext) -> str:
+    """Fine-tune the classifier (``models/finetuned`` with ``metrics.json``, ``splits.parquet``)."""
+    from ..io import parse_groups
+    from ..models import FinetuneConfig
+    from ..models import finetune as train
+
+    res, cfg = ctx.results, ctx.config
+    groups = parse_groups(cfg.groups) if cfg.groups else None
+    lr = cfg.finetune_lr if cfg.finetune_lr is not None else (5e-5 if cfg.model is not None else 1e-3)
+    # select the epoch by validation macro-F1: a briefly trained small model grows over-confident
+    # (validation loss rising) while its validation accuracy still improves
+    fc = FinetuneConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, learning_rate=float(lr),
+                        select_by="macro_f1", device=device_of(cfg))  # fmt: skip
+    out = res.model(OTHER)
+    result = train(res.tokens, model=pretrained_dir(cfg, res), out=out, label_key="label", groups=groups,
+                   config=fc, seed=cfg.seed)  # fmt: skip
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    m = result.metrics
+    g = (m.get("groups") or {}).get("accuracy")
+    return f"test accuracy {m.get('accuracy', float('nan')):.3f}" + (
+        f", groups {g:.3f}" if g is not None else ""
+    )
