@@ -15,7 +15,11 @@ def test_torchrun_two_cpu_processes(tmp_path):
     if not torchrun.exists():
         pytest.skip("torchrun not installed")
     src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+    }
     cmd = [
         str(torchrun),
         "--standalone",

@@ -60,7 +60,9 @@ def test_finetune_outputs(result, pretrained):
     assert m["n_test_units"] == 3 and m["bootstrap"]["unit"] == "well"
     assert m["bootstrap"]["n_boot"] == 0 and m["accuracy_ci"] is None  # one test well per class: no interval
     assert m["flags"]["learned"] is None and m["flags"]["best_epoch_zero"] == (m["best_epoch"] == 0)
-    assert [t["n_cells"] for t in m["by_genes_expressed"]] and sum(t["n_cells"] for t in m["by_genes_expressed"]) == m["n_test"]
+    assert [t["n_cells"] for t in m["by_genes_expressed"]] and sum(
+        t["n_cells"] for t in m["by_genes_expressed"]
+    ) == m["n_test"]
 
 
 def test_splits_grouped_by_well(result, tokens):

@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
+from _ddp_smoke import tiny_vocab
 from safetensors.torch import load_file
 
 import geneattn.models._loop as loop
 from geneattn import InputError
 from geneattn.models import PretrainConfig, load, pretrain
-
-from _ddp_smoke import tiny_vocab
 
 
 def _weights(path):

@@ -8,10 +8,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._classes import sort_classes  # torch-free: the one class order, re-exported here
+
 if TYPE_CHECKING:  # pragma: no cover
     from ._args import TrainArgs
     from ._builtin import BUILTIN, builtin_checkpoint
-    from ._classes import sort_classes
     from ._finetune import FinetuneConfig, FinetuneResult, finetune, predict
     from ._load import check_vocab, load, save_model
     from ._pretrain import PretrainConfig, pretrain
@@ -35,7 +36,6 @@ _WHERE = {
     "predict": "_finetune",
     "make_splits": "splits",
     "permute_labels": "splits",
-    "sort_classes": "_classes",
 }
 
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__

@@ -30,9 +30,9 @@ import torch
 from transformers import BertForSequenceClassification, PreTrainedModel
 
 from .._atomic import atomic_path, write_json
+from .._classes import sort_classes
 from ..errors import InputError
 from ._args import TrainArgs, fingerprint, write_train_log
-from ._classes import sort_classes
 from ._data import as_dataset, length_grouped_batches, lengths_of, max_token_id, pad_batch, shard_batches
 from ._load import HEAD_PREFIXES, check_lengths, load, save_model
 from ._loop import Dist, LoopSpec, LoopState, autocast, distributed, run_loop

@@ -28,10 +28,11 @@ import torch
 import torch.distributed as dist
 
 from .._atomic import TMP_PREFIX, atomic_dir, write_json
+from .._progress import progress
 from .._settings import settings
 from ..errors import InputError
 from ._load import save_model
-from ._progress import Progress
+from ._throughput import Throughput
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._args import TrainArgs
@@ -310,24 +311,24 @@ def run_loop(
         ids = [env.device.index] if env.device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
     module.train()
-    show = settings.progress and env.is_main
-    progress = Progress(total=total, initial=state.step, desc=spec.desc, bar=show, log=env.is_main)
+    bar = progress(total, desc=spec.desc, unit="step", initial=state.step, enabled=env.is_main)
+    meter = Throughput()
     with torch.random.fork_rng(devices=[]):
         while state.step < total and not state.stopped:
             epoch = state.step // steps_per_epoch
             for batch in task.batches_for_epoch(epoch)[state.step % steps_per_epoch :]:
-                progress.step_started()
+                meter.start()
                 loss = _train_step(wrapped, module, opt, task, batch, state.step, total, warmup, spec, env)
                 state.step += 1
                 value = env.mean(float(loss))
                 lr = spec.learning_rate * _lr_factor(state.step - 1, total, warmup)
                 state.history.append({"step": state.step, "epoch": epoch, "loss": value, "lr": lr})
                 n_tokens = int(task.lengths[batch].sum()) * env.world_size
-                progress.step_done(
-                    n_cells=len(batch) * env.world_size, n_tokens=n_tokens, loss=value, epoch=epoch
-                )
-                if progress.throughput is not None:
-                    state.extra["throughput"] = progress.throughput
+                meter.stop(n_cells=len(batch) * env.world_size, n_tokens=n_tokens, last=state.step == total)
+                if meter.result is not None:
+                    state.extra["throughput"] = meter.result
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
                 _after_step(state)
                 at_epoch_end = state.step % steps_per_epoch == 0
                 if not at_epoch_end and spec.save_steps > 0 and state.step % spec.save_steps == 0:
@@ -337,7 +338,7 @@ def run_loop(
                 state.stopped = True
             module.train()
             _checkpoint(ckpt_dir, model, opt, state, spec, env)
-    progress.close()
+    bar.close()
     module.eval()
     return state
 

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._evaluate import accuracy_by_tertile, bootstrap_scores, min_units_per_stratum, unit_bootstrap
+from ._evaluate import (
+    accuracy_by_tertile,
+    bootstrap_scores,
+    min_units_per_stratum,
+    small_sample_widening,
+    unit_bootstrap,
+)
 from .metrics import OTHER, bag_of_genes, baseline_predictions, classification_metrics, group_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,6 +34,7 @@ def _group_scores(
     preds: Mapping[str, np.ndarray],
     groups: Mapping[str, Sequence[str]],
     reps: list[np.ndarray],
+    widen: float,
 ) -> dict[str, Any]:
     """Bootstrap scores of the coarse groups on the same replicates (cells of classes in no group dropped)."""
     to_group = {m: g for g, members in groups.items() for m in members}
@@ -39,7 +46,7 @@ def _group_scores(
         n: np.array([to_group.get(p, OTHER) for p in np.asarray(v, dtype=str)[keep]])
         for n, v in preds.items()
     }
-    return bootstrap_scores(gt, gp, list(groups), sub_reps)
+    return bootstrap_scores(gt, gp, list(groups), sub_reps, widen=widen)
 
 
 def _flags(metrics: dict[str, Any], best_epoch: int | None, epochs_run: int) -> dict[str, Any]:
@@ -91,8 +98,9 @@ def test_metrics(
         described = {k: v[1] for k, v in fitted.items()}
     min_units = min_units_per_stratum(data.units[test], y_true)
     reps = unit_bootstrap(data.units[test], y_true, n_boot=cfg.n_boot, seed=seed) if min_units >= 2 else []
-    boot = bootstrap_scores(y_true, preds, data.classes, reps)
-    gboot = _group_scores(y_true, preds, groups, reps) if groups else None
+    widen = small_sample_widening(min_units)
+    boot = bootstrap_scores(y_true, preds, data.classes, reps, widen=widen)
+    gboot = _group_scores(y_true, preds, groups, reps, widen) if groups else None
     out = _with_ci(classification_metrics(y_true, preds["model"], data.classes), boot["scores"]["model"])
     out["groups"] = None
     if groups:
@@ -112,7 +120,7 @@ def test_metrics(
         n_train=len(data.idx("train")), n_val=len(data.idx("val")), n_test=len(test),
         n_test_units=int(len(np.unique(data.units[test]))), classes=data.classes, split_grouped_by=data.group_col,
         bootstrap={"unit": data.group_col or "cell", "stratified_by": "class", "n_boot": len(reps), "seed": seed,
-                   "min_units_per_class": min_units, "note": None if reps else "fewer than 2 test units in a class: no intervals"},
+                   "min_units_per_class": min_units, "widened_by": round(widen, 4), "note": None if reps else "fewer than 2 test units in a class: no intervals"},
         best_epoch=state.extra.get("best_epoch"), epochs_run=len(evals), eval=evals,
         pooling=getattr(clf.config, "geneattn_pooling", None), seed=seed,
     )  # fmt: skip
