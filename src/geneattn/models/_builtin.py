@@ -48,7 +48,7 @@ def builtin_checkpoint(name: str = DEFAULT_CHECKPOINT) -> Path:
     if name not in BUILTIN:
         msg = f"unknown built-in checkpoint {name!r}; choose one of {sorted(BUILTIN)}"
         raise InputError(msg)
-    path = Path(str(resources.files("geneattn.models") / "checkpoints" / name))
+    path = _root() / name
     missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise _fail(path, f"missing {', '.join(missing)}")
@@ -67,6 +67,11 @@ def builtin_checkpoint(name: str = DEFAULT_CHECKPOINT) -> Path:
     if vocab.size != size:
         raise _fail(path, f"vocab.json has {vocab.size} tokens but the model {size}")
     return path
+
+
+def _root() -> Path:
+    """Where the shipped checkpoints live (package data)."""
+    return Path(str(resources.files("geneattn.models") / "checkpoints"))
 
 
 def _check_weights(path: Path, vocab_size: int) -> None:
