@@ -57,6 +57,10 @@ class FinetuneConfig(TrainArgs):
         As in `TrainArgs`; ``learning_rate`` is the encoder's (Geneformer: 5e-5).
     head_learning_rate
         Learning rate of the new pooler and classifier (None: ``learning_rate``).
+    embedding_learning_rate
+        Learning rate of the token (gene) embeddings (None: ``learning_rate``). A gene's signal
+        reaches ``<cls>`` through attention over ~250 tokens, so at the encoder's rate a few
+        epochs barely move it; a higher rate lets the dose-responsive genes' embeddings move first.
     hidden_dropout
         Hidden dropout while fine-tuning (None keeps the checkpoint's); attention dropout is kept.
     freeze_layers
@@ -88,6 +92,7 @@ class FinetuneConfig(TrainArgs):
     batch_size: int = 16
     learning_rate: float = 2e-4
     head_learning_rate: float | None = 1e-3
+    embedding_learning_rate: float | None = 1e-2
     hidden_dropout: float | None = 0.1
     freeze_layers: int = 0
     patience: int = 0
@@ -109,9 +114,10 @@ class FinetuneConfig(TrainArgs):
         if self.freeze_layers < 0 or self.patience < 0 or self.min_delta < 0 or self.n_boot < 1:
             msg = "freeze_layers, patience and min_delta must be >= 0 and n_boot >= 1"
             raise InputError(msg)
-        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
-            msg = f"head_learning_rate must be > 0, got {self.head_learning_rate}"
-            raise InputError(msg)
+        for name in ("head_learning_rate", "embedding_learning_rate"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                msg = f"{name} must be > 0, got {getattr(self, name)}"
+                raise InputError(msg)
         if self.hidden_dropout is not None and not 0 <= self.hidden_dropout < 1:
             msg = f"hidden_dropout must be in [0, 1), got {self.hidden_dropout}"
             raise InputError(msg)
@@ -411,8 +417,7 @@ def finetune(
     t0 = time.perf_counter()
     with distributed(cfg.device) as env:
         task = _FinetuneTask(data, clf, cfg, seed=seed, env=env, out=out)
-        spec = LoopSpec.from_args(cfg, seed=seed, desc="finetune", head_learning_rate=cfg.head_learning_rate,
-                                  head_prefixes=HEAD_PREFIXES[1:])  # fmt: skip
+        spec = LoopSpec.from_args(cfg, seed=seed, desc="finetune", rates=_rates(cfg))
         fp = fingerprint("finetune", cfg, seed=seed, world_size=env.world_size, n_cells=len(ds), classes=data.classes,
                          label_key=label_key, split=_split_digest(data.split),
                          model=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)  # fmt: skip
@@ -433,6 +438,13 @@ def finetune(
             )
         env.barrier()
     return FinetuneResult(model_dir=out, metrics=metrics, splits=splits)
+
+
+def _rates(cfg: FinetuneConfig) -> tuple[tuple[str, float], ...]:
+    """Per-parameter learning rates: the new head's and the gene embeddings' (`LoopSpec.rates`)."""
+    head = [(prefix, cfg.head_learning_rate) for prefix in HEAD_PREFIXES[1:]]  # pooler, classifier
+    emb = [("bert.embeddings.word_embeddings.", cfg.embedding_learning_rate)]
+    return tuple((p, r) for p, r in (*head, *emb) if r is not None)
 
 
 def _split_digest(split: np.ndarray) -> str:

@@ -108,8 +108,9 @@ def _destroy() -> None:
 class LoopSpec:
     """Optimisation settings of one run (from `TrainArgs` via `from_args`).
 
-    Parameters whose name starts with one of ``head_prefixes`` (a fine-tuning head) train at
-    ``head_learning_rate``; all others at ``learning_rate``. Both follow the same schedule.
+    ``rates`` gives some parameters their own peak learning rate: ``(name prefix, rate)`` pairs,
+    the first matching prefix wins (e.g. a new head, the token embeddings); all other parameters
+    train at ``learning_rate``. Every rate follows the same warm-up and decay.
     """
 
     epochs: int
@@ -122,8 +123,7 @@ class LoopSpec:
     keep_checkpoints: int
     seed: int
     desc: str = "train"
-    head_learning_rate: float | None = None
-    head_prefixes: tuple[str, ...] = ()
+    rates: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_args(
@@ -133,8 +133,7 @@ class LoopSpec:
         seed: int,
         desc: str,
         save_steps: int = 0,
-        head_learning_rate: float | None = None,
-        head_prefixes: tuple[str, ...] = (),
+        rates: tuple[tuple[str, float], ...] = (),
     ) -> LoopSpec:
         """The spec of a run with settings ``args``."""
         return cls(
@@ -148,8 +147,7 @@ class LoopSpec:
             keep_checkpoints=args.keep_checkpoints,
             seed=seed,
             desc=desc,
-            head_learning_rate=head_learning_rate,
-            head_prefixes=head_prefixes,
+            rates=rates,
         )
 
 
@@ -200,25 +198,20 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def _param_groups(model: torch.nn.Module, spec: LoopSpec) -> list[dict[str, Any]]:
-    """AdamW groups: head vs encoder learning rate; no weight decay on biases and LayerNorm weights.
+    """AdamW groups by peak learning rate (`LoopSpec.rates`); no weight decay on biases and LayerNorm weights.
 
     Frozen parameters are left out; every group keeps its peak rate as ``peak_lr``.
     """
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        head = bool(spec.head_prefixes) and name.startswith(spec.head_prefixes)
+        lr = next((rate for prefix, rate in spec.rates if name.startswith(prefix)), spec.learning_rate)
         decay = not (p.ndim < 2 or "LayerNorm" in name)
-        groups.setdefault((head, decay), []).append(p)
-    head_lr = spec.head_learning_rate if spec.head_learning_rate is not None else spec.learning_rate
+        groups.setdefault((lr, decay), []).append(p)
     return [
-        {
-            "params": params,
-            "weight_decay": spec.weight_decay if decay else 0.0,
-            "peak_lr": head_lr if head else spec.learning_rate,
-        }
-        for (head, decay), params in sorted(groups.items())
+        {"params": params, "weight_decay": spec.weight_decay if decay else 0.0, "peak_lr": lr}
+        for (lr, decay), params in sorted(groups.items())
     ]
 
 
