@@ -28,7 +28,9 @@ def test_complete_checkpoint_loads(fake_root):
     assert type(load(path, vocab=tiny_vocab())).__name__ == "BertForMaskedLM"
 
 
-@pytest.mark.parametrize("damage", ["truncate", "missing_vocab", "missing_weights", "bad_config", "other_vocab"])
+@pytest.mark.parametrize(
+    "damage", ["truncate", "missing_vocab", "missing_weights", "bad_config", "other_vocab"]
+)
 def test_damaged_checkpoint_is_one_clear_error(fake_root, damage):
     w = fake_root / "model.safetensors"
     if damage == "truncate":
