@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-import datasets
 import numpy as np
 import pytest
 from _ddp_smoke import TINY
 
+import datasets
 from geneattn.models import PretrainConfig, pretrain
 from geneattn.tokenize import GeneVocab
 
