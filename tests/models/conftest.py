@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-
-from geneattn.models._ddp_smoke import TINY, tiny_tokens
+from _ddp_smoke import TINY, tiny_tokens, tiny_vocab
 
 
 @pytest.fixture(scope="session")
@@ -12,14 +11,20 @@ def tokens():
 
 
 @pytest.fixture(scope="session")
+def vocab():
+    """The tiny tokens' `GeneVocab` (60 tokens: <pad>, <mask>, G2 ... G59)."""
+    return tiny_vocab()
+
+
+@pytest.fixture(scope="session")
 def tiny_config():
     return dict(TINY)
 
 
 @pytest.fixture(scope="session")
-def pretrained(tmp_path_factory, tokens, tiny_config):
+def pretrained(tmp_path_factory, tokens, vocab, tiny_config):
     from geneattn.models import PretrainConfig, pretrain
 
     out = tmp_path_factory.mktemp("pt") / "model"
-    cfg = PretrainConfig(epochs=1, batch_size=8, save_steps=5, config_overrides=tiny_config)
-    return pretrain(tokens, 60, out=out, config=cfg, seed=0)
+    cfg = PretrainConfig(epochs=1, batch_size=8, save_steps=5, eval_cells=8, config_overrides=tiny_config)
+    return pretrain(tokens, vocab, out=out, config=cfg, seed=0)

@@ -7,9 +7,10 @@ from typer.testing import CliRunner
 from geneattn.cli import app
 
 
-def test_cli_pretrain_then_finetune(tokens, tmp_path):
+def test_cli_pretrain_then_finetune(tokens, vocab, tmp_path):
     tok = tmp_path / "tokens"
     tokens.save_to_disk(str(tok))
+    vocab.to_json(tok / "vocab.json")
     runner = CliRunner()
     r = runner.invoke(
         app, ["pretrain", str(tok), "--out", str(tmp_path / "pt"), "--epochs", "1", "--batch-size", "32"]
@@ -40,9 +41,10 @@ def test_cli_pretrain_then_finetune(tokens, tmp_path):
     assert m["groups"]["groups"] == {"ab": ["a", "b"], "c": ["c"]}
 
 
-def test_cli_user_errors_exit_2(tokens, tmp_path):
+def test_cli_user_errors_exit_2(tokens, vocab, tmp_path):
     tok = tmp_path / "tokens"
     tokens.save_to_disk(str(tok))
+    vocab.to_json(tok / "vocab.json")
     runner = CliRunner()
     r = runner.invoke(
         app, ["finetune", str(tok), "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]

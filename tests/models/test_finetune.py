@@ -54,8 +54,15 @@ def test_finetune_outputs(result, pretrained):
     assert m["n_train"] + m["n_val"] + m["n_test"] == 96
     assert np.asarray(m["confusion"]["matrix"]).sum() == m["n_test"]
     assert m["groups"]["confusion"]["labels"] == ["ab", "c"]
-    assert {"majority", "logreg"} <= set(m["baselines"])
+    assert set(m["baselines"]) == {"majority", "logreg", "length"}
     assert m["baselines"]["logreg"]["accuracy"] > 0.6  # class-specific genes are easy for a linear model
+    assert m["pooling"] == "first" and model.config.geneattn_pooling == "first"  # tokens without <cls>
+    assert m["n_test_units"] == 3 and m["bootstrap"]["unit"] == "well"
+    assert m["bootstrap"]["n_boot"] == 0 and m["accuracy_ci"] is None  # one test well per class: no interval
+    assert m["flags"]["learned"] is None and m["flags"]["best_epoch_zero"] == (m["best_epoch"] == 0)
+    assert [t["n_cells"] for t in m["by_genes_expressed"]] and sum(
+        t["n_cells"] for t in m["by_genes_expressed"]
+    ) == m["n_test"]
 
 
 def test_splits_grouped_by_well(result, tokens):

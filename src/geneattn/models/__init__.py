@@ -8,19 +8,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._classes import sort_classes  # torch-free: the one class order, re-exported here
+
 if TYPE_CHECKING:  # pragma: no cover
+    from ._args import TrainArgs
+    from ._builtin import BUILTIN, builtin_checkpoint
     from ._finetune import FinetuneConfig, FinetuneResult, finetune, predict
     from ._load import check_vocab, load, save_model
     from ._pretrain import PretrainConfig, pretrain
     from .presets import PRESETS, make_config
-    from .splits import make_splits
+    from .splits import make_splits, permute_labels
 
 _WHERE = {
+    "BUILTIN": "_builtin",
+    "builtin_checkpoint": "_builtin",
     "PRESETS": "presets",
     "make_config": "presets",
     "load": "_load",
     "check_vocab": "_load",
     "save_model": "_load",
+    "TrainArgs": "_args",
     "PretrainConfig": "_pretrain",
     "pretrain": "_pretrain",
     "FinetuneConfig": "_finetune",
@@ -28,21 +35,27 @@ _WHERE = {
     "finetune": "_finetune",
     "predict": "_finetune",
     "make_splits": "splits",
+    "permute_labels": "splits",
 }
 
 __all__ = [  # noqa: F822 - resolved lazily by __getattr__
+    "BUILTIN",
     "FinetuneConfig",
     "FinetuneResult",
     "PRESETS",
     "PretrainConfig",
+    "TrainArgs",
+    "builtin_checkpoint",
     "check_vocab",
     "finetune",
     "load",
     "make_config",
     "make_splits",
+    "permute_labels",
     "predict",
     "pretrain",
     "save_model",
+    "sort_classes",
 ]
 
 

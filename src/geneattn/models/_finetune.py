@@ -1,8 +1,17 @@
 """Fine-tuning: a cell classifier (`BertForSequenceClassification`) on top of a pretrained model.
 
 Knobs follow Geneformer's ``Classifier`` (freeze the first N layers, learning rate, warm-up, epochs,
-batch size, weight decay; 80/10/10 train/validation/test), with CPU defaults, class weights for
-imbalanced classes, early stopping on validation loss and the best epoch's weights kept.
+batch size, weight decay), with separate learning rates for the encoder and the new head, hidden
+dropout, class weights for imbalanced classes, and a split by well: whole wells go to
+train/validation/test, 2 test wells per class when there are 6, so the test accuracy gets a
+bootstrap interval over wells (`geneattn.models._evaluate`). The epoch whose weights are kept is
+chosen on the validation wells; ``metrics.json`` flags a kept epoch 0, and a classifier that is not
+better than the majority class or the logistic-regression baseline.
+
+Pooling: ``BertForSequenceClassification`` pools the first token. Tokens made with a vocabulary that
+has ``<cls>`` (the built-in checkpoint, Geneformer V2) start with it, so the first token is
+``<cls>``; Geneformer V1 tokens start with the cell's top-ranked gene. The convention is recorded
+as ``geneattn_pooling`` (``"cls"`` or ``"first"``) in the model's ``config.json``.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,89 +30,99 @@ import torch
 from transformers import BertForSequenceClassification, PreTrainedModel
 
 from .._atomic import atomic_path, write_json
+from .._classes import sort_classes
 from ..errors import InputError
+from ._args import TrainArgs, fingerprint, write_train_log
 from ._data import as_dataset, length_grouped_batches, lengths_of, max_token_id, pad_batch, shard_batches
-from ._load import check_lengths, load, save_model
-from ._loop import LoopSpec, LoopState, check_training_args, distributed, run_loop
-from .metrics import bag_of_genes, baselines, check_groups, classification_metrics, group_metrics
-from .splits import make_splits
+from ._load import HEAD_PREFIXES, check_lengths, load, save_model
+from ._loop import Dist, LoopSpec, LoopState, autocast, distributed, run_loop
+from .metrics import check_groups, classification_metrics
+from .splits import SPLITS, make_splits
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "predict", "sort_labels"]
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "predict"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class FinetuneConfig:
-    """Settings for `finetune` (Geneformer ``Classifier`` defaults in brackets).
+class FinetuneConfig(TrainArgs):
+    """Settings for `finetune`: the `TrainArgs` fields (defaults below) and the task's own.
 
     Attributes
     ----------
-    epochs
-        Maximum epochs [10]; early stopping may end sooner.
-    batch_size
-        Cells per step and process [12].
-    learning_rate
-        Peak AdamW learning rate [5e-5 for 6-layer models]; the CPU default 1e-4 suits the small
-        models pretrained here.
-    weight_decay
-        [0.001].
-    warmup_steps, warmup_ratio
-        Linear warm-up [500 steps]; None uses ``warmup_ratio`` of all steps, then linear decay.
+    epochs, batch_size, learning_rate, weight_decay, warmup_steps, warmup_ratio, max_grad_norm, keep_checkpoints, device
+        As in `TrainArgs`; ``learning_rate`` is the encoder's (Geneformer: 5e-5).
+    head_learning_rate
+        Learning rate of the new pooler and classifier (None: ``learning_rate``).
+    embedding_learning_rate
+        Learning rate of the token (gene) embeddings (None: ``learning_rate``). A gene's signal
+        reaches ``<cls>`` through attention over ~250 tokens, so at the encoder's rate a few
+        epochs barely move it; a higher rate lets the dose-responsive genes' embeddings move first.
+    hidden_dropout
+        Hidden dropout while fine-tuning (None keeps the checkpoint's); attention dropout is kept.
     freeze_layers
-        Freeze the first N encoder layers [0].
+        Freeze the first N encoder layers (Geneformer: embeddings stay trainable).
     patience
         Stop after this many epochs without a better validation score (0 disables early stopping).
     select_by
-        Validation score for early stopping and for the epoch whose weights are kept: ``"loss"``
-        (lower is better; HF ``Trainer``'s default) or ``"macro_f1"`` (higher is better; what
-        Geneformer's hyper-parameter search maximises). A small model trained briefly often becomes
-        over-confident (validation loss rising) while its validation accuracy still improves.
+        Validation score that picks the epoch whose weights are kept: ``"loss"`` (lower is
+        better), ``"macro_f1"`` (higher is better) or ``"last"`` (keep the last epoch).
+    min_delta
+        A later epoch replaces the kept one only if it improves the score by more than this.
     class_weights
         Weight the loss by inverse class frequency in the training split.
     test_size, val_size
-        Split fractions [0.1, 0.1].
+        Split fractions: of each class's wells when wells are nested in classes (1/3 and 1/6: 2
+        test wells and 1 validation well of 6), else of cells.
     group_key
         Column whose values must not straddle splits: ``"auto"`` (``well``, else ``replicate``,
         if present), a column name, or None.
     eval_batch_size
         Cells per forward pass at evaluation.
-    max_grad_norm
-        Gradient clipping (0 disables).
-    keep_checkpoints
-        Checkpoints kept in ``out/checkpoints`` (one per epoch; the run resumes from the newest).
     baselines
-        Compute the majority-class and logistic-regression baselines.
-    device
-        Torch device; None uses ``geneattn.settings``.
+        Compute the baselines (majority class, logistic regression, genes expressed alone).
+    n_boot
+        Bootstrap replicates (over test wells) for the confidence intervals.
     """
 
-    epochs: int = 3
-    batch_size: int = 12
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.001
-    warmup_steps: int | None = None
-    warmup_ratio: float = 0.1
+    epochs: int = 4
+    batch_size: int = 16
+    learning_rate: float = 2e-4
+    head_learning_rate: float | None = 1e-3
+    embedding_learning_rate: float | None = 1e-2
+    hidden_dropout: float | None = 0.1
     freeze_layers: int = 0
-    patience: int = 2
+    patience: int = 0
     select_by: str = "loss"
+    min_delta: float = 0.0
     class_weights: bool = True
-    test_size: float = 0.1
-    val_size: float = 0.1
+    test_size: float = 1 / 3
+    val_size: float = 1 / 6
     group_key: str | None = "auto"
-    eval_batch_size: int = 32
-    max_grad_norm: float = 1.0
-    keep_checkpoints: int = 1
+    eval_batch_size: int = 64
     baselines: bool = True
-    device: str | None = None
+    n_boot: int = 1000
 
     def __post_init__(self) -> None:
-        check_training_args(self, ("epochs", "batch_size", "eval_batch_size", "keep_checkpoints"))
-        if self.select_by not in ("loss", "macro_f1"):
-            msg = f"select_by must be 'loss' or 'macro_f1', got {self.select_by!r}"
+        super().__post_init__()
+        if self.select_by not in ("loss", "macro_f1", "last"):
+            msg = f"select_by must be 'loss', 'macro_f1' or 'last', got {self.select_by!r}"
             raise InputError(msg)
-        if self.freeze_layers < 0 or self.patience < 0:
-            msg = "freeze_layers and patience must be >= 0"
+        if self.freeze_layers < 0 or self.patience < 0 or self.min_delta < 0 or self.n_boot < 1:
+            msg = "freeze_layers, patience and min_delta must be >= 0 and n_boot >= 1"
+            raise InputError(msg)
+        for name in ("head_learning_rate", "embedding_learning_rate"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                msg = f"{name} must be > 0, got {getattr(self, name)}"
+                raise InputError(msg)
+        if self.hidden_dropout is not None and not 0 <= self.hidden_dropout < 1:
+            msg = f"hidden_dropout must be in [0, 1), got {self.hidden_dropout}"
+            raise InputError(msg)
+        if self.eval_batch_size < 1:
+            msg = f"eval_batch_size must be >= 1, got {self.eval_batch_size}"
             raise InputError(msg)
 
 
@@ -116,30 +135,129 @@ class FinetuneResult:
     splits: pd.DataFrame
 
 
-def sort_labels(values: Sequence[str]) -> list[str]:
-    """Class order: numeric when every label is a number (doses "0" < "0.1" < "10"), else alphabetical."""
-    uniq = sorted({str(v) for v in values})
-    try:
-        return sorted(uniq, key=float)
-    except ValueError:
-        return uniq
+@dataclasses.dataclass
+class _Data:
+    """The cells of a fine-tuning run: tokens, labels, split and the columns evaluation needs."""
+
+    ids: datasets.Dataset  # input_ids only
+    labels: np.ndarray  # str per cell
+    classes: list[str]
+    y: np.ndarray  # class index per cell
+    split: np.ndarray  # "train" / "val" / "test"
+    units: np.ndarray  # group (well) of each cell, or the cell id without groups
+    group_col: str | None  # the column the split is grouped by (None: not grouped)
+    lengths: np.ndarray
+    n_genes: np.ndarray
+    cell_ids: list[str]
+
+    def idx(self, part: str) -> np.ndarray:
+        """Cell indices of one split."""
+        return np.flatnonzero(self.split == part)
 
 
-def _classifier(model: Any, classes: list[str], seed: int) -> BertForSequenceClassification:
+def _group_column(ds: datasets.Dataset, group_key: str | None) -> str | None:
+    if group_key == "auto":
+        return next((c for c in ("well", "replicate") if c in ds.column_names), None)
+    if group_key is not None and group_key not in ds.column_names:
+        msg = f"group_key {group_key!r} is not a column of the tokens ({ds.column_names})"
+        raise InputError(msg)
+    return group_key
+
+
+def _given_split(split: Sequence[str] | np.ndarray | pd.DataFrame, cell_ids: list[str]) -> np.ndarray:
+    """A precomputed split: one value per cell, or a table with ``cell_id`` and ``split`` columns."""
+    if isinstance(split, pd.DataFrame):
+        if not {"cell_id", "split"} <= set(split.columns):
+            msg = f"a split table needs 'cell_id' and 'split' columns, got {list(split.columns)}"
+            raise InputError(msg)
+        table = dict(zip(split["cell_id"].astype(str), split["split"].astype(str), strict=True))
+        missing = [c for c in cell_ids if c not in table]
+        if missing:
+            msg = f"{len(missing)} cells are not in the split table (e.g. {missing[0]})"
+            raise InputError(msg)
+        values = np.asarray([table[c] for c in cell_ids], dtype=object)
+    else:
+        values = np.asarray(split, dtype=str).astype(object)
+    if len(values) != len(cell_ids) or not set(values) <= set(SPLITS):
+        msg = f"split must give one of {SPLITS} for each of the {len(cell_ids)} cells"
+        raise InputError(msg)
+    return values
+
+
+def _prepare(
+    ds: datasets.Dataset,
+    label_key: str,
+    cfg: FinetuneConfig,
+    seed: int,
+    split: Sequence[str] | np.ndarray | pd.DataFrame | None,
+) -> _Data:
+    if label_key not in ds.column_names:
+        msg = f"label column {label_key!r} not in the tokens (columns: {ds.column_names})"
+        raise InputError(msg)
+    labels = np.asarray([str(v) for v in ds[label_key]], dtype=object)
+    classes = sort_classes(labels)
+    if len(classes) < 2:
+        msg = f"label column {label_key!r} has one class only ({classes}); fine-tuning needs at least two"
+        raise InputError(msg)
+    lengths = lengths_of(ds)
+    cell_ids = (
+        [str(c) for c in ds["cell_id"]] if "cell_id" in ds.column_names else [str(i) for i in range(len(ds))]
+    )
+    group_col = _group_column(ds, cfg.group_key)
+    groups = np.asarray([str(v) for v in ds[group_col]]) if group_col else None
+    if split is not None:
+        parts, grouped = _given_split(split, cell_ids), groups is not None
+    else:
+        parts, grouped = make_splits(
+            labels, groups, test_size=cfg.test_size, val_size=cfg.val_size, seed=seed
+        )
+    y = np.asarray([classes.index(v) for v in labels], dtype=np.int64)
+    missing = [c for i, c in enumerate(classes) if not np.any((parts == "train") & (y == i))]
+    if missing:
+        msg = f"classes {missing} have no training cells"
+        raise InputError(msg)
+    n_genes = np.asarray(ds["n_genes"], dtype=np.int64) if "n_genes" in ds.column_names else lengths
+    return _Data(
+        ids=ds.select_columns(["input_ids"]), labels=labels, classes=classes, y=y, split=parts,
+        units=groups if grouped else np.asarray(cell_ids), group_col=group_col if grouped else None,
+        lengths=lengths, n_genes=n_genes, cell_ids=cell_ids,
+    )  # fmt: skip
+
+
+def _classifier(
+    model: str | os.PathLike[str] | PreTrainedModel, classes: list[str], cfg: FinetuneConfig, seed: int
+) -> BertForSequenceClassification:
+    """A classifier with a new head (seeded) on the pretrained encoder, with the run's dropout."""
     id2label = dict(enumerate(classes))
     label2id = {c: i for i, c in id2label.items()}
+    extra = {} if cfg.hidden_dropout is None else {"hidden_dropout_prob": cfg.hidden_dropout}
     torch.manual_seed(seed)  # the new head's initialisation
     if isinstance(model, (str, os.PathLike)):
-        return load(model, task="classifier", id2label=id2label, label2id=label2id)
+        return load(model, task="classifier", id2label=id2label, label2id=label2id, **extra)
     if not isinstance(model, PreTrainedModel) or not hasattr(model, "bert"):
         msg = f"model must be a model directory or a BERT model, got {type(model).__name__}"
         raise InputError(msg)
-    config = model.config.__class__.from_dict(model.config.to_dict())
+    config = model.config.__class__.from_dict({**model.config.to_dict(), **extra})
     config.id2label, config.label2id = id2label, label2id
     config.architectures = ["BertForSequenceClassification"]
     clf = BertForSequenceClassification(config)
     clf.bert.load_state_dict(model.bert.state_dict(), strict=False)  # an MLM model has no pooler
     return clf
+
+
+def edge_tokens(ids: datasets.Dataset, sample: int = 2048) -> tuple[int | None, int | None]:
+    """The token every cell starts with (``<cls>``) and ends with (``<eos>``), or None where they differ."""
+    seqs = ids[: min(len(ids), sample)]["input_ids"]
+    firsts, lasts = {int(s[0]) for s in seqs}, {int(s[-1]) for s in seqs}
+    return (firsts.pop() if len(firsts) == 1 else None), (lasts.pop() if len(lasts) == 1 else None)
+
+
+def _pooling(clf: BertForSequenceClassification, ids: datasets.Dataset) -> str:
+    """``"cls"`` when every cell starts with the same token (``<cls>``), else ``"first"`` (a gene)."""
+    known = getattr(clf.config, "geneattn_pooling", None)
+    if known in ("cls", "first"):
+        return known
+    return "cls" if edge_tokens(ids)[0] is not None else "first"
 
 
 def predict(
@@ -152,7 +270,7 @@ def predict(
     logits = np.zeros((len(input_ids), model.config.num_labels), dtype=np.float32)
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, attn = pad_batch([input_ids[i] for i in idx], pad)
@@ -162,17 +280,88 @@ def predict(
     return logits
 
 
-def _group_column(ds: Any, group_key: str | None) -> str | None:
-    if group_key == "auto":
-        return next((c for c in ("well", "replicate") if c in ds.column_names), None)
-    if group_key is not None and group_key not in ds.column_names:
-        msg = f"group_key {group_key!r} is not a column of the tokens ({ds.column_names})"
+class _FinetuneTask:
+    """Batches, the weighted cross-entropy loss and the end-of-epoch validation of one run."""
+
+    def __init__(
+        self,
+        data: _Data,
+        clf: BertForSequenceClassification,
+        cfg: FinetuneConfig,
+        *,
+        seed: int,
+        env: Dist,
+        out: Path,
+    ) -> None:
+        self.data, self.clf, self.cfg, self.seed, self.env, self.out = data, clf, cfg, seed, env, out
+        self.lengths = data.lengths
+        self.train_idx, self.val_idx = data.idx("train"), data.idx("val")
+        counts = np.bincount(data.y[self.train_idx], minlength=len(data.classes))
+        weight = len(self.train_idx) / (len(data.classes) * counts) if cfg.class_weights else None
+        self.weight = None if weight is None else torch.tensor(weight, dtype=torch.float32, device=env.device)
+        self.val_ids = data.ids[self.val_idx.tolist()]["input_ids"]
+        self.pad = clf.config.pad_token_id or 0
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits.float(), target, weight=self.weight)
+
+    def batches_for_epoch(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        batches = length_grouped_batches(self.train_idx, self.lengths, self.cfg.batch_size, rng)
+        return shard_batches(batches, self.env.rank, self.env.world_size)
+
+    def step(self, module: torch.nn.Module, batch: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+        dev = self.env.device
+        ids, attn = pad_batch(self.data.ids[batch.tolist()]["input_ids"], self.pad)
+        logits = module(input_ids=ids.to(dev), attention_mask=attn.to(dev)).logits
+        return self.loss(logits, torch.as_tensor(self.data.y[batch], device=dev))
+
+    def on_epoch_end(self, epoch: int, state: LoopState) -> bool:
+        d, cfg, ex = self.data, self.cfg, state.extra
+        logits = torch.from_numpy(predict(self.clf, self.val_ids, batch_size=cfg.eval_batch_size))
+        val_loss = float(
+            self.loss(logits.to(self.env.device), torch.as_tensor(d.y[self.val_idx], device=self.env.device))
+        )
+        m = classification_metrics(
+            d.labels[self.val_idx], [d.classes[i] for i in logits.argmax(1).tolist()], d.classes
+        )
+        ex.setdefault("eval", []).append(
+            {
+                "epoch": epoch,
+                "val_loss": val_loss,
+                "val_accuracy": m["accuracy"],
+                "val_macro_f1": m["macro_f1"],
+            }
+        )
+        logger.info(
+            "epoch %d: val loss %.4f, accuracy %.3f, macro-F1 %.3f",
+            epoch,
+            val_loss,
+            m["accuracy"],
+            m["macro_f1"],
+        )
+        # lower is better: the loss, minus macro-F1, or minus the epoch (keep the last)
+        score = {"loss": val_loss, "macro_f1": -m["macro_f1"], "last": -float(epoch)}[cfg.select_by]
+        if score < ex.get("best_score", float("inf")) - (cfg.min_delta if "best_score" in ex else 0.0):
+            ex.update(best_score=score, best_val_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+            if self.env.is_main:
+                save_model(self.clf, self.out / "checkpoints" / "best")
+            self.env.barrier()
+            return False
+        ex["bad_epochs"] = ex.get("bad_epochs", 0) + 1
+        return cfg.patience > 0 and ex["bad_epochs"] >= cfg.patience
+
+
+def _freeze(clf: BertForSequenceClassification, n_layers: int) -> None:
+    if n_layers > clf.config.num_hidden_layers:
+        msg = f"freeze_layers={n_layers} but the model has {clf.config.num_hidden_layers} layers"
         raise InputError(msg)
-    return group_key
+    for layer in clf.bert.encoder.layer[:n_layers]:  # as Geneformer: embeddings stay trainable
+        layer.requires_grad_(requires_grad=False)
 
 
 def finetune(
-    tokens: Any,
+    tokens: datasets.Dataset | str | os.PathLike[str],
     *,
     model: str | os.PathLike[str] | PreTrainedModel,
     out: str | os.PathLike[str],
@@ -180,6 +369,7 @@ def finetune(
     groups: Mapping[str, Sequence[str]] | None = None,
     config: FinetuneConfig | None = None,
     seed: int = 0,
+    split: Sequence[str] | np.ndarray | pd.DataFrame | None = None,
 ) -> FinetuneResult:
     """Fine-tune a pretrained Geneformer-style model to classify cells.
 
@@ -187,12 +377,15 @@ def finetune(
     ----------
     tokens
         Token dataset (or its directory) with ``input_ids`` and a ``label_key`` column; optional
-        ``cell_id``, ``well``/``replicate`` (splits grouped by them).
+        ``cell_id``, ``well``/``replicate`` (splits grouped by them) and ``n_genes`` (genes
+        expressed per cell, for the depth baseline and tertiles; else the token count).
     model
-        Pretrained model directory (e.g. from `pretrain`, or a Geneformer checkpoint) or a BERT model.
+        Pretrained model directory (e.g. from `pretrain`, `builtin_checkpoint`, or a Geneformer
+        checkpoint) or a BERT model.
     out
-        Output directory: an HF model directory (``id2label``/``label2id`` in ``config.json``) plus
-        ``metrics.json``, ``splits.parquet`` (cell_id, split, label) and ``train_log.json``.
+        Output directory: an HF model directory (``id2label``/``label2id`` and ``geneattn_pooling``
+        in ``config.json``) plus ``metrics.json``, ``splits.parquet`` (cell_id, split, label) and
+        ``train_log.json``.
     label_key
         Column with the class of each cell.
     groups
@@ -200,211 +393,97 @@ def finetune(
     config
         `FinetuneConfig`.
     seed
-        Seed for the split, head initialisation, batching and dropout.
+        Seed for the split, head initialisation, batching, dropout and the bootstrap.
+    split
+        A precomputed split (``"train"/"val"/"test"`` per cell, or a table with ``cell_id`` and
+        ``split``, e.g. another run's ``splits.parquet``), so control runs share held-out cells.
 
     Returns
     -------
     FinetuneResult
-        ``model_dir``, ``metrics`` (test split: ``accuracy``, ``macro_f1``, ``per_class_recall``,
-        ``confusion``, ``groups``, ``baselines``, ``n_train``/``n_val``/``n_test``,
-        ``split_grouped_by``, ...) and ``splits``.
+        ``model_dir``, ``metrics`` (see `geneattn.models._report.test_metrics`) and ``splits``.
     """
+    from ._report import test_metrics
+
     cfg = config or FinetuneConfig()
     out = Path(out)
     ds = as_dataset(tokens)
-    if label_key not in ds.column_names:
-        msg = f"label column {label_key!r} not in the tokens (columns: {ds.column_names})"
-        raise InputError(msg)
-    labels = np.asarray([str(v) for v in ds[label_key]], dtype=object)
-    classes = sort_labels(labels)
-    if len(classes) < 2:
-        msg = f"label column {label_key!r} has one class only ({classes}); fine-tuning needs at least two"
-        raise InputError(msg)
-    groups = check_groups(groups, classes)
-    lengths = lengths_of(ds)
-    group_col = _group_column(ds, cfg.group_key)
-    group_values = np.asarray([str(v) for v in ds[group_col]]) if group_col else None
-    split, grouped = make_splits(
-        labels, group_values, test_size=cfg.test_size, val_size=cfg.val_size, seed=seed
-    )
-    clf = _classifier(model, classes, seed)
-    check_lengths(clf, int(lengths.max()), max_token_id(ds))
-    n_layers = clf.config.num_hidden_layers
-    if cfg.freeze_layers > n_layers:
-        msg = f"freeze_layers={cfg.freeze_layers} but the model has {n_layers} layers"
-        raise InputError(msg)
-    for layer in clf.bert.encoder.layer[: cfg.freeze_layers]:  # as Geneformer: embeddings stay trainable
-        layer.requires_grad_(requires_grad=False)
-    y = np.asarray([classes.index(v) for v in labels], dtype=np.int64)
-    train_idx, val_idx, test_idx = (np.flatnonzero(split == s) for s in ("train", "val", "test"))
-    counts = np.bincount(y[train_idx], minlength=len(classes))
-    if (counts == 0).any():
-        msg = f"classes {[c for c, n in zip(classes, counts, strict=True) if n == 0]} have no training cells"
-        raise InputError(msg)
-    weight = (
-        torch.tensor(len(train_idx) / (len(classes) * counts), dtype=torch.float32)
-        if cfg.class_weights
-        else None
-    )
-    ids_col = ds.select_columns(["input_ids"])
+    data = _prepare(ds, label_key, cfg, seed, split)
+    groups = check_groups(groups, data.classes)
+    clf = _classifier(model, data.classes, cfg, seed)
+    check_lengths(clf, int(data.lengths.max()), max_token_id(ds))
+    _freeze(clf, cfg.freeze_layers)
+    clf.config.geneattn_pooling = _pooling(clf, data.ids)
     t0 = time.perf_counter()
     with distributed(cfg.device) as env:
-        loss_weight = weight.to(env.device) if weight is not None else None
-
-        def loss_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.cross_entropy(logits.float(), target, weight=loss_weight)
-
-        def batches_for_epoch(epoch: int) -> list[np.ndarray]:
-            rng = np.random.default_rng([seed, epoch])
-            batches = length_grouped_batches(train_idx, lengths, cfg.batch_size, rng)
-            return shard_batches(batches, env.rank, env.world_size)
-
-        def step_fn(mod: torch.nn.Module, batch: np.ndarray, gen: torch.Generator) -> torch.Tensor:
-            ids, attn = pad_batch(ids_col[batch.tolist()]["input_ids"], clf.config.pad_token_id or 0)
-            logits = mod(input_ids=ids.to(env.device), attention_mask=attn.to(env.device)).logits
-            return loss_of(logits, torch.as_tensor(y[batch], device=env.device))
-
-        val_ids = ids_col[val_idx.tolist()]["input_ids"]
-
-        def on_epoch_end(epoch: int, state: LoopState) -> bool:
-            logits = torch.from_numpy(predict(clf, val_ids, batch_size=cfg.eval_batch_size))
-            val_loss = float(loss_of(logits.to(env.device), torch.as_tensor(y[val_idx], device=env.device)))
-            pred = [classes[i] for i in logits.argmax(1).tolist()]
-            m = classification_metrics(labels[val_idx], pred, classes)
-            ex = state.extra
-            ex.setdefault("eval", []).append(
-                {
-                    "epoch": epoch,
-                    "val_loss": val_loss,
-                    "val_accuracy": m["accuracy"],
-                    "val_macro_f1": m["macro_f1"],
-                }
-            )
-            logger.info(
-                "epoch %d: val loss %.4f, accuracy %.3f, macro-F1 %.3f",
-                epoch,
-                val_loss,
-                m["accuracy"],
-                m["macro_f1"],
-            )
-            # lower is better: the loss, or minus macro-F1
-            score = val_loss if cfg.select_by == "loss" else -m["macro_f1"]
-            if score < ex.get("best_score", float("inf")):
-                ex.update(best_score=score, best_val_loss=val_loss, best_epoch=epoch, bad_epochs=0)
-                if env.is_main:
-                    save_model(clf, out / "checkpoints" / "best")
-                env.barrier()
-                return False
-            ex["bad_epochs"] = ex.get("bad_epochs", 0) + 1
-            return cfg.patience > 0 and ex["bad_epochs"] >= cfg.patience
-
-        settings_dict = dataclasses.asdict(cfg)
-        fingerprint = {
-            "kind": "finetune",
-            "config": {
-                k: v
-                for k, v in settings_dict.items()
-                if k not in ("device", "keep_checkpoints", "eval_batch_size")
-            },
-            "seed": seed,
-            "n_cells": len(ds),
-            "classes": classes,
-            "label_key": label_key,
-            "model": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
-            "world_size": env.world_size,
-        }
-        spec = LoopSpec(
-            epochs=cfg.epochs,
-            learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay,
-            warmup_steps=cfg.warmup_steps,
-            warmup_ratio=cfg.warmup_ratio,
-            max_grad_norm=cfg.max_grad_norm,
-            save_steps=0,
-            keep_checkpoints=cfg.keep_checkpoints,
-            seed=seed,
-            desc="finetune",
-        )
+        task = _FinetuneTask(data, clf, cfg, seed=seed, env=env, out=out)
+        spec = LoopSpec.from_args(cfg, seed=seed, desc="finetune", rates=_rates(cfg))
+        fp = fingerprint("finetune", cfg, seed=seed, world_size=env.world_size, n_cells=len(ds), classes=data.classes,
+                         label_key=label_key, split=_split_digest(data.split),
+                         model=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)  # fmt: skip
         logger.info(
-            "fine-tuning on %d/%d/%d train/val/test cells, %d classes, split grouped by %s",
-            len(train_idx),
-            len(val_idx),
-            len(test_idx),
-            len(classes),
-            group_col if grouped else None,
+            "fine-tuning on %d/%d/%d train/val/test cells (%d test units), %d classes, split grouped by %s, pooling %s",
+            *(len(data.idx(s)) for s in SPLITS), len(np.unique(data.units[data.idx("test")])), len(data.classes),
+            data.group_col, clf.config.geneattn_pooling,
+        )  # fmt: skip
+        state = run_loop(clf, clf, task, spec=spec, ckpt_dir=out / "checkpoints", env=env, fingerprint=fp)
+        _restore_best(clf, out)
+        metrics = test_metrics(clf, data, cfg, groups=groups, state=state, seed=seed)
+        splits = pd.DataFrame(
+            {"cell_id": data.cell_ids, "split": data.split.astype(str), "label": data.labels.astype(str)}
         )
-        state = run_loop(
-            clf,
-            clf,
-            batches_for_epoch=batches_for_epoch,
-            step_fn=step_fn,
-            spec=spec,
-            ckpt_dir=out / "checkpoints",
-            env=env,
-            fingerprint=fingerprint,
-            on_epoch_end=on_epoch_end,
-        )
-        best = out / "checkpoints" / "best" / "model.safetensors"
-        if best.is_file():
-            from safetensors.torch import load_file
-
-            clf.load_state_dict(load_file(best), strict=False)
-        test_ids = ids_col[test_idx.tolist()]["input_ids"]
-        pred = [classes[i] for i in predict(clf, test_ids, batch_size=cfg.eval_batch_size).argmax(1).tolist()]
-        metrics = classification_metrics(labels[test_idx], pred, classes)
-        metrics["groups"] = group_metrics(labels[test_idx], pred, groups) if groups else None
-        if cfg.baselines:
-            x = bag_of_genes(ds["input_ids"], clf.config.vocab_size)
-            metrics["baselines"] = baselines(
-                x,
-                labels,
-                split,
-                classes,
-                groups=groups,
-                class_weight="balanced" if cfg.class_weights else None,
-                seed=seed,
-            )
-        metrics.update(
-            n_train=len(train_idx),
-            n_val=len(val_idx),
-            n_test=len(test_idx),
-            classes=classes,
-            split_grouped_by=group_col if grouped else None,
-            best_epoch=state.extra.get("best_epoch"),
-            epochs_run=len(state.extra.get("eval", [])),
-            eval=state.extra.get("eval", []),
-            seed=seed,
-        )
-        cell_ids = (
-            [str(c) for c in ds["cell_id"]]
-            if "cell_id" in ds.column_names
-            else [str(i) for i in range(len(ds))]
-        )
-        splits = pd.DataFrame({"cell_id": cell_ids, "split": split.astype(str), "label": labels.astype(str)})
         if env.is_main:
-            clf.to("cpu")
-            save_model(clf, out)
-            with atomic_path(out / "splits.parquet") as tmp:
-                splits.to_parquet(tmp, index=False)
-            write_json(
-                out / "train_log.json",
-                {
-                    "task": "finetune",
-                    "config": settings_dict,
-                    "seed": seed,
-                    "label_key": label_key,
-                    "world_size": env.world_size,
-                    "steps": state.step,
-                    "seconds_this_run": round(time.perf_counter() - t0, 3),
-                    "history": state.history,
-                },
-            )
-            write_json(out / "metrics.json", metrics)
-            logger.info(
-                "finished fine-tuning: test accuracy %.3f, macro-F1 %.3f; wrote %s (model, metrics.json, splits.parquet)",
-                metrics["accuracy"],
-                metrics["macro_f1"],
-                out,
+            _save_outputs(
+                out, clf, cfg, splits, metrics, state, seed=seed, t0=t0, label_key=label_key, env=env
             )
         env.barrier()
     return FinetuneResult(model_dir=out, metrics=metrics, splits=splits)
+
+
+def _rates(cfg: FinetuneConfig) -> tuple[tuple[str, float], ...]:
+    """Per-parameter learning rates: the new head's and the gene embeddings' (`LoopSpec.rates`)."""
+    head = [(prefix, cfg.head_learning_rate) for prefix in HEAD_PREFIXES[1:]]  # pooler, classifier
+    emb = [("bert.embeddings.word_embeddings.", cfg.embedding_learning_rate)]
+    return tuple((p, r) for p, r in (*head, *emb) if r is not None)
+
+
+def _split_digest(split: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256("\x00".join(split.astype(str)).encode()).hexdigest()[:16]
+
+
+def _restore_best(clf: BertForSequenceClassification, out: Path) -> None:
+    best = out / "checkpoints" / "best" / "model.safetensors"
+    if best.is_file():
+        from safetensors.torch import load_file
+
+        clf.load_state_dict(load_file(best), strict=False)
+
+
+def _save_outputs(
+    out: Path,
+    clf: BertForSequenceClassification,
+    cfg: FinetuneConfig,
+    splits: pd.DataFrame,
+    metrics: dict[str, Any],
+    state: LoopState,
+    *,
+    seed: int,
+    t0: float,
+    label_key: str,
+    env: Dist,
+) -> None:
+    clf.to("cpu")
+    save_model(clf, out)
+    with atomic_path(out / "splits.parquet") as tmp:
+        splits.to_parquet(tmp, index=False)
+    write_train_log(out, "finetune", cfg, seed=seed, world_size=env.world_size, started=t0, state=state,
+                    label_key=label_key, eval=state.extra.get("eval", []))  # fmt: skip
+    write_json(out / "metrics.json", metrics)
+    ci = metrics["accuracy_ci"]
+    logger.info(
+        "finished fine-tuning: test accuracy %.3f %s over %d test units, macro-F1 %.3f; wrote %s",
+        metrics["accuracy"], f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "(no interval)", metrics["n_test_units"],
+        metrics["macro_f1"], out,
+    )  # fmt: skip

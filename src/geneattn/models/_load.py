@@ -13,21 +13,28 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, PreTrainedModel
 
 from .._atomic import TMP_PREFIX
 from ..errors import InputError
-from ._vocab import vocab_size
+from ._vocab import require_vocab
 from .presets import vocab_pairing_hint
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tokenize import GeneVocab
 
 __all__ = ["load", "check_vocab", "check_lengths", "save_model", "TASKS"]
 
 logger = logging.getLogger(__name__)
 
 TASKS = {"mlm": BertForMaskedLM, "classifier": BertForSequenceClassification}
+
+# weights of the task heads: an MLM checkpoint has no pooler/classifier, a classifier no MLM head
+HEAD_PREFIXES = ("cls.", "bert.pooler.", "classifier.")
+_BUFFERS = ("position_ids", "token_type_ids")  # non-persistent buffers some checkpoints still carry
 
 
 def _read_config(path: Path) -> BertConfig:
@@ -87,7 +94,7 @@ def _task_of(config: BertConfig, task: str) -> str:
 def load(
     path: str | os.PathLike[str],
     *,
-    vocab: Any = None,
+    vocab: GeneVocab | None = None,
     task: str = "auto",
     attn_implementation: str = "sdpa",
     **model_kwargs: Any,
@@ -99,8 +106,7 @@ def load(
     path
         Directory with ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``).
     vocab
-        The tokenizer's vocabulary (`GeneVocab` or int size); when given, its size must equal the
-        model's ``vocab_size``.
+        The tokenizer's `GeneVocab`; when given, its size must equal the model's ``vocab_size``.
     task
         ``"auto"`` (from ``config.architectures``), ``"mlm"`` (`BertForMaskedLM`) or
         ``"classifier"`` (`BertForSequenceClassification`; a pretrained MLM checkpoint gets a new,
@@ -114,6 +120,13 @@ def load(
     -------
     PreTrainedModel
         In eval mode, on the CPU.
+
+    Raises
+    ------
+    InputError
+        If the directory, config or weights are missing or unreadable, the vocabulary does not
+        match, or a weight outside the task heads (MLM head; pooler and classifier) is missing
+        from the file or not part of the model (e.g. weights holding only the embeddings).
     """
     path = Path(path)
     if not path.is_dir():
@@ -133,20 +146,7 @@ def load(
     if emb is not None and emb.shape[0] != config.vocab_size:
         msg = f"{path}: weights have {emb.shape[0]:,} token embeddings but config.json says vocab_size {config.vocab_size:,}"
         raise InputError(msg)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with _quiet_transformers():
-                model = cls.from_pretrained(
-                    None,
-                    config=config,
-                    state_dict=state,
-                    local_files_only=True,
-                    attn_implementation=attn_implementation,
-                )
-    except (RuntimeError, ValueError, OSError) as e:
-        msg = f"cannot load {path} as {cls.__name__}: {e}"
-        raise InputError(msg) from None
+    model = _from_state(cls, path, config, state, attn_implementation)
     model.eval()
     if cls is BertForSequenceClassification and not any(k.startswith("classifier.") for k in state):
         logger.info("new classification head (%d labels) initialised on %s", model.config.num_labels, path)
@@ -154,10 +154,45 @@ def load(
     return model
 
 
-def check_vocab(config: BertConfig | PreTrainedModel, vocab: Any) -> None:
+def _from_state(
+    cls: type[PreTrainedModel], path: Path, config: BertConfig, state: dict, attn_implementation: str
+) -> PreTrainedModel:
+    """Build ``cls`` from a state dict; weights missing or left over outside the task heads are errors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with _quiet_transformers():
+                model, info = cls.from_pretrained(
+                    None,
+                    config=config,
+                    state_dict=state,
+                    local_files_only=True,
+                    attn_implementation=attn_implementation,
+                    output_loading_info=True,
+                )
+    except (RuntimeError, ValueError, OSError) as e:
+        msg = f"cannot load {path} as {cls.__name__}: {e}"
+        raise InputError(msg) from None
+    for kind in ("missing", "unexpected"):
+        bad = sorted(
+            k for k in info[f"{kind}_keys"] if not k.startswith(HEAD_PREFIXES) and not k.endswith(_BUFFERS)
+        )
+        if bad:
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            where = "missing from" if kind == "missing" else "in"
+            msg = (
+                f"{path}: {len(bad)} weights of {cls.__name__} are {where} the weight file "
+                f"{'' if kind == 'missing' else 'but not part of the model '}({', '.join(bad[:5])}{more}): "
+                "an incomplete or mismatched checkpoint"
+            )
+            raise InputError(msg)
+    return model
+
+
+def check_vocab(config: BertConfig | PreTrainedModel, vocab: GeneVocab) -> None:
     """Raise `InputError` unless the tokenizer's vocabulary size equals the model's."""
     config = getattr(config, "config", config)
-    size = vocab_size(vocab)
+    size = require_vocab(vocab).size
     if size != config.vocab_size:
         msg = (
             f"vocabulary mismatch: the tokenizer's vocabulary has {size:,} tokens but the model expects "

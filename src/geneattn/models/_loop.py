@@ -19,51 +19,38 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from .._atomic import TMP_PREFIX, atomic_dir, write_json
+from .._progress import progress
 from .._settings import settings
 from ..errors import InputError
 from ._load import save_model
+from ._throughput import Throughput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._args import TrainArgs
 
 __all__ = [
     "Dist",
     "distributed",
     "LoopSpec",
     "LoopState",
+    "TrainTask",
     "run_loop",
     "latest_checkpoint",
-    "check_training_args",
+    "autocast",
 ]
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
-
-
-def check_training_args(cfg: Any, positive: tuple[str, ...]) -> None:
-    """Validate the settings every training config shares (`PretrainConfig`, `FinetuneConfig`).
-
-    ``positive`` names integer fields that must be >= 1; ``learning_rate`` must be > 0,
-    ``weight_decay`` and ``max_grad_norm`` >= 0, ``warmup_ratio`` in [0, 1) and ``warmup_steps`` >= 0.
-    """
-    for name in positive:
-        if int(getattr(cfg, name)) < 1:
-            msg = f"{name} must be >= 1, got {getattr(cfg, name)}"
-            raise InputError(msg)
-    if cfg.learning_rate <= 0 or cfg.weight_decay < 0 or cfg.max_grad_norm < 0:
-        msg = "learning_rate must be > 0, weight_decay and max_grad_norm >= 0"
-        raise InputError(msg)
-    if not 0 <= cfg.warmup_ratio < 1 or (cfg.warmup_steps is not None and cfg.warmup_steps < 0):
-        msg = "warmup_ratio must be in [0, 1) and warmup_steps >= 0"
-        raise InputError(msg)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +106,12 @@ def _destroy() -> None:
 
 @dataclasses.dataclass
 class LoopSpec:
-    """Optimisation settings shared by pretraining and fine-tuning."""
+    """Optimisation settings of one run (from `TrainArgs` via `from_args`).
+
+    ``rates`` gives some parameters their own peak learning rate: ``(name prefix, rate)`` pairs,
+    the first matching prefix wins (e.g. a new head, the token embeddings); all other parameters
+    train at ``learning_rate``. Every rate follows the same warm-up and decay.
+    """
 
     epochs: int
     learning_rate: float
@@ -131,6 +123,32 @@ class LoopSpec:
     keep_checkpoints: int
     seed: int
     desc: str = "train"
+    rates: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def from_args(
+        cls,
+        args: TrainArgs,
+        *,
+        seed: int,
+        desc: str,
+        save_steps: int = 0,
+        rates: tuple[tuple[str, float], ...] = (),
+    ) -> LoopSpec:
+        """The spec of a run with settings ``args``."""
+        return cls(
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_steps,
+            warmup_ratio=args.warmup_ratio,
+            max_grad_norm=args.max_grad_norm,
+            save_steps=save_steps,
+            keep_checkpoints=args.keep_checkpoints,
+            seed=seed,
+            desc=desc,
+            rates=rates,
+        )
 
 
 @dataclasses.dataclass
@@ -144,21 +162,57 @@ class LoopState:
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then linear decay to 0 at ``total``."""
+class TrainTask(Protocol):
+    """What `run_loop` trains: batches, a loss per batch and an end-of-epoch hook.
+
+    ``lengths`` holds the token count of every cell (indexed like the batches), for throughput.
+    """
+
+    lengths: np.ndarray
+
+    def batches_for_epoch(self, epoch: int) -> list[np.ndarray]:
+        """Batches (cell indices) of this process for ``epoch``; every epoch has the same number."""
+        ...
+
+    def step(self, module: torch.nn.Module, batch: np.ndarray, generator: torch.Generator) -> torch.Tensor:
+        """The loss of one batch (``generator`` drives masking; dropout uses the global seed)."""
+        ...
+
+    def on_epoch_end(self, epoch: int, state: LoopState) -> bool:
+        """Evaluate (module in eval mode); return True to stop early."""
+        ...
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on a CUDA device that supports it; a no-op elsewhere (CPU: float32 throughout)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then linear decay to 0 at ``total``."""
     if warmup > 0 and step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * max(0.0, (total - step) / max(1, total - warmup))
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases and LayerNorm weights (HF convention); frozen parameters left out."""
-    decay, no_decay = [], []
+def _param_groups(model: torch.nn.Module, spec: LoopSpec) -> list[dict[str, Any]]:
+    """AdamW groups by peak learning rate (`LoopSpec.rates`); no weight decay on biases and LayerNorm weights.
+
+    Frozen parameters are left out; every group keeps its peak rate as ``peak_lr``.
+    """
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        lr = next((rate for prefix, rate in spec.rates if name.startswith(prefix)), spec.learning_rate)
+        decay = not (p.ndim < 2 or "LayerNorm" in name)
+        groups.setdefault((lr, decay), []).append(p)
+    return [
+        {"params": params, "weight_decay": spec.weight_decay if decay else 0.0, "peak_lr": lr}
+        for (lr, decay), params in sorted(groups.items())
+    ]
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -220,29 +274,27 @@ def _load_checkpoint(
 def run_loop(
     model: torch.nn.Module,
     module: torch.nn.Module,
+    task: TrainTask,
     *,
-    batches_for_epoch: Callable[[int], list[np.ndarray]],
-    step_fn: Callable[[torch.nn.Module, np.ndarray, torch.Generator], torch.Tensor],
     spec: LoopSpec,
     ckpt_dir: Path,
     env: Dist,
     fingerprint: dict[str, Any],
-    on_epoch_end: Callable[[int, LoopState], bool] | None = None,
 ) -> LoopState:
     """Train ``model`` (through ``module``, which computes the loss) and checkpoint; resume if possible.
 
-    ``batches_for_epoch(epoch)`` gives this process's batches (cell indices) for an epoch; every
-    epoch must have the same number. ``step_fn(module, batch, generator)`` returns the loss.
-    ``on_epoch_end(epoch, state)`` may evaluate and return True to stop early.
+    Every epoch ends with ``task.on_epoch_end`` (which may stop the run) and a checkpoint; every
+    ``spec.save_steps`` steps (0: never) a checkpoint is written mid-epoch too. The measured
+    throughput of the first steps is kept in ``state.extra["throughput"]``.
     """
-    steps_per_epoch = len(batches_for_epoch(0))
+    steps_per_epoch = len(task.batches_for_epoch(0))
     if steps_per_epoch == 0:
         msg = "too few cells for one batch per process; lower the batch size"
         raise InputError(msg)
     total = spec.epochs * steps_per_epoch
     warmup = spec.warmup_steps if spec.warmup_steps is not None else math.ceil(spec.warmup_ratio * total)
     model.to(env.device)
-    opt = torch.optim.AdamW(_param_groups(model, spec.weight_decay), lr=spec.learning_rate)
+    opt = torch.optim.AdamW(_param_groups(model, spec), lr=spec.learning_rate)
     state = LoopState(fingerprint=fingerprint)
     last = latest_checkpoint(ckpt_dir)
     if last is not None:
@@ -252,30 +304,22 @@ def run_loop(
         ids = [env.device.index] if env.device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
     module.train()
-    bar = tqdm(
-        total=total, initial=state.step, desc=spec.desc, disable=not (settings.progress and env.is_main)
-    )
+    bar = progress(total, desc=spec.desc, unit="step", initial=state.step, enabled=env.is_main)
+    meter = Throughput()
     with torch.random.fork_rng(devices=[]):
         while state.step < total and not state.stopped:
             epoch = state.step // steps_per_epoch
-            batches = batches_for_epoch(epoch)
-            for batch in batches[state.step % steps_per_epoch :]:
-                lr = _lr_at(state.step, total, warmup, spec.learning_rate)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                # re-seed per step: dropout and masking do not depend on where a run was resumed
-                step_seed = (spec.seed * 1_000_003 + state.step) * 64 + env.rank
-                torch.manual_seed(step_seed)
-                gen = torch.Generator().manual_seed(step_seed + 1)
-                loss = step_fn(wrapped, batch, gen)
-                loss.backward()
-                if spec.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(module.parameters(), spec.max_grad_norm)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            for batch in task.batches_for_epoch(epoch)[state.step % steps_per_epoch :]:
+                meter.start()
+                loss = _train_step(wrapped, module, opt, task, batch, state.step, total, warmup, spec, env)
                 state.step += 1
-                value = env.mean(float(loss.detach()))
+                value = env.mean(float(loss))
+                lr = spec.learning_rate * _lr_factor(state.step - 1, total, warmup)
                 state.history.append({"step": state.step, "epoch": epoch, "loss": value, "lr": lr})
+                n_tokens = int(task.lengths[batch].sum()) * env.world_size
+                meter.stop(n_cells=len(batch) * env.world_size, n_tokens=n_tokens, last=state.step == total)
+                if meter.result is not None:
+                    state.extra["throughput"] = meter.result
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}", epoch=epoch)
                 _after_step(state)
@@ -283,7 +327,7 @@ def run_loop(
                 if not at_epoch_end and spec.save_steps > 0 and state.step % spec.save_steps == 0:
                     _checkpoint(ckpt_dir, model, opt, state, spec, env)
             module.eval()
-            if on_epoch_end is not None and on_epoch_end(epoch, state):
+            if task.on_epoch_end(epoch, state):
                 state.stopped = True
             module.train()
             _checkpoint(ckpt_dir, model, opt, state, spec, env)
@@ -292,7 +336,44 @@ def run_loop(
     return state
 
 
-def _checkpoint(ckpt_dir: Path, model, opt, state: LoopState, spec: LoopSpec, env: Dist) -> None:  # noqa: ANN001
+def _train_step(
+    wrapped: torch.nn.Module,
+    module: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    task: TrainTask,
+    batch: np.ndarray,
+    step: int,
+    total: int,
+    warmup: int,
+    spec: LoopSpec,
+    env: Dist,
+) -> torch.Tensor:
+    """One optimizer step; returns the (detached) loss."""
+    factor = _lr_factor(step, total, warmup)
+    for group in opt.param_groups:
+        group["lr"] = group["peak_lr"] * factor
+    # re-seed per step: dropout and masking do not depend on where a run was resumed
+    step_seed = (spec.seed * 1_000_003 + step) * 64 + env.rank
+    torch.manual_seed(step_seed)
+    gen = torch.Generator().manual_seed(step_seed + 1)
+    with autocast(env.device):
+        loss = task.step(wrapped, batch, gen)
+    loss.backward()
+    if spec.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), spec.max_grad_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def _checkpoint(
+    ckpt_dir: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    state: LoopState,
+    spec: LoopSpec,
+    env: Dist,
+) -> None:
     if env.is_main:
         _save_checkpoint(ckpt_dir, model, opt, state, spec.keep_checkpoints)
     env.barrier()

@@ -1,50 +1,26 @@
-"""Vocabulary helpers: accept a `GeneVocab` (or anything with ``size``/``pad_id``/``mask_id``) or an int size."""
+"""The tokenizer's vocabulary as training needs it: a `GeneVocab` and its special-token ids."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..errors import InputError
+from ..tokenize.vocab import GeneVocab
 
-__all__ = ["vocab_size", "special_ids", "pad_id", "mask_id"]
+__all__ = ["require_vocab", "special_ids"]
 
 
-def vocab_size(vocab: Any) -> int:
-    """The number of token ids in ``vocab`` (a `GeneVocab` or an int)."""
-    if isinstance(vocab, bool):
-        msg = "vocab must be a GeneVocab or an int size"
+def require_vocab(vocab: object) -> GeneVocab:
+    """``vocab`` if it is a `GeneVocab`, else an `InputError` saying where one comes from."""
+    if not isinstance(vocab, GeneVocab):
+        msg = (
+            f"vocab must be a GeneVocab (the tokenizer's vocabulary: vocab.json beside the tokens, "
+            f"geneattn.tokenize.load_vocab), got {type(vocab).__name__}"
+        )
         raise InputError(msg)
-    if isinstance(vocab, int):
-        size = vocab
-    elif hasattr(vocab, "size"):
-        size = int(vocab.size)
-    else:
-        msg = f"vocab must be a GeneVocab or an int size, got {type(vocab).__name__}"
-        raise InputError(msg)
-    if size < 3:
-        msg = f"vocabulary size must be >= 3 (<pad>, <mask> and genes), got {size}"
-        raise InputError(msg)
-    return size
+    return vocab
 
 
-def pad_id(vocab: Any) -> int:
-    """``<pad>`` id (0 for Geneformer and for an int vocabulary)."""
-    return int(getattr(vocab, "pad_id", 0))
-
-
-def mask_id(vocab: Any) -> int:
-    """``<mask>`` id (1 for Geneformer and for an int vocabulary)."""
-    return int(getattr(vocab, "mask_id", 1))
-
-
-def special_ids(vocab: Any) -> list[int]:
-    """Ids never masked or used as features: ``<pad>``, ``<mask>`` and, if present, ``<cls>``/``<eos>``.
-
-    An int vocabulary only knows ``<pad>`` (0) and ``<mask>`` (1).
-    """
-    ids = {pad_id(vocab), mask_id(vocab)}
-    for name in ("cls_id", "eos_id"):
-        value = getattr(vocab, name, None)
-        if value is not None:
-            ids.add(int(value))
+def special_ids(vocab: GeneVocab) -> list[int]:
+    """Ids never masked or used as features: ``<pad>``, ``<mask>`` and, if present, ``<cls>``/``<eos>``."""
+    ids = {vocab.pad_id, vocab.mask_id}
+    ids.update(i for i in (vocab.cls_id, vocab.eos_id) if i is not None)
     return sorted(ids)

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from ..errors import InputError
 
-__all__ = ["classification_metrics", "group_metrics", "bag_of_genes", "baselines", "check_groups"]
+__all__ = ["classification_metrics", "group_metrics", "bag_of_genes", "baseline_predictions", "check_groups"]
 
 OTHER = "__other__"
 
@@ -103,34 +103,36 @@ def bag_of_genes(
     return x
 
 
-def baselines(
+def baseline_predictions(
     x: sp.csr_matrix,
+    n_genes: np.ndarray,
     labels: np.ndarray,
     split: np.ndarray,
-    classes: Sequence[str],
     *,
-    groups: Mapping[str, Sequence[str]] | None = None,
     class_weight: str | None = "balanced",
     seed: int = 0,
-) -> dict[str, Any]:
-    """Majority-class and logistic-regression (bag of genes) baselines, trained on ``train``, scored on ``test``."""
+) -> dict[str, tuple[np.ndarray, str]]:
+    """Reference classifiers trained on ``train`` and applied to ``test``: ``{name: (predictions, features)}``.
+
+    * ``majority``: the most frequent training class;
+    * ``logreg``: logistic regression on the bag of genes ``x`` (`bag_of_genes`);
+    * ``length``: logistic regression on log genes expressed per cell (``n_genes``; the token count
+      when the tokens have no such column), the depth shortcut alone.
+    """
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels, dtype=str)
     train, test = split == "train", split == "test"
     values, counts = np.unique(labels[train], return_counts=True)
-    majority = values[np.argmax(counts)]
-    out: dict[str, Any] = {}
-    pred_major = np.full(int(test.sum()), majority)
-    out["majority"] = {"class": str(majority), **classification_metrics(labels[test], pred_major, classes)}
-    clf = LogisticRegression(max_iter=1000, class_weight=class_weight, random_state=seed)
-    clf.fit(x[train], labels[train])
-    pred_lr = clf.predict(x[test])
-    out["logreg"] = {
-        "features": "bag of genes, 1 - rank/length",
-        **classification_metrics(labels[test], pred_lr, classes),
+    out = {
+        "majority": (np.full(int(test.sum()), values[np.argmax(counts)]), "the most frequent training class")
     }
-    if groups:
-        out["majority"]["groups"] = group_metrics(labels[test], pred_major, groups)
-        out["logreg"]["groups"] = group_metrics(labels[test], pred_lr, groups)
+    clf = LogisticRegression(max_iter=1000, class_weight=class_weight, random_state=seed)
+    out["logreg"] = (clf.fit(x[train], labels[train]).predict(x[test]), "bag of genes, 1 - rank/length")
+    depth = np.log(np.maximum(np.asarray(n_genes, dtype=np.float64), 1.0))[:, None]
+    clf = LogisticRegression(max_iter=1000, class_weight=class_weight, random_state=seed)
+    out["length"] = (
+        clf.fit(depth[train], labels[train]).predict(depth[test]),
+        "log genes expressed per cell",
+    )
     return out

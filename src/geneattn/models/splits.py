@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["make_splits", "SPLITS"]
+__all__ = ["make_splits", "permute_labels", "SPLITS"]
 
 logger = logging.getLogger(__name__)
 
@@ -19,21 +19,22 @@ SPLITS = ("train", "val", "test")
 def _nested(
     labels: np.ndarray, groups: np.ndarray, test_size: float, val_size: float, seed: int
 ) -> np.ndarray:
-    """Groups nested in classes (a well holds one dose): per class, whole groups go to test, val, train."""
+    """Groups nested in classes (a well holds one dose): per class, whole groups go to test, val, train.
+
+    A class with ``g`` groups gets ``round(test_size * g)`` test and ``round(val_size * g)``
+    validation groups, at least one each, and keeps at least one for training.
+    """
     rng = np.random.default_rng(seed)
     split = np.full(len(labels), "train", dtype=object)
     for c in np.unique(labels):
         in_c = labels == c
-        names, sizes = np.unique(groups[in_c], return_counts=True)
-        order = rng.permutation(len(names))
-        names, sizes = names[order], sizes[order]
-        total, i = sizes.sum(), 0
-        for part, frac in (("test", test_size), ("val", val_size)):
-            taken = 0
-            while i < len(names) - 1 and (taken == 0 or taken < frac * total):
-                split[in_c & (groups == names[i])] = part
-                taken += sizes[i]
-                i += 1
+        names = rng.permutation(np.unique(groups[in_c]))
+        n_test = max(1, round(test_size * len(names)))
+        n_val = max(1, round(val_size * len(names)))
+        while n_test + n_val > len(names) - 1 and max(n_test, n_val) > 1:
+            n_test, n_val = (n_test - 1, n_val) if n_test >= n_val else (n_test, n_val - 1)
+        split[in_c & np.isin(groups, names[:n_test])] = "test"
+        split[in_c & np.isin(groups, names[n_test : n_test + n_val])] = "val"
     return split
 
 
@@ -84,11 +85,12 @@ def make_splits(
     """Assign each cell to ``train``, ``val`` or ``test``.
 
     With ``groups`` (e.g. wells), all cells of a group stay on one side. When every group holds one
-    class (sci-Plex wells hold one dose), whole groups of each class are drawn for test and
-    validation until each has its fraction of the class's cells (at least one group each, at least
-    one left for training); otherwise `sklearn.model_selection.StratifiedGroupKFold` balances labels. Grouping is impossible when a class lives in fewer
-    than three groups (it could not appear in all three splits) or there are too few groups; then a
-    warning is issued and the split is only stratified by label (Geneformer's default 80/10/10).
+    class (sci-Plex wells hold one dose), the fractions count each class's groups: a class with 6
+    wells and ``test_size=1/3``, ``val_size=1/6`` gets 2 test wells, 1 validation well and 3
+    training wells (at least one of each). Otherwise `sklearn.model_selection.StratifiedGroupKFold`
+    balances labels. Grouping is impossible when a class lives in fewer than three groups (it could
+    not appear in all three splits) or there are too few groups; then a warning is issued and the
+    split is only stratified by label.
 
     Parameters
     ----------
@@ -97,7 +99,8 @@ def make_splits(
     groups
         Group of each cell (None: no grouping).
     test_size, val_size
-        Fractions of cells for the test and validation splits.
+        Fractions of the test and validation splits: of each class's groups when groups are
+        nested in classes, else of cells.
     seed
         Random seed.
 
@@ -142,3 +145,47 @@ def make_splits(
             stacklevel=2,
         )
     return _stratified(labels, test_size, val_size, seed), False
+
+
+def permute_labels(
+    labels: np.ndarray, groups: np.ndarray, *, seed: int, strata: np.ndarray | None = None
+) -> np.ndarray:
+    """Permute labels between groups: each group keeps its cells and takes another group's label.
+
+    The null of a control fine-tune: labels no longer follow the cells' biology, while every group
+    (well) stays intact, so anything a model learns is a group-level artefact. With ``strata`` (one
+    value per cell, constant within each group, e.g. the train/val/test split), labels are permuted
+    only among the groups of a stratum, so every stratum keeps its class balance.
+
+    Parameters
+    ----------
+    labels, groups
+        Label and group of each cell; every group must hold one label.
+    seed
+        Seed of the permutation.
+    strata
+        Optional stratum of each cell.
+
+    Returns
+    -------
+    numpy.ndarray
+        The permuted label of each cell (``str``).
+    """
+    labels, groups = np.asarray(labels).astype(str), np.asarray(groups).astype(str)
+    strata = np.zeros(len(labels), dtype=str) if strata is None else np.asarray(strata).astype(str)
+    if not len(labels) == len(groups) == len(strata):
+        msg = f"labels, groups and strata must have one value per cell ({len(labels)}, {len(groups)}, {len(strata)})"
+        raise InputError(msg)
+    names, first = np.unique(groups, return_index=True)
+    for what, values in (("label", labels), ("stratum", strata)):
+        mixed = [g for g in names if np.unique(values[groups == g]).size > 1]
+        if mixed:
+            msg = f"groups {mixed[:3]} hold more than one {what}; labels can only be permuted between groups"
+            raise InputError(msg)
+    group_label = labels[first]
+    rng = np.random.default_rng(seed)
+    new = group_label.copy()
+    for s in np.unique(strata[first]):
+        idx = np.flatnonzero(strata[first] == s)
+        new[idx] = group_label[rng.permutation(idx)]
+    return new[np.searchsorted(names, groups)]

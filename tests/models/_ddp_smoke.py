@@ -1,7 +1,8 @@
-"""Distributed smoke run: ``torchrun --nproc_per_node 2 -m geneattn.models._ddp_smoke OUT``.
+"""Tiny test data for tests/models, and a distributed smoke run.
 
-Pretrains and fine-tunes a tiny model on generated tokens; used by the test suite to check that
-training completes under DDP (gloo on CPU) and that only rank 0 writes outputs.
+``torchrun --nproc_per_node 2 tests/models/_ddp_smoke.py OUT`` pretrains and fine-tunes a tiny
+model on generated tokens; test_ddp.py checks that training completes under DDP (gloo on CPU) and
+that only rank 0 writes outputs.
 """
 
 from __future__ import annotations
@@ -11,8 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+VOCAB_SIZE = 60
+TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37}
 
-def tiny_tokens(n_cells: int = 96, vocab_size: int = 60, seed: int = 0) -> object:
+
+def tiny_vocab(size: int = VOCAB_SIZE):
+    """A `GeneVocab` with ``<pad>`` = 0, ``<mask>`` = 1 and genes G2 ... G{size-1}."""
+    from geneattn.tokenize import GeneVocab
+
+    genes = {f"G{i}": i for i in range(2, size)}
+    return GeneVocab(token_ids={"<pad>": 0, "<mask>": 1, **genes}, medians=dict.fromkeys(genes, 1.0))
+
+
+def tiny_tokens(n_cells: int = 96, vocab_size: int = VOCAB_SIZE, seed: int = 0) -> object:
     """Generated token dataset: 3 classes with class-specific genes, 4 wells per class."""
     import datasets
 
@@ -33,24 +45,19 @@ def tiny_tokens(n_cells: int = 96, vocab_size: int = 60, seed: int = 0) -> objec
     return datasets.Dataset.from_dict(rows)
 
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37}
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the smoke pretrain + finetune into ``argv[0]``."""
     import torch
 
-    from .. import settings
-    from ._finetune import FinetuneConfig, finetune
-    from ._pretrain import PretrainConfig, pretrain
+    from geneattn._settings import settings
+    from geneattn.models import FinetuneConfig, PretrainConfig, finetune, pretrain
 
     torch.set_num_threads(1)
     settings.progress = False
     out = Path((argv or sys.argv[1:])[0])
     ds = tiny_tokens()
-    pt = pretrain(
-        ds, 60, out=out / "pt", config=PretrainConfig(epochs=1, batch_size=8, config_overrides=TINY), seed=0
-    )
+    cfg = PretrainConfig(epochs=1, batch_size=8, config_overrides=TINY, eval_cells=0)
+    pt = pretrain(ds, tiny_vocab(), out=out / "pt", config=cfg, seed=0)
     finetune(
         ds, model=pt, out=out / "ft", config=FinetuneConfig(epochs=1, batch_size=8, baselines=False), seed=0
     )
