@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     cli(*pre)
     shutil.rmtree(args.out / "checkpoints", ignore_errors=True)
     log = json.loads((args.out / "train_log.json").read_text())
-    recipe = {"corpus": corpus, "commands": [" ".join(["geneattn", *tok]), " ".join(["geneattn", *pre])],
+    recipe = {"model_input_size": args.model_input_size, "corpus": corpus, "commands": [" ".join(["geneattn", *tok]), " ".join(["geneattn", *pre])],
               "script": " ".join(["python scripts/pretrain_mini.py", *(argv or sys.argv[1:])]),
               "wall_seconds_total": round(time.perf_counter() - t0, 1)}  # fmt: skip
     (args.out / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")

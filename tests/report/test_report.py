@@ -72,7 +72,7 @@ def test_self_contained_and_escaped(built):
         assert s in html, s
     order = [
         html.index(f'id="{i}"')
-        for i in ("data", "model", "moved", "genes", "de", "confound", "significance", "methods", "run")
+        for i in ("verdict", "data", "model", "moved", "genes", "de", "confound", "task", "heads", "methods", "run")
     ]
     assert order == sorted(order)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from _stats_synth import make_counts, make_store
 
 

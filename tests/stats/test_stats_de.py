@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _stats_synth import make_counts
 from scipy import stats
 
+from _stats_synth import make_counts
 from geneattn.errors import InputError
 from geneattn.stats import de
 

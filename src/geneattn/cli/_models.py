@@ -3,37 +3,32 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import InputError
 from .app import app
 
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+
+    from ..tokenize import GeneVocab
+
 logger = logging.getLogger("geneattn.cli")
 
 
-def _read_tokens(tokens: Path) -> tuple[Any, Any]:
-    """Token dataset and its vocabulary (``vocab.json`` beside it; else the size from the largest id)."""
-    from ..models._data import as_dataset, max_token_id
+def _read_tokens(tokens: Path) -> tuple[datasets.Dataset, GeneVocab]:
+    """Token dataset and its vocabulary (``vocab.json`` beside it, as `geneattn tokenize` writes)."""
+    from ..models._data import as_dataset
+    from ..tokenize import load_vocab
 
     ds = as_dataset(tokens)
-    try:
-        from ..tokenize import load_vocab
-    except ImportError:  # tokenizer not installed
-        load_vocab = None
-    if load_vocab is not None and (tokens / "vocab.json").is_file():
-        return ds, load_vocab(tokens)
-    size = max_token_id(ds) + 1
-    warnings.warn(
-        f"{tokens} has no vocab.json; assuming a vocabulary of {size} tokens (largest token id + 1) "
-        "with <pad>=0 and <mask>=1",
-        UserWarning,
-        stacklevel=2,
-    )
-    return ds, size
+    if not (Path(tokens) / "vocab.json").is_file():
+        msg = f"{tokens} has no vocab.json: tokenize with `geneattn tokenize`, which writes it beside the tokens"
+        raise InputError(msg)
+    return ds, load_vocab(tokens)
 
 
 def _parse_groups(spec: str | None) -> dict[str, list[str]] | None:

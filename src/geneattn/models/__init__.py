@@ -12,7 +12,7 @@ from .._classes import sort_classes  # torch-free: the one class order, re-expor
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._args import TrainArgs
-    from ._builtin import BUILTIN, builtin_checkpoint
+    from ._builtin import BUILTIN, builtin_checkpoint, builtin_input_size
     from ._finetune import FinetuneConfig, FinetuneResult, finetune, predict
     from ._load import check_vocab, load, save_model
     from ._pretrain import PretrainConfig, pretrain
@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _WHERE = {
     "BUILTIN": "_builtin",
     "builtin_checkpoint": "_builtin",
+    "builtin_input_size": "_builtin",
     "PRESETS": "presets",
     "make_config": "presets",
     "load": "_load",
@@ -46,6 +47,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "PretrainConfig",
     "TrainArgs",
     "builtin_checkpoint",
+    "builtin_input_size",
     "check_vocab",
     "finetune",
     "load",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["builtin_checkpoint", "BUILTIN", "DEFAULT_CHECKPOINT"]
+__all__ = ["builtin_checkpoint", "builtin_input_size", "BUILTIN", "DEFAULT_CHECKPOINT"]
 
 DEFAULT_CHECKPOINT = "mini-nutlin"
 #: name -> what it is (each directory holds config.json, model.safetensors, vocab.json, RECIPE.md)
@@ -67,6 +67,18 @@ def builtin_checkpoint(name: str = DEFAULT_CHECKPOINT) -> Path:
     if vocab.size != size:
         raise _fail(path, f"vocab.json has {vocab.size} tokens but the model {size}")
     return path
+
+
+def builtin_input_size(name: str = DEFAULT_CHECKPOINT) -> int:
+    """Tokens per cell the shipped checkpoint was pretrained with (its ``recipe.json``).
+
+    Study cells are tokenized to at most this many tokens: positions beyond it were never trained.
+    """
+    path = builtin_checkpoint(name)
+    try:
+        return int(json.loads((path / "recipe.json").read_text(encoding="utf-8"))["model_input_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _fail(path, f"recipe.json has no model_input_size ({type(e).__name__}: {e})") from None
 
 
 def _root() -> Path:

@@ -13,7 +13,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, PreTrainedModel
@@ -97,7 +97,7 @@ def load(
     vocab: GeneVocab | None = None,
     task: str = "auto",
     attn_implementation: str = "sdpa",
-    **model_kwargs: Any,
+    **model_kwargs: object,
 ) -> PreTrainedModel:
     """Load a local Geneformer (BERT) checkpoint directory.
 

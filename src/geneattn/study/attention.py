@@ -12,7 +12,7 @@ from .training import device_of, pretrained_dir
 LINKED_TABLES = ("attention_by_gene", "attention_by_position", "head_norms")
 
 
-@stage("attention", deps=("finetune",), reads=("model", "attention_batch_size", "rank_bin", "device"),
+@stage("attention", deps=("finetune",), reads=("model", "checkpoint", "attention_batch_size", "rank_bin", "device"),
        outputs=("attention/params.json", "tables/head_change.parquet", "tables/top_genes.parquet"))  # fmt: skip
 def attention(ctx: StageContext) -> str:
     """Attention statistics of both models (``attention/``), pt-vs-ft change and top genes (``tables/``)."""

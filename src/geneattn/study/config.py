@@ -43,6 +43,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "groups": (str,),
     "model": (str,),
     "dictionaries": (str,),
+    "checkpoint": (str,),
     "seed": (int,),
     "out": (str,),
     "highlight": (list,),
@@ -104,7 +105,11 @@ class StudyConfig:
         Coarse groups of classes, ``"low=0.1,0.5;high=5,10"`` (nutlin-sim default).
     model, dictionaries
         A real Geneformer checkpoint directory and the directory with its dictionaries (both or
-        neither); without them a ``preset`` model is pretrained on the corpus.
+        neither); they replace ``checkpoint``.
+    checkpoint
+        The pretrained model without ``model``: ``"auto"`` (the shipped ``mini-nutlin`` for the
+        nutlin-sim study, else ``"pretrain"``), a shipped checkpoint's name (its vocabulary covers
+        only the simulator's genes), or ``"pretrain"``: a ``preset`` model pretrained on the corpus.
     seed
         Seed of every stochastic step.
     out
@@ -164,6 +169,7 @@ class StudyConfig:
     groups: str | None = None
     model: str | None = None
     dictionaries: str | None = None
+    checkpoint: str = "auto"
     seed: int = 0
     out: str = "results"
     highlight: list[str] = dataclasses.field(default_factory=lambda: ["MDM2"])
@@ -237,7 +243,14 @@ class StudyConfig:
             raise InputError(msg)
 
     def _check_names(self) -> None:
-        from ..models import PRESETS
+        from ..models import BUILTIN, PRESETS
+
+        if self.checkpoint not in ("auto", "pretrain", *BUILTIN):
+            msg = f"config: checkpoint must be auto, pretrain or one of {', '.join(sorted(BUILTIN))}, got {self.checkpoint!r}"
+            raise InputError(msg)
+        if self.model is not None and self.checkpoint not in ("auto", "pretrain"):
+            msg = f"--model and --checkpoint {self.checkpoint} exclude each other: choose one pretrained model"
+            raise InputError(msg)
 
         if self.preset not in PRESETS:
             msg = f"config: unknown preset {self.preset!r}; choose one of {', '.join(sorted(PRESETS))}"
@@ -249,6 +262,15 @@ class StudyConfig:
             if not getattr(self, name).strip():
                 msg = f"config: {name} must not be empty"
                 raise InputError(msg)
+
+    @property
+    def builtin(self) -> str | None:
+        """The shipped checkpoint this study fine-tunes (None: ``model``, or one pretrained here)."""
+        if self.model is not None or self.checkpoint == "pretrain":
+            return None
+        if self.checkpoint == "auto":  # resolved() decides; kept consistent here
+            return "mini-nutlin" if self.source == "nutlin-sim" else None
+        return self.checkpoint
 
     @property
     def source(self) -> str:
@@ -265,6 +287,8 @@ class StudyConfig:
         if c.source == "nutlin-sim":
             c.classes = c.classes if c.classes is not None else list(NUTLIN_CLASSES)
             c.groups = c.groups if c.groups is not None else NUTLIN_GROUPS
+        if c.checkpoint == "auto":
+            c.checkpoint = "mini-nutlin" if c.source == "nutlin-sim" and c.model is None else "pretrain"
         for name in ("data", "model", "dictionaries", "out"):
             value = getattr(c, name)
             if value is not None:

@@ -15,7 +15,7 @@ from ._stage import StageContext, stage
 logger = logging.getLogger(__name__)
 
 _DATA_READS = ("dataset", "data", "layer", "perturbation", "label_key", "classes", "groups", "min_cells_per_class",
-               "seed", "cells_per_dose", "model", "permute_labels", "max_cells_per_class")  # fmt: skip
+               "seed", "cells_per_dose", "model", "checkpoint", "permute_labels", "max_cells_per_class")  # fmt: skip
 
 
 def _builtin_classes(full: AnnData, min_cells: int) -> list[str]:
@@ -125,7 +125,7 @@ def data(ctx: StageContext) -> str:
         raise InputError(msg)
     res = ctx.results
     res.write_h5ad(res.study_h5ad, study)
-    if corpus is not None and ctx.config.model is None:
+    if corpus is not None and ctx.config.model is None and ctx.config.builtin is None:
         res.write_h5ad(res.corpus_h5ad, corpus)
     else:
         res.corpus_h5ad.unlink(missing_ok=True)

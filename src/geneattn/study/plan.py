@@ -164,7 +164,7 @@ def format_plan(plan: dict) -> str:
     return "\n".join(lines)
 
 
-@stage("plan", deps=("tokenize",), reads=("model", "preset", "pretrain_epochs", "finetune_epochs", "batch_size",
+@stage("plan", deps=("tokenize",), reads=("model", "checkpoint", "preset", "pretrain_epochs", "finetune_epochs", "batch_size",
        "attention_batch_size", "device", "seed", "n_seed_runs", "n_permuted_runs", "attribution_cells"),
        outputs=("plan.json",))  # fmt: skip
 def plan(ctx: StageContext) -> str:
@@ -174,7 +174,7 @@ def plan(ctx: StageContext) -> str:
     res, cfg = ctx.results, ctx.config
     t = measure(cfg, res)
     corpus = len(load_tokens(res.corpus_tokens)) if res.corpus_tokens.is_dir() else t["n_cells"]
-    pretraining = cfg.model is None and not (pretrained_dir(cfg, res) / "config.json").is_file()
+    pretraining = cfg.model is None and cfg.builtin is None and not (pretrained_dir(cfg, res) / "config.json").is_file()
     stages = estimate(cfg, t, corpus_cells=corpus, pretraining=pretraining)
     out = {"throughput": t, "device": device_of(cfg) or "cpu", "stages": stages,
            "summary": f"Planned {sum(stages.values()):.0f} s for the heavy stages ({', '.join(f'{k} {v:.0f} s' for k, v in stages.items())})."}  # fmt: skip

@@ -38,9 +38,18 @@ def geneformer_vocab(model: str, dictionaries: str) -> GeneVocab:
 
 
 def _vocab(cfg: ConfigView, corpus: Path) -> tuple[GeneVocab, bool, int]:
-    """(vocabulary, special tokens, input size): Geneformer's for ``--model``, else built from the corpus."""
+    """(vocabulary, special tokens, input size): Geneformer's for ``--model``, the shipped checkpoint's,
+    else built from the corpus.
+    """
     from ..tokenize import build_vocab, geneformer_settings
 
+    if cfg.builtin is not None:
+        from ..models import builtin_checkpoint, builtin_input_size
+
+        path = builtin_checkpoint(cfg.builtin)
+        vocab = GeneVocab.from_json(path / "vocab.json")
+        special, _ = geneformer_settings(vocab)
+        return vocab, special, min(cfg.model_input_size, builtin_input_size(cfg.builtin))
     if cfg.model is None:
         vocab = build_vocab(str(corpus), special_tokens=False)
         return vocab, *geneformer_settings(vocab, model_input_size=cfg.model_input_size)
@@ -52,7 +61,7 @@ def _vocab(cfg: ConfigView, corpus: Path) -> tuple[GeneVocab, bool, int]:
 @stage(
     "tokenize",
     deps=("data",),
-    reads=("model_input_size", "model", "dictionaries"),
+    reads=("model_input_size", "model", "dictionaries", "checkpoint"),
     outputs=("tokens/vocab.json",),
 )
 def tokenize(ctx: StageContext) -> str:
@@ -69,7 +78,7 @@ def tokenize(ctx: StageContext) -> str:
     obs.file.close()
     ds = encode(str(res.study_h5ad), vocab, out=res.tokens, model_input_size=size, special_tokens=special,
                 obs_keys=keys)  # fmt: skip
-    if cfg.model is None:
+    if cfg.model is None and cfg.builtin is None:
         encode(str(corpus), vocab, out=res.corpus_tokens, model_input_size=size, special_tokens=special)
     elif res.corpus_tokens.exists():
         shutil.rmtree(res.corpus_tokens)

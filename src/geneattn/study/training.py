@@ -20,11 +20,17 @@ def device_of(cfg: ConfigView) -> str | None:
 
 
 def pretrained_dir(cfg: ConfigView, results: Results) -> Path:
-    """The pretrained model: the user's Geneformer checkpoint, or ``models/pretrained``."""
-    return Path(cfg.model) if cfg.model is not None else results.model(REF)
+    """The pretrained model: the user's Geneformer checkpoint, a shipped one, or ``models/pretrained``."""
+    if cfg.model is not None:
+        return Path(cfg.model)
+    if cfg.builtin is not None:
+        from ..models import builtin_checkpoint
+
+        return builtin_checkpoint(cfg.builtin)
+    return results.model(REF)
 
 
-@stage("pretrain", deps=("tokenize",), reads=("model", "preset", "pretrain_epochs", "batch_size", "seed", "device"),
+@stage("pretrain", deps=("tokenize",), reads=("model", "checkpoint", "preset", "pretrain_epochs", "batch_size", "seed", "device"),
        outputs=("models/pretrained.json",))  # fmt: skip
 def pretrain(ctx: StageContext) -> str:
     """Masked gene modelling on the corpus (``models/pretrained``), or record the user's checkpoint."""
@@ -36,6 +42,10 @@ def pretrain(ctx: StageContext) -> str:
     if cfg.model is not None:
         write_json(res.model_record(REF), {"path": cfg.model, "source": "user checkpoint"})
         return f"using {cfg.model}"
+    if cfg.builtin is not None:
+        path = pretrained_dir(cfg, res)
+        write_json(res.model_record(REF), {"path": str(path), "source": f"shipped checkpoint {cfg.builtin}"})
+        return f"using the shipped checkpoint {cfg.builtin} (its recipe: {path / 'RECIPE.md'})"
     pc = PretrainConfig(preset=cfg.preset, epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size,
                         device=device_of(cfg))  # fmt: skip
     out = train(res.corpus_tokens, load_vocab(res.tokens), out=res.model(REF), config=pc, seed=cfg.seed)
@@ -45,7 +55,7 @@ def pretrain(ctx: StageContext) -> str:
 
 
 #: what every fine-tune of the study reads (the study's own and the control runs)
-FINETUNE_READS = ("model", "finetune_epochs", "finetune_lr", "batch_size", "seed", "groups", "device")
+FINETUNE_READS = ("model", "checkpoint", "finetune_epochs", "finetune_lr", "batch_size", "seed", "groups", "device")
 
 
 def finetune_config(cfg: ConfigView) -> FinetuneConfig:
