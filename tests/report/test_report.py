@@ -72,7 +72,19 @@ def test_self_contained_and_escaped(built):
         assert s in html, s
     order = [
         html.index(f'id="{i}"')
-        for i in ("verdict", "data", "model", "moved", "genes", "de", "confound", "task", "heads", "methods", "run")
+        for i in (
+            "verdict",
+            "data",
+            "model",
+            "moved",
+            "genes",
+            "de",
+            "confound",
+            "task",
+            "heads",
+            "methods",
+            "run",
+        )
     ]
     assert order == sorted(order)
 

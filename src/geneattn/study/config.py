@@ -249,7 +249,9 @@ class StudyConfig:
             msg = f"config: checkpoint must be auto, pretrain or one of {', '.join(sorted(BUILTIN))}, got {self.checkpoint!r}"
             raise InputError(msg)
         if self.model is not None and self.checkpoint not in ("auto", "pretrain"):
-            msg = f"--model and --checkpoint {self.checkpoint} exclude each other: choose one pretrained model"
+            msg = (
+                f"--model and --checkpoint {self.checkpoint} exclude each other: choose one pretrained model"
+            )
             raise InputError(msg)
 
         if self.preset not in PRESETS:

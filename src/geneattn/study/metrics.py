@@ -58,7 +58,9 @@ def _data(res: Results) -> dict[str, Any]:
         out["planted"] = int(a.var["planted"].astype(bool).sum()) if "planted" in a.var else None
         for key in ("subsample", "permuted_labels"):
             if key in a.uns:
-                out[key] = {k: v.item() if hasattr(v, "item") else v for k, v in dict(a.uns[key]["params"]).items()}
+                out[key] = {
+                    k: v.item() if hasattr(v, "item") else v for k, v in dict(a.uns[key]["params"]).items()
+                }
     finally:
         a.file.close()
     return out

@@ -174,7 +174,9 @@ def plan(ctx: StageContext) -> str:
     res, cfg = ctx.results, ctx.config
     t = measure(cfg, res)
     corpus = len(load_tokens(res.corpus_tokens)) if res.corpus_tokens.is_dir() else t["n_cells"]
-    pretraining = cfg.model is None and cfg.builtin is None and not (pretrained_dir(cfg, res) / "config.json").is_file()
+    pretraining = (
+        cfg.model is None and cfg.builtin is None and not (pretrained_dir(cfg, res) / "config.json").is_file()
+    )
     stages = estimate(cfg, t, corpus_cells=corpus, pretraining=pretraining)
     out = {"throughput": t, "device": device_of(cfg) or "cpu", "stages": stages,
            "summary": f"Planned {sum(stages.values()):.0f} s for the heavy stages ({', '.join(f'{k} {v:.0f} s' for k, v in stages.items())})."}  # fmt: skip

@@ -38,9 +38,7 @@ def geneformer_vocab(model: str, dictionaries: str) -> GeneVocab:
 
 
 def _vocab(cfg: ConfigView, corpus: Path) -> tuple[GeneVocab, bool, int]:
-    """(vocabulary, special tokens, input size): Geneformer's for ``--model``, the shipped checkpoint's,
-    else built from the corpus.
-    """
+    """(vocabulary, special tokens, input size): Geneformer's, the shipped checkpoint's, or the corpus's."""
     from ..tokenize import build_vocab, geneformer_settings
 
     if cfg.builtin is not None:

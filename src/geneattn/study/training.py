@@ -55,7 +55,16 @@ def pretrain(ctx: StageContext) -> str:
 
 
 #: what every fine-tune of the study reads (the study's own and the control runs)
-FINETUNE_READS = ("model", "checkpoint", "finetune_epochs", "finetune_lr", "batch_size", "seed", "groups", "device")
+FINETUNE_READS = (
+    "model",
+    "checkpoint",
+    "finetune_epochs",
+    "finetune_lr",
+    "batch_size",
+    "seed",
+    "groups",
+    "device",
+)
 
 
 def finetune_config(cfg: ConfigView) -> FinetuneConfig:
