@@ -26,7 +26,7 @@ def _alternatives(tmp_path) -> dict[str, dict[str, object]]:
         "dataset": {"dataset": "pbmc68k"}, "data": {"data": str(data)}, "layer": {"layer": "counts"}, "perturbation": {"perturbation": "Nutlin"},
         "label_key": {"label_key": "dose"}, "classes": {"classes": ["0.1", "10"]}, "groups": {"groups": "a=0.1;b=10"},
         "model": {"model": str(tmp_path / "m"), "dictionaries": str(tmp_path / "d")}, "seed": {"seed": 3},
-        "out": {"out": str(tmp_path / "elsewhere")}, "highlight": {"highlight": ["CDKN1A"]}, "preset": {"preset": "gf-6L-30M-i2048"},
+        "out": {"out": str(tmp_path / "elsewhere")}, "highlight": {"highlight": ["CDKN1A"]}, "preset": {"preset": "gf-6L-30M-i2048"}, "checkpoint": {"checkpoint": "pretrain"},
         "cells_per_dose": {"cells_per_dose": 50}, "min_cells_per_class": {"min_cells_per_class": 5},
         "model_input_size": {"model_input_size": 256}, "pretrain_epochs": {"pretrain_epochs": 2},
         "finetune_epochs": {"finetune_epochs": 9}, "finetune_lr": {"finetune_lr": 5e-4}, "batch_size": {"batch_size": 8},
@@ -81,7 +81,16 @@ def test_finetune_lr_reruns_the_finetune_and_everything_after_it(tmp_path):
     a = StudyConfig(out=str(tmp_path))
     _, h0 = _hashes(a)
     _, h1 = _hashes(dataclasses.replace(a, finetune_lr=5e-4))
-    assert {n for n in h0 if h0[n] != h1[n]} == {"finetune", "attention", "stats", "figures", "report"}
+    assert {n for n in h0 if h0[n] != h1[n]} == {
+        "finetune",
+        "controls",
+        "attention",
+        "ablation",
+        "attribution",
+        "stats",
+        "figures",
+        "report",
+    }
 
 
 def test_view_refuses_undeclared_fields():

@@ -41,6 +41,8 @@ def results(tmp_path_factory):
     for name, m in (("pretrained", m0), ("finetuned", m1)):
         m.save_pretrained(res.model(name))
     (res.model("finetuned") / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
+    split = pd.DataFrame({"cell_id": list(ad.obs_names), "split": "test", "label": ad.obs["label"].astype(str)})
+    split.to_parquet(res.model("finetuned") / "splits.parquet")
     extract({"pretrained": m0, "finetuned": m1}, ds, vocab, out=res.attention, batch_size=16, device="cpu")
     res.write_table("de", study_de(ad))
     res.write_h5ad(res.cells, ad)
@@ -64,19 +66,21 @@ def test_inputs_gene_map_and_table_route(results):
 
 def test_stats_stage_writes_tables_metrics_and_annotations(results):
     summary = stats_of_results(str(results.root), n_boot=20, attribution_cells=6, top_k=5)
-    assert "methods" in summary
+    assert "verdict" in summary
     out = {
         n: results.read_table(n) for n in ("agreement", "confounds", "significance", "methods", "change_ci")
     }
     assert all(len(df) > 0 for df in out.values())
-    assert out["methods"].attrs["params"]["attribution_cells"] == 6  # parameters beside every table
+    assert results.read_table("attribution").attrs["params"]["attribution_cells"] == 6  # parameters beside every table
+    assert out["methods"].attrs["params"]["stage"] == "stats"
     assert list(out["confounds"].columns) == cf.CONFOUND_COLUMNS
     assert set(out["confounds"].score_type) == {"raw", "fold", "residual"}
     assert list(out["significance"].columns) == sg.SIGNIFICANCE_COLUMNS
     assert {"paired_gene", "paired_head", "between_class"} <= set(out["significance"].test)
     m = out["methods"]
-    assert list(m.columns) == at.METHODS_COLUMNS
-    want = {"attention", "rollout", "grad_input", "integrated_gradients", "deletion_prob", "deletion_cosine", "de",
+    assert list(m.columns) == [*at.METHODS_COLUMNS, "uses_labels"]
+    assert not m.set_index("method").loc["detection", "uses_labels"] and m.set_index("method").loc["de", "uses_labels"]
+    want = {"attention_raw", "attention_residual", "rollout", "grad_input", "integrated_gradients", "deletion_prob", "deletion_cosine", "de",
             "mean_rank", "detection"}  # fmt: skip
     assert want <= set(m.method)
     assert m[m.method == "de"].auroc_planted.iloc[0] > 0.9

@@ -20,12 +20,18 @@ def stats_of_results(results_dir: str, **overrides: object) -> str:
     """`geneattn stats`: the study's stats stage on an existing results directory.
 
     The configuration is the directory's ``config.toml`` (defaults when it has none) with ``overrides``;
-    the stage writes the same tables, ``cells.h5ad`` annotations and ``metrics.json`` as `run_study`.
+    the attribution and stats stages write the same tables, ``cells.h5ad`` annotations and
+    ``metrics.json`` as `run_study`.
     """
     res = Results(results_dir)
+    if not res.cells.is_file():
+        res.read_cells()  # the one MissingResult message for a directory that holds no study
     saved = load_toml(res.config) if res.config.is_file() else {}
     cfg = StudyConfig.from_dict(
         {**saved, "out": str(res.root), **{k: v for k, v in overrides.items() if v is not None}}
     )
-    spec = STAGES["stats"]
-    return spec.run(StageContext(res, spec.view(cfg), key_params(spec, cfg), spec.name)) or ""
+    summary = ""
+    for name in ("attribution", "stats"):
+        spec = STAGES[name]
+        summary = spec.run(StageContext(res, spec.view(cfg), key_params(spec, cfg), spec.name)) or ""
+    return summary

@@ -10,6 +10,9 @@ genes are DE by construction; every fine-tuned model's score) are marked.
 
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 import pandas as pd
 
 from .._results import OTHER, Results
@@ -31,6 +34,9 @@ __all__ = [
 
 #: effect-size bins (|log2 fold change| between the lowest and highest study dose) of the recovery plot
 EFFECT_BINS = (0.0, 0.5, 1.0, 2.0, 4.0, 16.0)
+#: folds of the cross-validated incremental value (genes, stratified by planted)
+N_FOLDS = 5
+logger = logging.getLogger(__name__)
 
 
 def de_score(de: pd.DataFrame) -> pd.Series:
@@ -120,10 +126,15 @@ def incremental_tables(
     """
     if inp.planted is None:
         return pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS), pd.DataFrame()
+    n_planted = int(np.asarray(inp.planted, dtype=bool).sum())
+    if min(n_planted, len(inp.planted) - n_planted) < N_FOLDS:
+        logger.warning("incremental value skipped: %d planted genes, too few for %d-fold cross-validation",
+                       n_planted, N_FOLDS)  # fmt: skip
+        return pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS), pd.DataFrame()
     scores, _, _ = all_scores(inp, de)
     cov = inp.covariates[list(bl.FIELD_COVARIATES)]
     strata = inp.strata
-    table = inc.incremental_table(scores, inp.planted, cov, strata=strata, n_boot=n_boot, seed=seed)
+    table = inc.incremental_table(scores, inp.planted, cov, strata=strata, n_boot=n_boot, seed=seed, n_folds=N_FOLDS)
     effect = inp.adata.var["effect_size"] if "effect_size" in inp.adata.var else None
     recovery = pd.DataFrame()
     if effect is not None:

@@ -117,6 +117,8 @@ def _run_null(
 ) -> tuple[dict[str, pd.DataFrame], dict]:
     """Task-attributable tables (one per family), the pre-registered contrasts and their summary."""
     res = inp.results
+    if not res.has_table("run_deltas"):  # `geneattn stats` on results without the control runs
+        return {}, {task.NULL_KEY: {"skipped": "no control runs (run `geneattn run` for the run-level null)"}}
     deltas = res.read_table("run_deltas")
     if deltas.empty:
         return {}, {task.NULL_KEY: {"skipped": "no permuted-label runs"}}
@@ -133,7 +135,7 @@ def _run_null(
 def _per_class(inp: StudyInputs, highlight: tuple[str, ...], *, n_boot: int, seed: int) -> pd.DataFrame:
     """Highlighted genes per class on the held-out cells: positions, detection, attention ranks by run."""
     res = inp.results
-    deltas = res.read_table("run_deltas")
+    deltas = res.read_table("run_deltas") if res.has_table("run_deltas") else pd.DataFrame()
     if deltas.empty:
         return pd.DataFrame()
     kinds = deltas.drop_duplicates("run").set_index("run")["kind"].to_dict()
@@ -154,6 +156,8 @@ def _per_class(inp: StudyInputs, highlight: tuple[str, ...], *, n_boot: int, see
 
 def _head_table(res: Results, sig: pd.DataFrame, task_heads: pd.DataFrame | None) -> pd.DataFrame:
     """Head ablation beside each head's descriptive norm change and task-attributable change."""
+    if not res.has_table("head_ablation"):
+        return pd.DataFrame()
     abl = res.read_table("head_ablation")
     heads = sig[(sig["test"] == "paired_head") & (sig["metric"] == "head_out")]
     paired = heads.assign(ablation="L" + heads["layer"].astype(str) + "H" + heads["head"].astype(str))
