@@ -33,7 +33,7 @@ RECIPE = {
     "corpus_seed": 1,
     "scale": 7,
     "model_input_size": 256,
-    "epochs": 4,
+    "epochs": 2,
     "batch_size": 32,
     "learning_rate": 1e-3,
     "seed": 0,

@@ -129,8 +129,15 @@ def attention_by_gene_df(
 
 
 def gene_scores_df(results: ResultsLike, *, model: str = OTHER, by: str = "fold_mean") -> pd.DataFrame:
-    """One row per gene: ``gene, attention`` (``by`` averaged over layers and heads, all cells) and ``rank``."""
+    """One row per gene: ``gene, attention`` (``by`` averaged over layers and heads, all cells) and ``rank``.
+
+    Special tokens (``<cls>``, ``<eos>``) are left out: they are no genes.
+    """
+    from .attention.compare import is_special
+
     g = attention_by_gene_df(results, model=model)
+    if "ensembl_id" in g:
+        g = g[~is_special(g["ensembl_id"])]
     if g.empty:
         return pd.DataFrame(columns=["gene", "attention", "rank"])
     s = g.groupby("gene", observed=True)[by].mean().sort_values(ascending=False)

@@ -127,6 +127,12 @@ def compare(
     return {"head_change": head, "gene_change": gene}
 
 
+def is_special(ids: pd.Series) -> np.ndarray:
+    """Whether each vocabulary entry is a special token (``<pad>``, ``<cls>``, ...), not a gene."""
+    s = ids.astype(str)
+    return (s.str.startswith("<") & s.str.endswith(">")).to_numpy()
+
+
 def top_genes(
     table: pd.DataFrame | AttentionResult,
     *,
@@ -138,6 +144,7 @@ def top_genes(
     label: str = "__all__",
     per_head: bool = False,
     min_cells: int = 1,
+    genes_only: bool = True,
 ) -> pd.DataFrame:
     """The ``k`` genes with the largest ``by`` in ``attention_by_gene``.
 
@@ -158,6 +165,8 @@ def top_genes(
         Top ``k`` within every (layer, head) instead of averaging.
     min_cells
         Ignore genes seen in fewer cells.
+    genes_only
+        Leave out special tokens (``<cls>``, ``<eos>``, ...): they are no genes.
 
     Returns
     -------
@@ -174,6 +183,8 @@ def top_genes(
         model = models[0]
     _check_models(df, model)
     df = df[(df["model"] == model) & (df["label"] == label) & (df["n_cells"] >= min_cells)]
+    if genes_only:
+        df = df[~is_special(df["ensembl_id"])]
     if layer is not None:
         df = df[df["layer"] == layer]
     if head is not None:

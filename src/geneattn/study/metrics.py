@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -79,7 +80,7 @@ def _attention(
         out[f"top_genes_{model}"] = s["gene"].head(top_k).tolist()
         out[f"highlight_rank_{model}"] = {h: (int(s.loc[s["gene"] == h, "rank"].iloc[0]) if (s["gene"] == h).any() else None)
                                           for h in highlight}  # fmt: skip
-    out["n_genes_scored"] = int(abg["gene"].nunique())
+    out["n_genes_scored"] = int(len(get.gene_scores_df(res, model=OTHER)))
     if "rank_mean" in abg:  # per class: a mean over a population split by dose would sit between them
         rows = abg[(abg["model"] == OTHER) & (abg["label"] != "__all__") & abg["gene"].isin(list(highlight))]
         pos = rows.groupby(["gene", "label"], observed=True)["rank_mean"].mean()
@@ -205,6 +206,7 @@ def compute_metrics(
     clf = results.read_json(fm) if fm.is_file() else {}
     metrics = {
         "data": _data(results),
+        "pretraining": _pretraining(results),
         "classification": clf,
         "attention": _attention(results, highlight, top_k, tables.get("change_ci")),
         "agreement": _agreement(tables.get("agreement")),
@@ -223,6 +225,20 @@ def compute_metrics(
     }
     metrics = jsonable(metrics)
     return {"verdict": verdict(metrics), **metrics}
+
+
+def _pretraining(results: Results) -> dict[str, Any]:
+    """Where the pretrained model came from and its held-out masked-gene accuracy (vs gene frequency)."""
+    rec_path = results.model_record(REF)
+    rec = results.read_json(rec_path) if rec_path.is_file() else {}
+    log_path = Path(str(rec.get("path", results.model(REF)))) / "train_log.json"
+    m = (results.read_json(log_path) if log_path.is_file() else {}).get("masked_gene") or {}
+    out: dict[str, Any] = {"source": rec.get("source"), "path": rec.get("path")}
+    if m:
+        model, uni = m["model"], m["unigram"]
+        out.update(mlm_loss=model["loss"], top1=model["top1"], top10=model["top10"], unigram_loss=uni["loss"],
+                   unigram_top1=uni["top1"], unigram_top10=uni["top10"], n_held_out_cells=m.get("n_cells"))  # fmt: skip
+    return out
 
 
 def _records(t: pd.DataFrame | None) -> list[dict[str, Any]]:
