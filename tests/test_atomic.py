@@ -81,6 +81,23 @@ def test_modes_follow_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
     assert not list(tmp_path.rglob(TMP_PREFIX + "*"))
 
 
+@pytest.mark.parametrize(("mask", "file_mode"), [(0o022, 0o644), (0o002, 0o664)])
+def test_saved_models_follow_the_umask(tmp_path, umask, mask, file_mode):
+    """safetensors writes its files 0o600; a saved model's files still get the umask's mode."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from geneattn.models import save_model
+
+    umask(mask)
+    cfg = BertConfig(
+        vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8
+    )
+    out = save_model(BertForMaskedLM(cfg), tmp_path / "m")
+    modes = {p.name: _mode(p) for p in out.iterdir()}
+    assert {"config.json", "model.safetensors"} <= set(modes)
+    assert modes == dict.fromkeys(modes, file_mode)
+
+
 def _enospc_writer(tmp: Path) -> None:
     tmp.write_bytes(b"half a file")
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -159,6 +159,27 @@ def _remove_empty(dirs: list[Path]) -> None:
             return
 
 
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where possible; else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:  # pragma: no cover - no /proc
+        pass
+    mask = os.umask(0o022)  # pragma: no cover
+    os.umask(mask)  # pragma: no cover
+    return mask  # pragma: no cover
+
+
+def follow_umask(*paths: Path) -> None:
+    """Give files written by other libraries (safetensors writes ``0o600``) the mode open() would."""
+    mode = 0o666 & ~current_umask()
+    for p in paths:
+        if p.is_file():
+            p.chmod(mode)
+
+
 def _new_file(path: Path) -> Path:
     """Create an empty temporary sibling of ``path`` with mode ``0o666 & ~umask`` (as open())."""
     while True:

@@ -80,4 +80,3 @@ def test_short_finetune_of_the_shipped_checkpoint_learns_the_dose(tmp_path):
     majority = m["baselines"]["majority"]["accuracy"]
     assert m["accuracy"] > 0.85 and m["accuracy"] > majority + 0.3, m
     assert m["accuracy_ci"][0] > majority
-

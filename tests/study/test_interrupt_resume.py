@@ -184,3 +184,12 @@ def test_new_option_value_reruns_exactly_its_stages(runs):
     assert rerun == {"stats", "figures", "report"}
     assert all(after[n]["finished"] == before[n]["finished"] for n in set(after) - rerun)
     assert pd.read_parquet(a / "tables" / "agreement.parquet").attrs["params"]["top_k"] == 5
+
+
+def test_plan_estimates_the_pretrain_stage_within_2x(runs):
+    """The plan (measured steps of the study's own model on its own cells) against the pretrain stage's
+    actual time in the uninterrupted run: a ratio within 2x either way."""
+    a, _, _, _ = runs
+    manifest = json.loads((a / "manifest.json").read_text())
+    estimate, actual = manifest["plan"]["stages"]["pretrain"], manifest["stages"]["pretrain"]["seconds"]
+    assert 0.5 <= estimate / actual <= 2.0, (estimate, actual)

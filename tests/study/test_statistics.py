@@ -41,7 +41,9 @@ def results(tmp_path_factory):
     for name, m in (("pretrained", m0), ("finetuned", m1)):
         m.save_pretrained(res.model(name))
     (res.model("finetuned") / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
-    split = pd.DataFrame({"cell_id": list(ad.obs_names), "split": "test", "label": ad.obs["label"].astype(str)})
+    split = pd.DataFrame(
+        {"cell_id": list(ad.obs_names), "split": "test", "label": ad.obs["label"].astype(str)}
+    )
     split.to_parquet(res.model("finetuned") / "splits.parquet")
     extract({"pretrained": m0, "finetuned": m1}, ds, vocab, out=res.attention, batch_size=16, device="cpu")
     res.write_table("de", study_de(ad))
@@ -71,7 +73,9 @@ def test_stats_stage_writes_tables_metrics_and_annotations(results):
         n: results.read_table(n) for n in ("agreement", "confounds", "significance", "methods", "change_ci")
     }
     assert all(len(df) > 0 for df in out.values())
-    assert results.read_table("attribution").attrs["params"]["attribution_cells"] == 6  # parameters beside every table
+    assert (
+        results.read_table("attribution").attrs["params"]["attribution_cells"] == 6
+    )  # parameters beside every table
     assert out["methods"].attrs["params"]["stage"] == "stats"
     assert list(out["confounds"].columns) == cf.CONFOUND_COLUMNS
     assert set(out["confounds"].score_type) == {"raw", "fold", "residual"}
@@ -79,7 +83,10 @@ def test_stats_stage_writes_tables_metrics_and_annotations(results):
     assert {"paired_gene", "paired_head", "between_class"} <= set(out["significance"].test)
     m = out["methods"]
     assert list(m.columns) == [*at.METHODS_COLUMNS, "uses_labels"]
-    assert not m.set_index("method").loc["detection", "uses_labels"] and m.set_index("method").loc["de", "uses_labels"]
+    assert (
+        not m.set_index("method").loc["detection", "uses_labels"]
+        and m.set_index("method").loc["de", "uses_labels"]
+    )
     want = {"attention_raw", "attention_residual", "rollout", "grad_input", "integrated_gradients", "deletion_prob", "deletion_cosine", "de",
             "mean_rank", "detection"}  # fmt: skip
     assert want <= set(m.method)

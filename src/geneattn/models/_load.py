@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, PreTrainedModel
 
-from .._atomic import TMP_PREFIX
+from .._atomic import TMP_PREFIX, follow_umask
 from ..errors import InputError
 from ._vocab import require_vocab
 from .presets import vocab_pairing_hint
@@ -255,6 +255,7 @@ def save_model(model: PreTrainedModel, out: str | os.PathLike[str]) -> Path:
         with _quiet_transformers():
             model.save_pretrained(tmp)
         names = sorted(p.name for p in tmp.iterdir())
+        follow_umask(*(tmp / n for n in names))
         for name in [n for n in names if n != "config.json"] + ["config.json"]:
             (tmp / name).replace(out / name)
         stale = out / "pytorch_model.bin"

@@ -134,7 +134,9 @@ def incremental_tables(
     scores, _, _ = all_scores(inp, de)
     cov = inp.covariates[list(bl.FIELD_COVARIATES)]
     strata = inp.strata
-    table = inc.incremental_table(scores, inp.planted, cov, strata=strata, n_boot=n_boot, seed=seed, n_folds=N_FOLDS)
+    table = inc.incremental_table(
+        scores, inp.planted, cov, strata=strata, n_boot=n_boot, seed=seed, n_folds=N_FOLDS
+    )
     effect = inp.adata.var["effect_size"] if "effect_size" in inp.adata.var else None
     recovery = pd.DataFrame()
     if effect is not None:
