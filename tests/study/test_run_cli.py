@@ -52,6 +52,8 @@ def test_report_on_non_results_dir(tmp_path):
         (["--device", "tpu"], None, "device must be one of"),
         (["--attribution-cells", "-2"], None, "attribution_cells must be >= 0"),
         (["--min-cells-per-class", "0"], None, "min_cells_per_class must be >= 1"),
+        (["--checkpoint", "huge"], None, "checkpoint must be auto, pretrain or one of"),
+        (["--checkpoint", "mini-nutlin", "--model", ".", "--dictionaries", "."], None, "exclude each other"),
     ],
 )
 def test_every_invalid_value_is_refused_before_anything_is_written(

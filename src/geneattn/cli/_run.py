@@ -45,6 +45,13 @@ def run(
     dictionaries: Annotated[
         Path | None, typer.Option(help="Directory with the Geneformer dictionaries of --model.")
     ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Pretrained model without --model: auto (shipped mini-nutlin for nutlin-sim), pretrain, "
+            "or mini-nutlin."
+        ),  # fmt: skip
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Results directory (default results).")
     ] = None,
@@ -115,7 +122,7 @@ def run(
         "dataset": dataset, "data": None if data is None else str(data), "layer": layer, "perturbation": perturbation,
         "label_key": label_key, "classes": _csv(classes), "groups": groups,
         "model": None if model is None else str(model), "dictionaries": None if dictionaries is None else str(dictionaries),
-        "out": None if out is None else str(out), "seed": seed, "highlight": _csv(highlight), "preset": preset,
+        "checkpoint": checkpoint, "out": None if out is None else str(out), "seed": seed, "highlight": _csv(highlight), "preset": preset,
         "cells_per_dose": cells_per_dose, "min_cells_per_class": min_cells_per_class, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
         "finetune_lr": finetune_lr,
         "batch_size": batch_size, "attention_batch_size": attention_batch_size, "device": device, "top_k": top_k,

@@ -67,7 +67,7 @@ def _train_runs(ctx: StageContext, runs: dict[str, str]) -> dict[str, dict]:
         tokens = _permuted_tokens(ds, split, seed=cfg.seed + 7919 * i) if kind == "permuted" else ds
         logger.info("control run %s (%s labels): fine-tuning", name, kind)
         out = finetune(tokens, model=pretrained_dir(cfg, res), out=res.run(name), label_key="label", groups=groups,
-                       config=finetune_config(cfg), seed=cfg.seed + 1000 * i, split=split)  # fmt: skip
+                       config=finetune_config(cfg, baselines=False), seed=cfg.seed + 1000 * i, split=split)  # fmt: skip
         shutil.rmtree(out.model_dir / "checkpoints", ignore_errors=True)
         metrics[name] = out.metrics
     return metrics

@@ -67,15 +67,19 @@ FINETUNE_READS = (
 )
 
 
-def finetune_config(cfg: ConfigView) -> FinetuneConfig:
-    """The study's fine-tuning recipe, shared by its own fine-tune and the control runs."""
+def finetune_config(cfg: ConfigView, *, baselines: bool = True) -> FinetuneConfig:
+    """The study's fine-tuning recipe, shared by its own fine-tune and the control runs.
+
+    ``baselines=False`` (control runs) skips the majority / logistic-regression / length baselines:
+    they depend on the split and the labels only, and the study's own fine-tune reports them.
+    """
     from ..models import FinetuneConfig
 
     lr = cfg.finetune_lr if cfg.finetune_lr is not None else (5e-5 if cfg.model is not None else 1e-3)
     # select the epoch by validation macro-F1: a briefly trained small model grows over-confident
     # (validation loss rising) while its validation accuracy still improves
     return FinetuneConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, learning_rate=float(lr),
-                          select_by="macro_f1", device=device_of(cfg))  # fmt: skip
+                          select_by="macro_f1", baselines=baselines, device=device_of(cfg))  # fmt: skip
 
 
 @stage("finetune", deps=("tokenize", "pretrain"), reads=FINETUNE_READS,
