@@ -55,35 +55,54 @@ def _batches(lengths: np.ndarray, batch_size: int, seed: int) -> list[np.ndarray
     return length_grouped_batches(np.arange(len(lengths)), lengths, batch_size, rng)
 
 
-def _step_seconds(
-    config: object, ds: object, batches: list[np.ndarray], *, train: bool, device: torch.device
-) -> float:
-    """Median seconds of a training step (classifier, loss on every cell) or of a forward pass."""
-    from transformers import BertForSequenceClassification
-
-    from ..models._data import pad_batch
+def _timed_model(config: object, task: str, device: torch.device) -> torch.nn.Module:
+    """The module whose steps are timed: the classifier, or masked gene modelling (as `pretrain`)."""
+    from transformers import BertForMaskedLM, BertForSequenceClassification
 
     torch.manual_seed(0)
+    if task == "mlm":
+        from ..models._pretrain import _MaskedLMLoss
+
+        return _MaskedLMLoss(BertForMaskedLM(config)).to(device).train()
     config.num_labels = max(getattr(config, "num_labels", 2), 2)
-    model = BertForSequenceClassification(config).to(device).train(train)
+    return BertForSequenceClassification(config).to(device).train(task == "train")
+
+
+def _one_step(
+    model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor, task: str
+) -> torch.Tensor | None:
+    """One forward (and backward for training tasks); returns the loss or None."""
+    if task == "forward":
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=attn)
+        return None
+    if task == "mlm":  # the selected ~15 % of real tokens carry the loss, as in `pretrain`
+        gen = torch.Generator().manual_seed(0)
+        pick = (torch.rand(ids.shape, generator=gen) < _MLM_SHARE).to(ids.device) & attn.bool()
+        return model(ids, attn, torch.where(pick, ids, torch.full_like(ids, -100)))
+    return model(
+        input_ids=ids, attention_mask=attn, labels=torch.zeros(len(ids), dtype=torch.long, device=ids.device)
+    ).loss
+
+
+def _step_seconds(
+    config: object, ds: object, batches: list[np.ndarray], *, task: str, device: torch.device
+) -> float:
+    """Median seconds of a step: ``"train"`` (classifier), ``"mlm"`` (pretraining) or ``"forward"``."""
+    from ..models._data import pad_batch
+
+    model = _timed_model(config, task, device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     times = []
     for b in batches[: _WARMUP + _TIMED]:
         ids, attn = pad_batch(ds[b.tolist()]["input_ids"], config.pad_token_id or 0)
         ids, attn = ids.to(device), attn.to(device)
         t = time.perf_counter()
-        if train:
-            loss = model(
-                input_ids=ids,
-                attention_mask=attn,
-                labels=torch.zeros(len(b), dtype=torch.long, device=device),
-            ).loss
+        loss = _one_step(model, ids, attn, task)
+        if loss is not None:
             loss.backward()
             opt.step()
             opt.zero_grad()
-        else:
-            with torch.inference_mode():
-                model(input_ids=ids, attention_mask=attn)
         times.append(time.perf_counter() - t)
     return float(np.median(times[_WARMUP:])) if len(times) > _WARMUP else float(times[-1])
 
@@ -102,8 +121,12 @@ def _save_seconds(config: object) -> tuple[float, int]:
         return time.perf_counter() - t, int(sum(p.numel() for p in model.parameters()))
 
 
-def measure(cfg: ConfigView, res: object) -> dict[str, float]:
-    """Throughput of the study's model on its own cells: seconds per training step and per forward cell."""
+def measure(cfg: ConfigView, res: object, *, pretraining: bool) -> dict[str, float | None]:
+    """Throughput of the study's model on its own cells: seconds per training step and per forward cell.
+
+    With ``pretraining``, also seconds per masked-gene-modelling step (``mlm_step_s``): its output
+    layer spans the whole vocabulary, which dominates for large vocabularies.
+    """
     from ..tokenize import load_tokens, load_vocab
 
     ds = load_tokens(res.tokens)
@@ -112,10 +135,11 @@ def measure(cfg: ConfigView, res: object) -> dict[str, float]:
     dev = torch.device(device_of(cfg) or "cpu")
     batches = _batches(lengths, cfg.batch_size, cfg.seed)
     fwd = _batches(lengths, cfg.attention_batch_size, cfg.seed + 1)
-    fwd_s = _step_seconds(config, ds, fwd, train=False, device=dev)
-    step_s = _step_seconds(config, ds, batches, train=True, device=dev)
+    fwd_s = _step_seconds(config, ds, fwd, task="forward", device=dev)
+    step_s = _step_seconds(config, ds, batches, task="train", device=dev)
+    mlm_s = _step_seconds(config, ds, batches, task="mlm", device=dev) if pretraining else None
     save_s, n_params = _save_seconds(config)
-    return {"n_cells": len(ds), "median_tokens": float(np.median(lengths)), "step_s": step_s,
+    return {"mlm_step_s": mlm_s, "n_cells": len(ds), "median_tokens": float(np.median(lengths)), "step_s": step_s,
             "forward_cell_s": fwd_s / cfg.attention_batch_size, "save_s": save_s, "n_parameters": n_params,
             "layers": config.num_hidden_layers, "heads": config.num_attention_heads, "hidden": config.hidden_size}  # fmt: skip
 
@@ -135,9 +159,10 @@ def estimate(
     n = t["n_cells"]
     out: dict[str, float] = {}
     if pretraining:
-        # MLM computes the vocabulary projection on the selected ~15 % of tokens only: ~ the classifier's step
         steps = math.ceil(corpus_cells / cfg.batch_size) * cfg.pretrain_epochs
-        out["pretrain"] = steps * t["step_s"] + (cfg.pretrain_epochs + 1) * t["save_s"]
+        mlm = t.get("mlm_step_s") or t["step_s"]
+        held = min(512, corpus_cells // 10) * cfg.pretrain_epochs * t["forward_cell_s"]  # held-out evaluation
+        out["pretrain"] = steps * mlm + held + (cfg.pretrain_epochs + 1) * t["save_s"]
     out["finetune"] = _finetune_s(cfg, t)
     n_runs = cfg.n_seed_runs - 1 + cfg.n_permuted_runs
     held = (1 - _TRAIN_SHARE) * n
@@ -173,11 +198,11 @@ def plan(ctx: StageContext) -> str:
     from ..tokenize import load_tokens
 
     res, cfg = ctx.results, ctx.config
-    t = measure(cfg, res)
-    corpus = len(load_tokens(res.corpus_tokens)) if res.corpus_tokens.is_dir() else t["n_cells"]
     pretraining = (
         cfg.model is None and cfg.builtin is None and not (pretrained_dir(cfg, res) / "config.json").is_file()
     )
+    t = measure(cfg, res, pretraining=pretraining)
+    corpus = len(load_tokens(res.corpus_tokens)) if res.corpus_tokens.is_dir() else t["n_cells"]
     stages = estimate(cfg, t, corpus_cells=corpus, pretraining=pretraining)
     out = {"throughput": t, "device": device_of(cfg) or "cpu", "stages": stages,
            "summary": f"Planned {sum(stages.values()):.0f} s for the heavy stages ({', '.join(f'{k} {v:.0f} s' for k, v in stages.items())})."}  # fmt: skip
