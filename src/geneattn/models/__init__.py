@@ -13,8 +13,10 @@ from .._classes import sort_classes  # torch-free: the one class order, re-expor
 if TYPE_CHECKING:  # pragma: no cover
     from ._args import TrainArgs
     from ._builtin import BUILTIN, builtin_checkpoint, builtin_input_size
-    from ._finetune import FinetuneConfig, FinetuneResult, finetune, predict
+    from ._finetune import FinetuneResult, finetune
+    from ._ftconfig import FinetuneConfig
     from ._load import check_vocab, load, save_model
+    from ._predict import predict
     from ._pretrain import PretrainConfig, pretrain
     from .presets import PRESETS, make_config
     from .splits import make_splits, permute_labels
@@ -31,10 +33,10 @@ _WHERE = {
     "TrainArgs": "_args",
     "PretrainConfig": "_pretrain",
     "pretrain": "_pretrain",
-    "FinetuneConfig": "_finetune",
+    "FinetuneConfig": "_ftconfig",
     "FinetuneResult": "_finetune",
     "finetune": "_finetune",
-    "predict": "_finetune",
+    "predict": "_predict",
     "make_splits": "splits",
     "permute_labels": "splits",
 }

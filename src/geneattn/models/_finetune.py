@@ -32,10 +32,12 @@ from transformers import BertForSequenceClassification, PreTrainedModel
 from .._atomic import atomic_path, write_json
 from .._classes import sort_classes
 from ..errors import InputError
-from ._args import TrainArgs, fingerprint, write_train_log
+from ._args import fingerprint, write_train_log
 from ._data import as_dataset, length_grouped_batches, lengths_of, max_token_id, pad_batch, shard_batches
+from ._ftconfig import FinetuneConfig, _Data
 from ._load import HEAD_PREFIXES, check_lengths, load, save_model
-from ._loop import Dist, LoopSpec, LoopState, autocast, distributed, run_loop
+from ._loop import Dist, LoopSpec, LoopState, distributed, run_loop
+from ._predict import edge_tokens, predict
 from .metrics import check_groups, classification_metrics
 from .splits import SPLITS, make_splits
 
@@ -48,111 +50,12 @@ logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class FinetuneConfig(TrainArgs):
-    """Settings for `finetune`: the `TrainArgs` fields (defaults below) and the task's own.
-
-    Attributes
-    ----------
-    epochs, batch_size, learning_rate, weight_decay, warmup_steps, warmup_ratio, max_grad_norm, keep_checkpoints, device
-        As in `TrainArgs`; ``learning_rate`` is the encoder's (Geneformer: 5e-5).
-    head_learning_rate
-        Learning rate of the new pooler and classifier (None: ``learning_rate``).
-    embedding_learning_rate
-        Learning rate of the token (gene) embeddings (None: ``learning_rate``). A gene's signal
-        reaches ``<cls>`` through attention over ~250 tokens, so at the encoder's rate a few
-        epochs barely move it; a higher rate lets the dose-responsive genes' embeddings move first.
-    hidden_dropout
-        Hidden dropout while fine-tuning (None keeps the checkpoint's); attention dropout is kept.
-    freeze_layers
-        Freeze the first N encoder layers (Geneformer: embeddings stay trainable).
-    patience
-        Stop after this many epochs without a better validation score (0 disables early stopping).
-    select_by
-        Validation score that picks the epoch whose weights are kept: ``"loss"`` (lower is
-        better), ``"macro_f1"`` (higher is better) or ``"last"`` (keep the last epoch).
-    min_delta
-        A later epoch replaces the kept one only if it improves the score by more than this.
-    class_weights
-        Weight the loss by inverse class frequency in the training split.
-    test_size, val_size
-        Split fractions: of each class's wells when wells are nested in classes (1/3 and 1/6: 2
-        test wells and 1 validation well of 6), else of cells.
-    group_key
-        Column whose values must not straddle splits: ``"auto"`` (``well``, else ``replicate``,
-        if present), a column name, or None.
-    eval_batch_size
-        Cells per forward pass at evaluation.
-    baselines
-        Compute the baselines (majority class, logistic regression, genes expressed alone).
-    n_boot
-        Bootstrap replicates (over test wells) for the confidence intervals.
-    """
-
-    epochs: int = 4
-    batch_size: int = 16
-    learning_rate: float = 2e-4
-    head_learning_rate: float | None = 1e-3
-    embedding_learning_rate: float | None = 1e-2
-    hidden_dropout: float | None = 0.1
-    freeze_layers: int = 0
-    patience: int = 0
-    select_by: str = "loss"
-    min_delta: float = 0.0
-    class_weights: bool = True
-    test_size: float = 1 / 3
-    val_size: float = 1 / 6
-    group_key: str | None = "auto"
-    eval_batch_size: int = 64
-    baselines: bool = True
-    n_boot: int = 1000
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.select_by not in ("loss", "macro_f1", "last"):
-            msg = f"select_by must be 'loss', 'macro_f1' or 'last', got {self.select_by!r}"
-            raise InputError(msg)
-        if self.freeze_layers < 0 or self.patience < 0 or self.min_delta < 0 or self.n_boot < 1:
-            msg = "freeze_layers, patience and min_delta must be >= 0 and n_boot >= 1"
-            raise InputError(msg)
-        for name in ("head_learning_rate", "embedding_learning_rate"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                msg = f"{name} must be > 0, got {getattr(self, name)}"
-                raise InputError(msg)
-        if self.hidden_dropout is not None and not 0 <= self.hidden_dropout < 1:
-            msg = f"hidden_dropout must be in [0, 1), got {self.hidden_dropout}"
-            raise InputError(msg)
-        if self.eval_batch_size < 1:
-            msg = f"eval_batch_size must be >= 1, got {self.eval_batch_size}"
-            raise InputError(msg)
-
-
-@dataclasses.dataclass
 class FinetuneResult:
     """What `finetune` returns: the model directory, test metrics and the split of every cell."""
 
     model_dir: Path
     metrics: dict[str, Any]
     splits: pd.DataFrame
-
-
-@dataclasses.dataclass
-class _Data:
-    """The cells of a fine-tuning run: tokens, labels, split and the columns evaluation needs."""
-
-    ids: datasets.Dataset  # input_ids only
-    labels: np.ndarray  # str per cell
-    classes: list[str]
-    y: np.ndarray  # class index per cell
-    split: np.ndarray  # "train" / "val" / "test"
-    units: np.ndarray  # group (well) of each cell, or the cell id without groups
-    group_col: str | None  # the column the split is grouped by (None: not grouped)
-    lengths: np.ndarray
-    n_genes: np.ndarray
-    cell_ids: list[str]
-
-    def idx(self, part: str) -> np.ndarray:
-        """Cell indices of one split."""
-        return np.flatnonzero(self.split == part)
 
 
 def _group_column(ds: datasets.Dataset, group_key: str | None) -> str | None:
@@ -245,39 +148,12 @@ def _classifier(
     return clf
 
 
-def edge_tokens(ids: datasets.Dataset, sample: int = 2048) -> tuple[int | None, int | None]:
-    """The token every cell starts with (``<cls>``) and ends with (``<eos>``), or None where they differ."""
-    seqs = ids[: min(len(ids), sample)]["input_ids"]
-    firsts, lasts = {int(s[0]) for s in seqs}, {int(s[-1]) for s in seqs}
-    return (firsts.pop() if len(firsts) == 1 else None), (lasts.pop() if len(lasts) == 1 else None)
-
-
 def _pooling(clf: BertForSequenceClassification, ids: datasets.Dataset) -> str:
     """``"cls"`` when every cell starts with the same token (``<cls>``), else ``"first"`` (a gene)."""
     known = getattr(clf.config, "geneattn_pooling", None)
     if known in ("cls", "first"):
         return known
     return "cls" if edge_tokens(ids)[0] is not None else "first"
-
-
-def predict(
-    model: PreTrainedModel, input_ids: Sequence[Sequence[int]], *, batch_size: int = 32
-) -> np.ndarray:
-    """Class logits ``[n_cells, n_labels]`` (batches sorted by length to limit padding)."""
-    device = next(model.parameters()).device
-    pad = model.config.pad_token_id or 0
-    order = np.argsort([-len(s) for s in input_ids], kind="stable")
-    logits = np.zeros((len(input_ids), model.config.num_labels), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode(), autocast(device):
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            ids, attn = pad_batch([input_ids[i] for i in idx], pad)
-            out = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
-            logits[idx] = out.float().cpu().numpy()
-    model.train(was_training)
-    return logits
 
 
 class _FinetuneTask:

@@ -19,7 +19,7 @@ from .metrics import OTHER, bag_of_genes, baseline_predictions, classification_m
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import BertForSequenceClassification
 
-    from ._finetune import FinetuneConfig, _Data
+    from ._ftconfig import FinetuneConfig, _Data
     from ._loop import LoopState
 
 __all__ = ["test_metrics"]
@@ -83,7 +83,7 @@ def test_metrics(
     ``n_test_units`` (test wells), ``flags`` (``best_epoch_zero``, ``learned``, ``beats_logreg``),
     ``best_epoch``, ``epochs_run``, ``eval`` (validation per epoch), ``pooling``, ``seed``.
     """
-    from ._finetune import predict
+    from ._predict import predict
 
     test = data.idx("test")
     y_true = data.labels[test].astype(str)
@@ -135,7 +135,7 @@ def _specials(clf: BertForSequenceClassification, data: _Data) -> list[int]:
     are found as the tokens every cell starts/ends with (they carry no gene; ``<eos>``'s weight
     would only encode the cell's length).
     """
-    from ._finetune import edge_tokens
+    from ._predict import edge_tokens
 
     ids = {clf.config.pad_token_id or 0, 1}
     ids.update(t for t in edge_tokens(data.ids) if t is not None)
