@@ -8,9 +8,11 @@ device into grouped running statistics (reduce.py) and only reduced arrays leave
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ from .._progress import progress
 from .._settings import settings
 from ..errors import InputError
 from ..models import load
+from ..models._loop import autocast
 from ..tokenize import load_tokens
 from . import _accumulate as acc_mod
 from .interface import collecting, encoder_layers
@@ -36,9 +39,42 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..tokenize import GeneVocab
 
-__all__ = ["extract"]
+__all__ = ["extract", "precision_context", "PRECISIONS"]
 
 logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def precision_context(
+    precision: str, device: torch.device
+) -> tuple[str, Callable[[], contextlib.AbstractContextManager[object]]]:
+    """The precision the forward passes run in and a factory of its autocast context.
+
+    Parameters
+    ----------
+    precision
+        ``"auto"``: bf16 autocast on a CUDA device with bf16 support (as fine-tuning,
+        `geneattn.models._loop.autocast`), else float32; ``"fp32"``; ``"bf16"``: bf16 autocast on
+        CUDA (needs bf16 support) or on the CPU (torch's CPU autocast).
+    device
+        The device the models run on.
+
+    Returns
+    -------
+    ``("fp32" | "bf16", factory)``; ``factory()`` is a fresh context manager for one forward pass.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp32":
+        return "fp32", contextlib.nullcontext
+    if isinstance(autocast(device), torch.autocast):  # the fine-tuning rule says bf16 here
+        return "bf16", functools.partial(autocast, device)
+    if precision == "auto":
+        return "fp32", contextlib.nullcontext
+    if device.type != "cpu":
+        raise InputError(f"precision 'bf16' needs the CPU or a CUDA device with bf16 support; got {device}")
+    return "bf16", functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
 
 
 def _dataset(tokens: Dataset | str | os.PathLike[str]) -> Dataset:
@@ -89,6 +125,7 @@ def extract(
     store_tokens: bool = True,
     method: str = "fused",
     sort_by_length: bool = True,
+    precision: str = "auto",
 ) -> AttentionResult:
     """Attention statistics of one or more models over the same tokenized cells.
 
@@ -116,6 +153,11 @@ def extract(
         ``"fused"`` (Algorithm C, default) or ``"blocks"`` (explicit query blocks; reference).
     sort_by_length
         Batch cells of similar length together (less padding); results do not depend on it.
+    precision
+        ``"auto"`` (bf16 autocast on a CUDA device with bf16 support, else float32), ``"fp32"`` or
+        ``"bf16"`` (bf16 autocast, CUDA or CPU); see `precision_context`. Only the model's own layers
+        run in bf16: the attention statistics are computed and accumulated in float32 from the
+        layer's bf16 queries, keys and values. The precision used is ``params["precision"]``.
 
     Returns
     -------
@@ -126,6 +168,7 @@ def extract(
     _check_args(models, batch_size, length_bins)
     ds = _dataset(tokens)
     dev = torch.device(device or settings.resolved_device())
+    used_precision, amp = precision_context(precision, dev)
     loaded = {n: (load(m, vocab=vocab) if isinstance(m, str | os.PathLike) else m) for n, m in models.items()}
     cells = _prepare_cells(ds, vocab, label_key, length_bins)
     shapes = _model_shapes(loaded, cells, dev)
@@ -139,17 +182,20 @@ def extract(
     rank, world = _dist()
     out_path = Path(out) if out is not None else None
     store = open_store(out_path, shapes, int(cells.offsets[-1]), rank, world) if store_tokens else {}
-    logger.info("attention: %d cells, %d genes, models %s on %s (%s, %d process(es))",
-                n_cells, len(cells.gene_tokens), list(loaded), dev, method, world)  # fmt: skip
+    logger.info("attention: %d cells, %d genes, models %s on %s (%s, %s, %d process(es))",
+                n_cells, len(cells.gene_tokens), list(loaded), dev, method, used_precision, world)  # fmt: skip
     order = np.argsort(-cells.lengths, kind="stable") if sort_by_length else np.arange(n_cells)
     batches = [order[s : s + batch_size] for s in range(0, n_cells, batch_size)][rank::world]
     pad_id = int(getattr(vocab, "pad_id", 0) or 0)
     with progress(n_cells // world, desc="attention", unit="cell", enabled=rank == 0) as bar:
         for rows in batches:
-            _run_batch(np.sort(rows), cells, loaded, accs, store, pad_id=pad_id, device=dev, method=method)
+            _run_batch(
+                np.sort(rows), cells, loaded, accs, store, pad_id=pad_id, device=dev, method=method, amp=amp
+            )
             bar.update(len(rows))
     params = dict(batch_size=batch_size, label_key=label_key, length_bins=length_bins, method=method,
-                  length_bin_edges=cells.edges.tolist(), n_cells=n_cells, classes=cells.classes, device=str(dev))  # fmt: skip
+                  length_bin_edges=cells.edges.tolist(), n_cells=n_cells, classes=cells.classes, device=str(dev),
+                  precision=used_precision)  # fmt: skip
     return _finish(accs, loaded, store, out_path, cells, params)
 
 
@@ -185,8 +231,12 @@ def _model_shapes(
 
 def _run_batch(rows: np.ndarray, cells: _Cells, loaded: Mapping[str, PreTrainedModel],
                accs: Mapping[str, acc_mod.ModelAccumulator], store: Mapping[str, np.ndarray | StoreFile], *,
-               pad_id: int, device: torch.device, method: str) -> None:  # fmt: skip
-    """Every model's forward pass over the cells ``rows`` (dataset rows, sorted), accumulated and stored."""
+               pad_id: int, device: torch.device, method: str,
+               amp: Callable[[], contextlib.AbstractContextManager[object]]) -> None:  # fmt: skip
+    """Every model's forward pass over the cells ``rows`` (dataset rows, sorted), accumulated and stored.
+
+    ``amp()`` is the autocast context of the forward pass only; `ModelAccumulator.update` runs outside it.
+    """
     lens = cells.lengths[rows]
     width = int(lens.max())
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -201,7 +251,8 @@ def _run_batch(rows: np.ndarray, cells: _Cells, loaded: Mapping[str, PreTrainedM
         with torch.inference_mode(), collecting(model, acc.sink, method=method):
             acc.begin(valid)
             base = getattr(model, getattr(model, "base_model_prefix", "bert"), model)
-            base(input_ids=input_ids, attention_mask=valid.long())
+            with amp():
+                base(input_ids=input_ids, attention_mask=valid.long())
             lf = acc.update(g_t, c_t, b_t, rows)
         if name in store:
             store_batch(store[name], lf.cpu().numpy(), cells.offsets[rows], lens)

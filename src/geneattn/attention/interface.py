@@ -216,12 +216,27 @@ def geneattn_attention_forward(
 ) -> tuple[torch.Tensor, None]:
     """Attention function registered as ``geneattn_stats``: same output as ``sdpa_attention_forward``.
 
-    Returns ``(attn_output [B, L, H, d], None)``; heads set by `zero_heads` are zero. When ``module``
-    is being collected, hands the layer's `TokenStats` to the sink.
+    Returns ``(attn_output [B, L, H, d], None)`` in the dtype of ``query`` (bf16 under bf16 autocast);
+    heads set by `zero_heads` are zero. When ``module`` is being collected, hands the layer's
+    `TokenStats` (float32 whatever the autocast) to the sink.
     """
     if dropout and module.training:
         msg = "geneattn_stats attention is for inference only (model.eval())"
         raise RuntimeError(msg)
+    # statistics in float32 under bf16 autocast: the kernels take the layer's own q/k/v dtype, every
+    # product below casts up explicitly, and autocast must not cast it back down (einsum, matmul)
+    with torch.autocast(query.device.type, enabled=False):
+        return _forward(module, query, key, value, attention_mask, scaling)
+
+
+def _forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None,
+) -> tuple[torch.Tensor, None]:
     bsz, nh, length, d = query.shape
     scale = scaling if scaling is not None else d**-0.5
     bias = _key_bias(attention_mask, bsz, length, query.device)
