@@ -12,7 +12,6 @@ against the pretrained model is tabulated per gene, head and rank bin (`geneattn
 from __future__ import annotations
 
 import logging
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,7 @@ from .._results import OTHER, REF, Results
 from ._stage import ConfigView, StageContext, stage
 from .training import FINETUNE_READS, device_of, finetune_config, pretrained_dir
 
-__all__ = ["control_runs", "held_out"]
+__all__ = ["control_runs", "held_out", "permuted_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def held_out(res: Results) -> pd.DataFrame:
     return split[split["split"].isin(["val", "test"])]
 
 
-def _permuted_tokens(ds: object, split: pd.DataFrame, seed: int) -> object:
+def permuted_tokens(ds: object, split: pd.DataFrame, seed: int) -> object:
     """The tokens with labels permuted between wells (between cells without wells), within splits."""
     from ..models.splits import permute_labels
 
@@ -54,23 +53,16 @@ def _permuted_tokens(ds: object, split: pd.DataFrame, seed: int) -> object:
 def _train_runs(ctx: StageContext, runs: dict[str, str]) -> dict[str, dict]:
     """Fine-tune every control run (not the study's own); returns their test metrics."""
     from ..io import parse_groups
-    from ..models import finetune
-    from ..tokenize import load_tokens
+    from ._workers import run_jobs
 
     res, cfg = ctx.results, ctx.config
-    ds, split = load_tokens(res.tokens), pd.read_parquet(res.model(OTHER) / "splits.parquet")
     groups = parse_groups(cfg.groups) if cfg.groups else None
-    metrics = {}
-    for i, (name, kind) in enumerate(runs.items()):
-        if name == OTHER:
-            continue
-        tokens = _permuted_tokens(ds, split, seed=cfg.seed + 7919 * i) if kind == "permuted" else ds
-        logger.info("control run %s (%s labels): fine-tuning", name, kind)
-        out = finetune(tokens, model=pretrained_dir(cfg, res), out=res.run(name), label_key="label", groups=groups,
-                       config=finetune_config(cfg, baselines=False), seed=cfg.seed + 1000 * i, split=split)  # fmt: skip
-        shutil.rmtree(out.model_dir / "checkpoints", ignore_errors=True)
-        metrics[name] = out.metrics
-    return metrics
+    config = finetune_config(cfg, baselines=False)
+    jobs = [(name, kind, str(res.tokens), str(res.model(OTHER) / "splits.parquet"), str(pretrained_dir(cfg, res)),
+             str(res.run(name)), groups, config, cfg.seed + 1000 * i, cfg.seed + 7919 * i)
+            for i, (name, kind) in enumerate(runs.items()) if name != OTHER]  # fmt: skip
+    logger.info("control runs: %s", ", ".join(f"{j[0]} ({j[1]} labels)" for j in jobs))
+    return run_jobs(jobs, device=device_of(cfg))
 
 
 def _extract_held_out(ctx: StageContext, runs: dict[str, str]) -> object:
