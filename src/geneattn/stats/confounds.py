@@ -390,7 +390,7 @@ def confounds_table(
     n_top: int = 10,
     seed: int = 0,
     n_length_bins: int = 10,
-    max_tokens: int = 200_000,
+    max_tokens: int = 100_000,
     heads: Sequence[tuple[str, str]] | None = None,
     precomputed: Mapping[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
