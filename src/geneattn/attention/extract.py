@@ -119,7 +119,7 @@ def extract(
     *,
     out: str | os.PathLike[str] | None = None,
     batch_size: int = 16,
-    label_key: str = "label",
+    label_key: str | None = "label",
     device: str | None = None,
     length_bins: int = 10,
     store_tokens: bool = True,
@@ -142,7 +142,8 @@ def extract(
     batch_size
         Cells per forward pass.
     label_key
-        Column with the class of each cell; absent -> only ``"__all__"``.
+        Column with the class of each cell; absent or None -> only ``"__all__"`` (None: per-class
+        tables are not wanted, e.g. many models at once; memory grows with the number of classes).
     device
         Torch device; default ``settings.resolved_device()``.
     length_bins
@@ -328,7 +329,7 @@ class _TokenIds:
         return out
 
 
-def _prepare_cells(ds: Any, vocab: Any, label_key: str, length_bins: int) -> _Cells:
+def _prepare_cells(ds: Any, vocab: Any, label_key: str | None, length_bins: int) -> _Cells:
     """Per-cell arrays (lengths, offsets, labels, length bins) and the gene index of ``ds``.
 
     Token ids are not materialised: `_TokenIds` reads them per batch, so memory is O(n_cells + vocabulary).
@@ -348,11 +349,12 @@ def _prepare_cells(ds: Any, vocab: Any, label_key: str, length_bins: int) -> _Ce
     ens, sym = _vocab_arrays(vocab, gene_tokens)
     n_cells, cols = len(lengths), ds.column_names
     cell_ids = np.asarray(ds["cell_id"], dtype=str) if "cell_id" in cols else np.arange(n_cells).astype(str)
-    if label_key in cols:
+    if label_key is not None and label_key in cols:
         labels = np.asarray([str(x) for x in ds[label_key]])
         classes = sort_classes(labels.tolist())
     else:
-        logger.info("no %r column: statistics over all cells only", label_key)
+        if label_key is not None:
+            logger.info("no %r column: statistics over all cells only", label_key)
         labels, classes = np.full(n_cells, "__all__"), ["__all__"]
     class_of = {c: i for i, c in enumerate(classes)}
     class_idx = np.array([class_of[x] for x in labels], dtype=np.int64)

@@ -66,7 +66,12 @@ def _train_runs(ctx: StageContext, runs: dict[str, str]) -> dict[str, dict]:
 
 
 def _extract_held_out(ctx: StageContext, runs: dict[str, str]) -> object:
-    """Attention of the pretrained model and every run on the held-out cells (one pass, same batches)."""
+    """Attention of the pretrained model and every run on the held-out cells (one pass, same batches).
+
+    Over all cells only (no per-class tables): the null reads the token stores, and per-class
+    positions come from the stores with the cells' labels; the tables of 6 models x classes x genes
+    would dominate memory for a large vocabulary.
+    """
     from ..attention import extract
     from ..tokenize import load_tokens, load_vocab
 
@@ -79,7 +84,7 @@ def _extract_held_out(ctx: StageContext, runs: dict[str, str]) -> object:
         **{n: (res.model(OTHER) if n == OTHER else res.run(n)) for n in runs},
     }
     return extract(models, ds.select(idx), load_vocab(res.tokens), out=res.runs_attention,
-                   batch_size=cfg.attention_batch_size, label_key="label", device=device_of(cfg))  # fmt: skip
+                   batch_size=cfg.attention_batch_size, label_key=None, device=device_of(cfg))  # fmt: skip
 
 
 @stage("controls", deps=("finetune",), reads=(*FINETUNE_READS, "n_seed_runs", "n_permuted_runs", "attention_batch_size"),
