@@ -23,7 +23,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -193,14 +193,20 @@ class Results:
         """Whether ``tables/<name>.parquet`` or ``attention/<name>.parquet`` exists."""
         return self.table_path(name).is_file() or (self.attention / f"{name}.parquet").is_file()
 
-    def read_table(self, name: str) -> pd.DataFrame:
+    def read_table(self, name: str, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """``tables/<name>.parquet`` (else ``attention/<name>.parquet``); its parameters in ``.attrs``.
 
-        Raises `MissingResult` when neither exists.
+        ``columns`` reads only those of them the table has (a large table's memory). Raises
+        `MissingResult` when neither file exists.
         """
         for p in (self.table_path(name), self.attention / f"{name}.parquet"):  # exact names: no temp file
             if p.is_file():
-                return pd.read_parquet(p)
+                if columns is None:
+                    return pd.read_parquet(p)
+                import pyarrow.parquet as pq
+
+                have = set(pq.read_schema(p).names)
+                return pd.read_parquet(p, columns=[c for c in columns if c in have])
         msg = f"no table {name!r} in {self.root} (run `geneattn run`, or the stage that writes it, first)"
         raise MissingResult(msg)
 

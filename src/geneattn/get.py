@@ -133,9 +133,15 @@ def gene_scores_df(results: ResultsLike, *, model: str = OTHER, by: str = "fold_
 
     Special tokens (``<cls>``, ``<eos>``) are left out: they are no genes.
     """
+    cols = ["model", "layer", "head", "ensembl_id", "gene", "label", by]
+    return gene_scores_of(_results(results).read_table("attention_by_gene", columns=cols), model=model, by=by)
+
+
+def gene_scores_of(abg: pd.DataFrame, *, model: str = OTHER, by: str = "fold_mean") -> pd.DataFrame:
+    """`gene_scores_df` from an ``attention_by_gene`` table already in memory."""
     from .attention.compare import is_special
 
-    g = attention_by_gene_df(results, model=model)
+    g = abg[(abg["model"] == model) & (abg["label"].astype(str) == "__all__")]
     if "ensembl_id" in g:
         g = g[~is_special(g["ensembl_id"])]
     if g.empty:

@@ -71,16 +71,18 @@ def _attention(
     res: Results, highlight: Sequence[str], top_k: int, change_ci: pd.DataFrame | None
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    try:
-        abg = get.attention_by_gene_df(res)
+    cols = ["model", "layer", "head", "ensembl_id", "gene", "label", "fold_mean", "rank_mean"]
+    try:  # one read of the few columns needed: the table can have millions of rows
+        abg = res.read_table("attention_by_gene", columns=cols)
     except MissingResult:  # attention not run
         return out
     for model in (OTHER, REF):
-        s = get.gene_scores_df(res, model=model)
+        s = get.gene_scores_of(abg, model=model)
         out[f"top_genes_{model}"] = s["gene"].head(top_k).tolist()
         out[f"highlight_rank_{model}"] = {h: (int(s.loc[s["gene"] == h, "rank"].iloc[0]) if (s["gene"] == h).any() else None)
                                           for h in highlight}  # fmt: skip
-    out["n_genes_scored"] = int(len(get.gene_scores_df(res, model=OTHER)))
+        if model == OTHER:
+            out["n_genes_scored"] = len(s)
     if "rank_mean" in abg:  # per class: a mean over a population split by dose would sit between them
         rows = abg[(abg["model"] == OTHER) & (abg["label"] != "__all__") & abg["gene"].isin(list(highlight))]
         pos = rows.groupby(["gene", "label"], observed=True)["rank_mean"].mean()
