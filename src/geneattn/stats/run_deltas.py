@@ -59,7 +59,7 @@ def head_deltas(cell_head: pd.DataFrame, *, ref: str, run: str) -> pd.Series:
     """Per ``"L{layer}H{head}"``: mean over cells of ``log head_out_run − log head_out_ref``."""
     ch = cell_head[cell_head["model"].astype(str).isin([ref, run])]
     wide = ch.pivot_table(
-        index=["cell_id", "layer", "head"], columns="model", values="head_out", aggfunc="first"
+        index=["cell_id", "layer", "head"], columns="model", values="head_out", aggfunc="first", observed=True
     )
     if ref not in wide or run not in wide:
         msg = f"cell_head has no rows for model {ref!r} or {run!r}"
