@@ -99,7 +99,7 @@ def _tertile(t: Mapping[str, object]) -> str:
     accs = ", ".join(
         f"{k} {_pct(v)}" for k, v in t.items() if k not in ("tertile", "n_genes", "n_cells") and v is not None
     )
-    return f"{_fmt(lo)}&ndash;{_fmt(hi)} genes ({t.get('n_cells')} cells): {accs}"
+    return f"{_fmt(lo)}\u2013{_fmt(hi)} genes ({t.get('n_cells')} cells): {accs}"
 
 
 def _img(path: Path) -> str:
@@ -141,9 +141,7 @@ def _env() -> Any:
     env.filters["fmt"] = _fmt
     env.filters["pct"] = _pct
     env.filters["ci"] = lambda x: markupsafe.Markup(_ci(x))
-    env.filters["tertile"] = lambda t: markupsafe.Markup(
-        markupsafe.escape(_tertile(t)).replace("&amp;ndash;", "&ndash;")
-    )
+    env.filters["tertile"] = lambda t: markupsafe.escape(_tertile(t))
     return env
 
 
