@@ -20,7 +20,8 @@ def _jobs(tmp_path, tokens, pretrained, tag: str) -> list:
     if not tok_dir.exists():
         tokens.save_to_disk(str(tok_dir))
     cfg = FinetuneConfig(epochs=2, batch_size=8, learning_rate=1e-3, baselines=False, n_boot=20, device="cpu")
-    return [(name, kind, str(tok_dir), str(split_path), str(pretrained), str(tmp_path / tag / name), None, cfg, seed, 11)
+    return [_workers.Job(name, kind, str(tok_dir), str(split_path), str(pretrained), str(tmp_path / tag / name), None,
+                         cfg, seed=seed, label_seed=11)
             for name, kind, seed in (("seed1", "real", 1000), ("permuted1", "permuted", 2000))]  # fmt: skip
 
 

@@ -163,10 +163,18 @@ def _model_sig(p: str) -> dict[str, object]:
     return {**_dir_sig(p), "config": config}
 
 
-_SIGNATURES: dict[str, Callable[[str], dict[str, object]]] = {
+def _checkpoint_sig(name: str) -> dict[str, object] | str:
+    """A shipped checkpoint by the signature of its files (re-created weights re-key); else the name."""
+    from ..models import BUILTIN, builtin_checkpoint
+
+    return {"name": name, **_model_sig(str(builtin_checkpoint(name)))} if name in BUILTIN else name
+
+
+_SIGNATURES: dict[str, Callable[[str], dict[str, object] | str]] = {
     "data": _file_sig,
     "model": _model_sig,
     "dictionaries": _dir_sig,
+    "checkpoint": _checkpoint_sig,
 }
 
 

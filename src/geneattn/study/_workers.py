@@ -12,6 +12,7 @@ dies with its parent (``PR_SET_PDEATHSIG``): a killed study leaves no orphan wri
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import logging
 import multiprocessing
 import shutil
@@ -24,8 +25,21 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-#: what one control run needs, all picklable: (name, kind, tokens dir, split parquet, model dir, out, groups, config, seed, label seed)
-Job = tuple[str, str, str, str, str, str, dict | None, object, int, int]
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What one control run needs (picklable: it crosses into a worker process)."""
+
+    name: str
+    kind: str  # "real" or "permuted"
+    tokens: str  # token dataset directory
+    split: str  # the study fine-tune's splits.parquet
+    model: str  # pretrained model directory
+    out: str
+    groups: dict[str, list[str]] | None
+    config: object  # FinetuneConfig
+    seed: int
+    label_seed: int  # seed of the permutation between wells (permuted runs)
 
 
 def _die_with_parent(threads: int) -> None:
@@ -47,14 +61,13 @@ def train_one(job: Job) -> tuple[str, dict]:
     from ..tokenize import load_tokens
     from .controls import permuted_tokens
 
-    name, kind, tokens, split_path, model, out, groups, config, seed, label_seed = job
-    ds, split = load_tokens(tokens), pd.read_parquet(split_path)
-    if kind == "permuted":
-        ds = permuted_tokens(ds, split, seed=label_seed)
-    result = finetune(ds, model=model, out=out, label_key="label", groups=groups, config=config, seed=seed,
-                      split=split)  # fmt: skip
-    shutil.rmtree(Path(out) / "checkpoints", ignore_errors=True)
-    return name, result.metrics
+    ds, split = load_tokens(job.tokens), pd.read_parquet(job.split)
+    if job.kind == "permuted":
+        ds = permuted_tokens(ds, split, seed=job.label_seed)
+    result = finetune(ds, model=job.model, out=job.out, label_key="label", groups=job.groups, config=job.config,
+                      seed=job.seed, split=split)  # fmt: skip
+    shutil.rmtree(Path(job.out) / "checkpoints", ignore_errors=True)
+    return job.name, result.metrics
 
 
 def run_jobs(jobs: list[Job], *, device: str | None) -> dict[str, dict]:
@@ -65,11 +78,14 @@ def run_jobs(jobs: list[Job], *, device: str | None) -> dict[str, dict]:
     workers = (len(jobs) if len(jobs) <= 2 * threads else threads) if device in (None, "cpu") else 1
     if workers <= 1:
         return dict(train_one(j) for j in jobs)
-    logger.info("control runs: %d runs in %d parallel processes of %d thread(s)", len(jobs), workers,
-                max(1, threads // workers))  # fmt: skip
+    per_worker = max(1, threads // workers)
+    logger.info(
+        "control runs: %d runs in %d parallel processes of %d thread(s)", len(jobs), workers, per_worker
+    )
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_die_with_parent,
-                             initargs=(max(1, threads // workers),)) as pool:  # fmt: skip
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_die_with_parent, initargs=(per_worker,)
+    ) as pool:
         done = {}
         for name, metrics in pool.map(train_one, jobs):
             logger.info("control run %s: test accuracy %.3f", name, metrics.get("accuracy", float("nan")))

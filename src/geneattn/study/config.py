@@ -270,7 +270,7 @@ class StudyConfig:
         """The shipped checkpoint this study fine-tunes (None: ``model``, or one pretrained here)."""
         if self.model is not None or self.checkpoint == "pretrain":
             return None
-        if self.checkpoint == "auto":  # resolved() decides; kept consistent here
+        if self.checkpoint == "auto":  # the shipped checkpoint covers only the simulator's genes
             return "mini-nutlin" if self.source == "nutlin-sim" else None
         return self.checkpoint
 
@@ -290,7 +290,7 @@ class StudyConfig:
             c.classes = c.classes if c.classes is not None else list(NUTLIN_CLASSES)
             c.groups = c.groups if c.groups is not None else NUTLIN_GROUPS
         if c.checkpoint == "auto":
-            c.checkpoint = "mini-nutlin" if c.source == "nutlin-sim" and c.model is None else "pretrain"
+            c.checkpoint = c.builtin or "pretrain"
         for name in ("data", "model", "dictionaries", "out"):
             value = getattr(c, name)
             if value is not None:

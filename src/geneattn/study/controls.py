@@ -53,15 +53,16 @@ def permuted_tokens(ds: object, split: pd.DataFrame, seed: int) -> object:
 def _train_runs(ctx: StageContext, runs: dict[str, str]) -> dict[str, dict]:
     """Fine-tune every control run (not the study's own); returns their test metrics."""
     from ..io import parse_groups
-    from ._workers import run_jobs
+    from ._workers import Job, run_jobs
 
     res, cfg = ctx.results, ctx.config
     groups = parse_groups(cfg.groups) if cfg.groups else None
     config = finetune_config(cfg, baselines=False)
-    jobs = [(name, kind, str(res.tokens), str(res.model(OTHER) / "splits.parquet"), str(pretrained_dir(cfg, res)),
-             str(res.run(name)), groups, config, cfg.seed + 1000 * i, cfg.seed + 7919 * i)
+    split, model = str(res.model(OTHER) / "splits.parquet"), str(pretrained_dir(cfg, res))
+    jobs = [Job(name, kind, str(res.tokens), split, model, str(res.run(name)), groups, config,
+                seed=cfg.seed + 1000 * i, label_seed=cfg.seed + 7919 * i)
             for i, (name, kind) in enumerate(runs.items()) if name != OTHER]  # fmt: skip
-    logger.info("control runs: %s", ", ".join(f"{j[0]} ({j[1]} labels)" for j in jobs))
+    logger.info("control runs: %s", ", ".join(f"{j.name} ({j.kind} labels)" for j in jobs))
     return run_jobs(jobs, device=device_of(cfg))
 
 

@@ -233,14 +233,11 @@ def _pretraining(results: Results) -> dict[str, Any]:
     """Where the pretrained model came from and its held-out masked-gene accuracy (vs gene frequency)."""
     rec_path = results.model_record(REF)
     rec = results.read_json(rec_path) if rec_path.is_file() else {}
-    log_path = Path(str(rec.get("path", results.model(REF)))) / "train_log.json"
+    path, root = Path(str(rec.get("path", results.model(REF)))).resolve(), results.root.resolve()
+    log_path = path / "train_log.json"
     m = (results.read_json(log_path) if log_path.is_file() else {}).get("masked_gene") or {}
-    path = Path(str(rec.get("path", results.model(REF))))
-    inside = path.resolve().is_relative_to(results.root.resolve())
-    out: dict[str, Any] = {
-        "source": rec.get("source"),
-        "path": str(path.resolve().relative_to(results.root.resolve())) if inside else str(path),
-    }
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
+    out: dict[str, Any] = {"source": rec.get("source"), "path": str(shown)}
     if m:
         model, uni = m["model"], m["unigram"]
         out.update(mlm_loss=model["loss"], top1=model["top1"], top10=model["top10"], unigram_loss=uni["loss"],
