@@ -21,3 +21,7 @@ LENGTH = "length"
 
 # obs columns carried into the study's tokens (splits are grouped by well, metrics by group)
 TOKEN_OBS_KEYS = (LABEL, GROUP, WELL, REPLICATE, N_GENES)
+
+# how a classifier summarises a cell (``geneattn_pooling`` in a model's config.json):
+# ``auto`` = the checkpoint's own (``cls`` with a ``<cls>`` token, else ``first``)
+POOLINGS = ("auto", "cls", "first", "mean")

@@ -17,6 +17,27 @@ def test_defaults_and_resolved():
     assert p.classes is None and p.groups is None
 
 
+def test_training_epochs_follow_the_dataset_recipe_unless_set():
+    assert (StudyConfig().resolved().pretrain_epochs, StudyConfig().resolved().finetune_epochs) == (1, 4)
+    p = StudyConfig(dataset="pbmc68k").resolved()
+    assert (p.pretrain_epochs, p.finetune_epochs, p.pooling, p.finetune_lr, p.finetune_head_lr) == (
+        20,
+        25,
+        "mean",
+        3e-4,
+        3e-3,
+    )
+    assert StudyConfig().resolved().pooling == "auto"
+    assert StudyConfig(dataset="pbmc68k", finetune_epochs=2).resolved().finetune_epochs == 2
+    assert merge({"dataset": "pbmc68k"}, {"quick": True}).resolved().pretrain_epochs == 1  # a quick look
+    with pytest.raises(InputError, match="finetune_epochs must be >= 1"):
+        StudyConfig(finetune_epochs=0)
+    with pytest.raises(InputError, match="pooling must be one of"):
+        StudyConfig(pooling="max")
+    with pytest.raises(InputError, match="finetune_head_lr must be a finite number"):
+        StudyConfig(finetune_head_lr=float("nan"))
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [

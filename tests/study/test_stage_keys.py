@@ -29,7 +29,7 @@ def _alternatives(tmp_path) -> dict[str, dict[str, object]]:
         "out": {"out": str(tmp_path / "elsewhere")}, "highlight": {"highlight": ["CDKN1A"]}, "preset": {"preset": "gf-6L-30M-i2048"}, "checkpoint": {"checkpoint": "pretrain"},
         "cells_per_dose": {"cells_per_dose": 50}, "min_cells_per_class": {"min_cells_per_class": 5},
         "model_input_size": {"model_input_size": 256}, "pretrain_epochs": {"pretrain_epochs": 2},
-        "finetune_epochs": {"finetune_epochs": 9}, "finetune_lr": {"finetune_lr": 5e-4}, "batch_size": {"batch_size": 8},
+        "finetune_epochs": {"finetune_epochs": 9}, "finetune_lr": {"finetune_lr": 5e-4}, "pooling": {"pooling": "mean"}, "finetune_head_lr": {"finetune_head_lr": 2e-3}, "batch_size": {"batch_size": 8},
         "attention_batch_size": {"attention_batch_size": 4}, "device": {"device": "cpu"}, "top_k": {"top_k": 7},
         "rank_bin": {"rank_bin": 50}, "n_boot": {"n_boot": 30}, "attribution_cells": {"attribution_cells": 3}, "n_seed_runs": {"n_seed_runs": 3},
         "n_permuted_runs": {"n_permuted_runs": 1}, "permute_labels": {"permute_labels": True},

@@ -66,11 +66,30 @@ def run(
     min_cells_per_class: Annotated[
         int | None, typer.Option(help="Classes with fewer cells are an input error (default 10).")
     ] = None,
-    pretrain_epochs: Annotated[int | None, typer.Option(help="Pretraining epochs (default 1).")] = None,
-    finetune_epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs (default 4).")] = None,
+    pretrain_epochs: Annotated[
+        int | None, typer.Option(help="Pretraining epochs (default: the dataset's recipe, 1; pbmc68k 20).")
+    ] = None,
+    finetune_epochs: Annotated[
+        int | None, typer.Option(help="Fine-tuning epochs (default: the dataset's recipe, 4; pbmc68k 25).")
+    ] = None,
     finetune_lr: Annotated[
         float | None,
-        typer.Option(help="Fine-tuning learning rate (default 1e-3 for a mini model, 5e-5 with --model)."),
+        typer.Option(
+            help="Fine-tuning learning rate (default 1e-3 for a mini model, pbmc68k 3e-4, 5e-5 with --model)."
+        ),
+    ] = None,
+    finetune_head_lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Learning rate of the classifier head (default: the dataset's recipe, 1e-3; pbmc68k 3e-3)."
+        ),
+    ] = None,
+    pooling: Annotated[
+        str | None,
+        typer.Option(
+            help="Classifier pooling: auto (the checkpoint's <cls> or first gene), cls, first or mean "
+            "(default: the dataset's recipe, auto; pbmc68k mean)."
+        ),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size (default 16).")] = None,
     attention_batch_size: Annotated[
@@ -124,7 +143,7 @@ def run(
         "model": None if model is None else str(model), "dictionaries": None if dictionaries is None else str(dictionaries),
         "checkpoint": checkpoint, "out": None if out is None else str(out), "seed": seed, "highlight": _csv(highlight), "preset": preset,
         "cells_per_dose": cells_per_dose, "min_cells_per_class": min_cells_per_class, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
-        "finetune_lr": finetune_lr,
+        "finetune_lr": finetune_lr, "finetune_head_lr": finetune_head_lr, "pooling": pooling,
         "batch_size": batch_size, "attention_batch_size": attention_batch_size, "device": device, "top_k": top_k,
         "n_boot": n_boot, "attribution_cells": attribution_cells, "quick": quick, "max_cells_per_class": max_cells_per_class,
         "n_seed_runs": n_seed_runs, "n_permuted_runs": n_permuted_runs, "permute_labels": permute_labels,

@@ -10,8 +10,10 @@ better than the majority class or the logistic-regression baseline.
 
 Pooling: ``BertForSequenceClassification`` pools the first token. Tokens made with a vocabulary that
 has ``<cls>`` (the built-in checkpoint, Geneformer V2) start with it, so the first token is
-``<cls>``; Geneformer V1 tokens start with the cell's top-ranked gene. The convention is recorded
-as ``geneattn_pooling`` (``"cls"`` or ``"first"``) in the model's ``config.json``.
+``<cls>``; Geneformer V1 tokens start with the cell's top-ranked gene. ``FinetuneConfig.pooling =
+"mean"`` pools the mean of the last hidden states instead (`geneattn.models._pooling`). The
+convention is recorded as ``geneattn_pooling`` (``"cls"``, ``"first"`` or ``"mean"``) in the
+model's ``config.json``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ._data import as_dataset, length_grouped_batches, lengths_of, max_token_id,
 from ._ftconfig import FinetuneConfig, _Data
 from ._load import HEAD_PREFIXES, check_lengths, load, save_model
 from ._loop import Dist, LoopSpec, LoopState, distributed, run_loop
+from ._pooling import use_pooling
 from ._predict import edge_tokens, predict
 from .metrics import check_groups, classification_metrics
 from .splits import SPLITS, make_splits
@@ -151,7 +154,7 @@ def _classifier(
 def _pooling(clf: BertForSequenceClassification, ids: datasets.Dataset) -> str:
     """``"cls"`` when every cell starts with the same token (``<cls>``), else ``"first"`` (a gene)."""
     known = getattr(clf.config, "geneattn_pooling", None)
-    if known in ("cls", "first"):
+    if known in ("cls", "first", "mean"):
         return known
     return "cls" if edge_tokens(ids)[0] is not None else "first"
 
@@ -289,7 +292,7 @@ def finetune(
     clf = _classifier(model, data.classes, cfg, seed)
     check_lengths(clf, int(data.lengths.max()), max_token_id(ds))
     _freeze(clf, cfg.freeze_layers)
-    clf.config.geneattn_pooling = _pooling(clf, data.ids)
+    use_pooling(clf, _pooling(clf, data.ids) if cfg.pooling == "auto" else cfg.pooling)
     t0 = time.perf_counter()
     with distributed(cfg.device) as env:
         task = _FinetuneTask(data, clf, cfg, seed=seed, env=env, out=out)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._args import TrainArgs
+from ._pooling import POOLINGS
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
@@ -32,6 +33,10 @@ class FinetuneConfig(TrainArgs):
         epochs barely move it; a higher rate lets the dose-responsive genes' embeddings move first.
     hidden_dropout
         Hidden dropout while fine-tuning (None keeps the checkpoint's); attention dropout is kept.
+    pooling
+        ``"auto"`` (the checkpoint's convention: ``<cls>`` when the tokens start with it, else the
+        first gene), ``"cls"``, ``"first"`` or ``"mean"`` (masked mean of the last hidden states,
+        `geneattn.models._pooling`).
     freeze_layers
         Freeze the first N encoder layers (Geneformer: embeddings stay trainable).
     patience
@@ -63,6 +68,7 @@ class FinetuneConfig(TrainArgs):
     head_learning_rate: float | None = 1e-3
     embedding_learning_rate: float | None = 1e-2
     hidden_dropout: float | None = 0.1
+    pooling: str = "auto"
     freeze_layers: int = 0
     patience: int = 0
     select_by: str = "loss"
@@ -77,6 +83,9 @@ class FinetuneConfig(TrainArgs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.pooling not in POOLINGS:
+            msg = f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}"
+            raise InputError(msg)
         if self.select_by not in ("loss", "macro_f1", "last"):
             msg = f"select_by must be 'loss', 'macro_f1' or 'last', got {self.select_by!r}"
             raise InputError(msg)

@@ -20,6 +20,7 @@ from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassificat
 
 from .._atomic import TMP_PREFIX, follow_umask
 from ..errors import InputError
+from ._pooling import use_pooling
 from ._vocab import require_vocab
 from .presets import vocab_pairing_hint
 
@@ -146,7 +147,7 @@ def load(
     if emb is not None and emb.shape[0] != config.vocab_size:
         msg = f"{path}: weights have {emb.shape[0]:,} token embeddings but config.json says vocab_size {config.vocab_size:,}"
         raise InputError(msg)
-    model = _from_state(cls, path, config, state, attn_implementation)
+    model = use_pooling(_from_state(cls, path, config, state, attn_implementation))
     model.eval()
     if cls is BertForSequenceClassification and not any(k.startswith("classifier.") for k in state):
         logger.info("new classification head (%d labels) initialised on %s", model.config.num_labels, path)

@@ -60,6 +60,8 @@ FINETUNE_READS = (
     "checkpoint",
     "finetune_epochs",
     "finetune_lr",
+    "finetune_head_lr",
+    "pooling",
     "batch_size",
     "seed",
     "groups",
@@ -79,7 +81,9 @@ def finetune_config(cfg: ConfigView, *, baselines: bool = True) -> FinetuneConfi
     # select the epoch by validation macro-F1: a briefly trained small model grows over-confident
     # (validation loss rising) while its validation accuracy still improves
     return FinetuneConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, learning_rate=float(lr),
-                          select_by="macro_f1", baselines=baselines, device=device_of(cfg))  # fmt: skip
+                          head_learning_rate=float(cfg.finetune_head_lr),
+                          select_by="macro_f1", pooling=cfg.pooling, baselines=baselines,
+                          device=device_of(cfg))  # fmt: skip
 
 
 @stage("finetune", deps=("tokenize", "pretrain"), reads=FINETUNE_READS,
