@@ -20,13 +20,11 @@ def test_defaults_and_resolved():
 def test_training_epochs_follow_the_dataset_recipe_unless_set():
     assert (StudyConfig().resolved().pretrain_epochs, StudyConfig().resolved().finetune_epochs) == (1, 4)
     p = StudyConfig(dataset="pbmc68k").resolved()
-    assert (p.pretrain_epochs, p.finetune_epochs, p.pooling, p.finetune_lr, p.finetune_head_lr) == (
-        20,
-        25,
-        "mean",
-        3e-4,
-        3e-3,
-    )
+    recipe = (p.pretrain_epochs, p.finetune_epochs, p.pooling, p.finetune_lr, p.finetune_head_lr)
+    assert recipe == (40, 25, "mean", 3e-4, 3e-3)
+    assert (
+        StudyConfig(dataset="pbmc68k", model=".", dictionaries=".").resolved().pooling == "auto"
+    )  # not with --model
     assert StudyConfig().resolved().pooling == "auto"
     assert StudyConfig(dataset="pbmc68k", finetune_epochs=2).resolved().finetune_epochs == 2
     assert merge({"dataset": "pbmc68k"}, {"quick": True}).resolved().pretrain_epochs == 1  # a quick look

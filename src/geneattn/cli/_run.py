@@ -67,7 +67,7 @@ def run(
         int | None, typer.Option(help="Classes with fewer cells are an input error (default 10).")
     ] = None,
     pretrain_epochs: Annotated[
-        int | None, typer.Option(help="Pretraining epochs (default: the dataset's recipe, 1; pbmc68k 20).")
+        int | None, typer.Option(help="Pretraining epochs (default: the dataset's recipe, 1; pbmc68k 40).")
     ] = None,
     finetune_epochs: Annotated[
         int | None, typer.Option(help="Fine-tuning epochs (default: the dataset's recipe, 4; pbmc68k 25).")
