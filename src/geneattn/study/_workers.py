@@ -20,8 +20,13 @@ import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +58,22 @@ def _die_with_parent(threads: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+def permuted_tokens(ds: object, split: pd.DataFrame, seed: int) -> object:
+    """The tokens with labels permuted between wells (between cells without wells), within splits."""
+    from ..models.splits import permute_labels
+
+    units = np.asarray(ds["well"] if "well" in ds.column_names else ds["cell_id"]).astype(str)
+    strata = split.set_index("cell_id").loc[np.asarray(ds["cell_id"]).astype(str), "split"].to_numpy()
+    labels = permute_labels(np.asarray(ds["label"]).astype(str), units, seed=seed, strata=strata)
+    return ds.remove_columns("label").add_column("label", labels.tolist())
+
+
 def train_one(job: Job) -> tuple[str, dict]:
     """Fine-tune one control run (labels permuted between wells for ``kind == "permuted"``)."""
     import pandas as pd
 
     from ..models import finetune
     from ..tokenize import load_tokens
-    from .controls import permuted_tokens
 
     ds, split = load_tokens(job.tokens), pd.read_parquet(job.split)
     if job.kind == "permuted":

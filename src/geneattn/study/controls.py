@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from .._atomic import write_json
@@ -21,7 +20,7 @@ from .._results import OTHER, REF, Results
 from ._stage import ConfigView, StageContext, stage
 from .training import FINETUNE_READS, device_of, finetune_config, pretrained_dir
 
-__all__ = ["control_runs", "held_out", "permuted_tokens"]
+__all__ = ["control_runs", "held_out"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +37,6 @@ def held_out(res: Results) -> pd.DataFrame:
     """The study fine-tune's split table restricted to validation and test cells."""
     split = pd.read_parquet(res.model(OTHER) / "splits.parquet")
     return split[split["split"].isin(["val", "test"])]
-
-
-def permuted_tokens(ds: object, split: pd.DataFrame, seed: int) -> object:
-    """The tokens with labels permuted between wells (between cells without wells), within splits."""
-    from ..models.splits import permute_labels
-
-    units = np.asarray(ds["well"] if "well" in ds.column_names else ds["cell_id"]).astype(str)
-    strata = split.set_index("cell_id").loc[np.asarray(ds["cell_id"]).astype(str), "split"].to_numpy()
-    labels = permute_labels(np.asarray(ds["label"]).astype(str), units, seed=seed, strata=strata)
-    return ds.remove_columns("label").add_column("label", labels.tolist())
 
 
 def _train_runs(ctx: StageContext, runs: dict[str, str]) -> dict[str, dict]:
