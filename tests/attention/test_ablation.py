@@ -15,6 +15,7 @@ from geneattn.attention import interface
 from geneattn.attention.ablation import ablating, head_ablation, head_name
 from geneattn.errors import InputError
 from geneattn.models._data import pad_batch
+from geneattn.models._pooling import use_pooling
 
 
 def _batch(n_cells=7, seed=3):
@@ -99,8 +100,10 @@ def _cells(n_cells=30, seed=0):
     return ds["input_ids"], labels, wells
 
 
-def test_head_ablation_matches_slow_path_and_naive_bootstrap():
-    model = _deep_classifier()
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_head_ablation_matches_slow_path_and_naive_bootstrap(pooling):
+    """The cached fast path equals a full forward per ablation, for first-token and mean pooling."""
+    model = use_pooling(_deep_classifier(), pooling)
     ids, labels, wells = _cells()
     combos = [[(0, 1), (2, 3)], [(1, 0), (1, 2)]]
     res = head_ablation(model, ids, labels, wells=wells, combos=combos, batch_size=8, n_boot=200, seed=3)

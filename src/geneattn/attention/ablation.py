@@ -12,7 +12,7 @@ of one well share culture and depth). It is exact and avoids recomputing what an
 change: one full pass caches every layer's input and context; an ablation starting at layer l
 reuses the cached context of layer l with its heads zeroed (the attention pattern of that layer is
 unchanged), runs layers l+1 .. n-2 through the registered function, and computes the last layer
-only for the first token, the one the classifier pools. On the mini model (6 layers x 4 heads, 450
+only for the first token, the one the classifier pools (for every token when it pools their mean). On the mini model (6 layers x 4 heads, 450
 cells of 250-450 tokens) the 24 single heads and 3 combos cost 8.7 plain forward passes (50 CPU-s),
 against 27 for a forward pass per ablation.
 """
@@ -92,12 +92,14 @@ def ablating(model: torch.nn.Module, heads: Sequence[Head]) -> Iterator[torch.nn
 class _Cache:
     """One batch of the full model: the input ``[B, L, D]`` and context ``[B, L, H*d]`` of every layer.
 
-    The last layer's context is that of the first token only (``[B, 1, H*d]``).
+    The last layer's context is that of the first token only (``[B, 1, H*d]``), or of every token
+    when the classifier pools the mean of the tokens (``geneattn_pooling = "mean"``).
     """
 
     hidden: list[torch.Tensor]
     ctx: list[torch.Tensor]
     mask: torch.Tensor | None
+    attn: torch.Tensor  # [B, L] padding mask (1 = token)
 
 
 def _zeroed(ctx: torch.Tensor, heads: Sequence[int], n_heads: int) -> torch.Tensor:
@@ -107,30 +109,46 @@ def _zeroed(ctx: torch.Tensor, heads: Sequence[int], n_heads: int) -> torch.Tens
     return out
 
 
-def _first_token_ctx(layer: torch.nn.Module, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Context ``[B, 1, H*d]`` of the first token in ``layer`` (input ``h [B, L, D]``), all keys."""
-    sa = layer.attention.self
+def _mean_pooled(model: torch.nn.Module) -> bool:
+    return getattr(model.config, "geneattn_pooling", None) == "mean"
+
+
+def _last_ctx(model: torch.nn.Module, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Context of the last layer (input ``h [B, L, D]``) over all keys.
+
+    ``[B, 1, H*d]`` for the first token; ``[B, L, H*d]`` for every token when the classifier pools
+    their mean.
+    """
+    sa = encoder_layers(model)[-1].attention.self
     nh, d = sa.num_attention_heads, sa.attention_head_size
     bsz, length, _ = h.shape
-    q = sa.query(h[:, :1]).view(bsz, 1, nh, d).transpose(1, 2)
+    hq = h if _mean_pooled(model) else h[:, :1]
+    q = sa.query(hq).view(bsz, hq.shape[1], nh, d).transpose(1, 2)
     k = sa.key(h).view(bsz, length, nh, d).transpose(1, 2)
     v = sa.value(h).view(bsz, length, nh, d).transpose(1, 2)
     ctx = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=sa.scaling)
-    return ctx.transpose(1, 2).reshape(bsz, 1, nh * d)
+    return ctx.transpose(1, 2).reshape(bsz, hq.shape[1], nh * d)
 
 
-def _first_token_logits(
-    model: torch.nn.Module, h: torch.Tensor, ctx0: torch.Tensor, heads: Sequence[int]
+def _last_layer_logits(
+    model: torch.nn.Module, h: torch.Tensor, ctx: torch.Tensor, heads: Sequence[int], attn: torch.Tensor
 ) -> torch.Tensor:
-    """Class logits from the last layer's input ``h`` and first-token context ``ctx0`` (``heads`` zeroed).
+    """Class logits from the last layer's input ``h`` and context ``ctx`` (`_last_ctx`; ``heads`` zeroed).
 
-    The pooler reads only the first token, so the last layer is needed for that token only.
+    The pooler reads only the first token, so the last layer is needed for that token only, unless
+    the classifier pools the mean of every token's last hidden state (padding ``attn`` excluded).
+    The pooler's own layers are called directly: its mean-pooling hook keeps the mask of the last
+    full forward pass, not this batch's.
     """
+    from ..models._pooling import masked_mean
+
     layer = encoder_layers(model)[-1]
     if heads:
-        ctx0 = _zeroed(ctx0, heads, layer.attention.self.num_attention_heads)
-    out = layer.feed_forward_chunk(layer.attention.output(ctx0, h[:, :1]))
-    return model.classifier(model.dropout(model.bert.pooler(out)))
+        ctx = _zeroed(ctx, heads, layer.attention.self.num_attention_heads)
+    out = layer.feed_forward_chunk(layer.attention.output(ctx, h[:, : ctx.shape[1]]))
+    first = masked_mean(out, attn) if _mean_pooled(model) else out[:, 0]
+    pooler = model.bert.pooler
+    return model.classifier(model.dropout(pooler.activation(pooler.dense(first))))
 
 
 def _full_pass(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor) -> _Cache:
@@ -151,8 +169,8 @@ def _full_pass(model: torch.nn.Module, ids: torch.Tensor, attn: torch.Tensor) ->
     finally:
         for hook in hooks:
             hook.remove()
-    ctx.append(_first_token_ctx(layers[-1], hidden[-1], mask))
-    return _Cache(hidden, ctx, mask)
+    ctx.append(_last_ctx(model, hidden[-1], mask))
+    return _Cache(hidden, ctx, mask, attn)
 
 
 def _ablated_logits(model: torch.nn.Module, cache: _Cache, groups: dict[int, list[int]]) -> torch.Tensor:
@@ -161,14 +179,16 @@ def _ablated_logits(model: torch.nn.Module, cache: _Cache, groups: dict[int, lis
     last = len(layers) - 1
     lmin = min(groups, default=last)
     if lmin == last:
-        return _first_token_logits(model, cache.hidden[last], cache.ctx[last], groups.get(last, []))
+        return _last_layer_logits(
+            model, cache.hidden[last], cache.ctx[last], groups.get(last, []), cache.attn
+        )
     layer, nh = layers[lmin], layers[lmin].attention.self.num_attention_heads
     ctx = _zeroed(cache.ctx[lmin], groups[lmin], nh)  # same attention pattern, heads removed
     h = layer.feed_forward_chunk(layer.attention.output(ctx, cache.hidden[lmin]))
     with _zeroing(model, {la: hs for la, hs in groups.items() if lmin < la < last}):
         for la in range(lmin + 1, last):
             h = layers[la](h, cache.mask)
-    return _first_token_logits(model, h, _first_token_ctx(layers[last], h, cache.mask), groups.get(last, []))
+    return _last_layer_logits(model, h, _last_ctx(model, h, cache.mask), groups.get(last, []), cache.attn)
 
 
 def _per_cell(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
