@@ -58,3 +58,14 @@ def test_gate_zeroes_family_counts_when_the_model_did_not_learn():
     open_ = task.null_summary(tables, None, learned=True)["permuted_label_runs"]["families"]["genes"]
     assert open_["n_significant"] >= 3 and gated["n_significant"] == 0
     assert gated["n_significant_ungated"] == open_["n_significant"] and gated["n_tests"] == 60
+
+
+def test_the_units_are_named_wells_or_cells():
+    m = _metrics(learned=True, delta_lo=0.01)
+    m["classification"]["split_grouped_by"] = "well"
+    assert "8 test wells" in verdict(m)["learned"]["text"]
+    m["classification"]["split_grouped_by"] = None
+    m["heads"]["n_wells"] = m["heads"]["n_cells"]
+    v = verdict(m)
+    assert "8 test cells (the units: no wells)" in v["learned"]["text"]
+    assert "each cell its own unit: no wells" in v["heads"]["text"]

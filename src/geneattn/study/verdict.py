@@ -30,6 +30,11 @@ def _ci(ci: object, fmt: object = _pct) -> str:
     return "" if not ci else f" [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
+def _unit_word(grouped_by: str | None) -> str:
+    """What the test units are: wells (or replicates), or cells when the split is not grouped."""
+    return f"test {grouped_by}s" if grouped_by else "test cells (the units: no wells)"
+
+
 def _learned(m: Mapping) -> dict:
     clf = m.get("classification") or {}
     flags = clf.get("flags") or {}
@@ -37,7 +42,8 @@ def _learned(m: Mapping) -> dict:
     maj, lr, ln = (base.get(k, {}) for k in ("majority", "logreg", "length"))
     learned = bool(flags.get("learned"))
     acc = (f"test accuracy {_pct(clf.get('accuracy'))}{_ci(clf.get('accuracy_ci'))} over {len(clf.get('classes') or [])} "
-           f"classes, {clf.get('n_test_units', '?')} test wells (majority class {_pct(maj.get('accuracy'))}, "
+           f"classes, {clf.get('n_test_units', '?')} {_unit_word(clf.get('split_grouped_by'))} "
+           f"(majority class {_pct(maj.get('accuracy'))}, "
            f"logistic regression on the tokens {_pct(lr.get('accuracy'))}{_ci(lr.get('accuracy_ci'))}, "
            f"genes expressed alone {_pct(ln.get('accuracy'))})")  # fmt: skip
     groups = clf.get("groups") or {}
@@ -83,7 +89,8 @@ def _heads(m: Mapping, *, learned: bool) -> dict:
     d = drops[0]
     txt = (f"Ablating one head changed test accuracy by at most {_num(d.get('d_accuracy'))}"
            f"{_ci([d.get('d_accuracy_low'), d.get('d_accuracy_high')], _num) if d else ''} ({d.get('ablation', '-')}; "
-           f"{h.get('n_cells')} test cells, {h.get('n_wells')} wells)")  # fmt: skip
+           f"{h.get('n_cells')} test cells, "
+           + (f"{h.get('n_wells')} wells)" if h.get("n_wells") != h.get("n_cells") else "each cell its own unit: no wells)"))  # fmt: skip
     for c in h.get("combos") or []:
         txt += (f"; the {c['n_heads']} heads that changed most together: {_num(c['d_accuracy'])}"
                 f"{_ci([c['d_accuracy_low'], c['d_accuracy_high']], _num)}")  # fmt: skip
