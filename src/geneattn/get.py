@@ -31,6 +31,9 @@ __all__ = [
     "metrics",
 ]
 
+#: the columns of ``attention_by_gene`` that identify a gene score (`gene_scores_df` adds the score's)
+GENE_SCORE_COLUMNS = ("model", "layer", "head", "ensembl_id", "gene", "label")
+
 ResultsLike = Results | str | os.PathLike[str]
 
 
@@ -133,7 +136,7 @@ def gene_scores_df(results: ResultsLike, *, model: str = OTHER, by: str = "fold_
 
     Special tokens (``<cls>``, ``<eos>``) are left out: they are no genes.
     """
-    cols = ["model", "layer", "head", "ensembl_id", "gene", "label", by]
+    cols = [*GENE_SCORE_COLUMNS, by]
     return gene_scores_of(_results(results).read_table("attention_by_gene", columns=cols), model=model, by=by)
 
 

@@ -53,6 +53,9 @@ def test_report_on_non_results_dir(tmp_path):
         (["--attribution-cells", "-2"], None, "attribution_cells must be >= 0"),
         (["--min-cells-per-class", "0"], None, "min_cells_per_class must be >= 1"),
         (["--checkpoint", "huge"], None, "checkpoint must be auto, pretrain or one of"),
+        (["--pooling", "max"], None, "pooling must be one of"),
+        (["--finetune-head-lr", "-1"], None, "finetune_head_lr must be a finite number"),
+        (["--finetune-epochs", "0"], None, "finetune_epochs must be >= 1"),
         (["--checkpoint", "mini-nutlin", "--model", ".", "--dictionaries", "."], None, "exclude each other"),
     ],
 )

@@ -31,6 +31,7 @@ import torch
 
 from .._progress import progress
 from ..errors import InputError
+from ..models._pooling import is_mean_pooled
 from .interface import ATTN_NAME, encoder_layers, register, set_attn, zero_heads
 
 __all__ = ["ablating", "head_ablation", "head_name"]
@@ -109,10 +110,6 @@ def _zeroed(ctx: torch.Tensor, heads: Sequence[int], n_heads: int) -> torch.Tens
     return out
 
 
-def _mean_pooled(model: torch.nn.Module) -> bool:
-    return getattr(model.config, "geneattn_pooling", None) == "mean"
-
-
 def _last_ctx(model: torch.nn.Module, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Context of the last layer (input ``h [B, L, D]``) over all keys.
 
@@ -122,7 +119,7 @@ def _last_ctx(model: torch.nn.Module, h: torch.Tensor, mask: torch.Tensor | None
     sa = encoder_layers(model)[-1].attention.self
     nh, d = sa.num_attention_heads, sa.attention_head_size
     bsz, length, _ = h.shape
-    hq = h if _mean_pooled(model) else h[:, :1]
+    hq = h if is_mean_pooled(model) else h[:, :1]
     q = sa.query(hq).view(bsz, hq.shape[1], nh, d).transpose(1, 2)
     k = sa.key(h).view(bsz, length, nh, d).transpose(1, 2)
     v = sa.value(h).view(bsz, length, nh, d).transpose(1, 2)
@@ -146,7 +143,7 @@ def _last_layer_logits(
     if heads:
         ctx = _zeroed(ctx, heads, layer.attention.self.num_attention_heads)
     out = layer.feed_forward_chunk(layer.attention.output(ctx, h[:, : ctx.shape[1]]))
-    first = masked_mean(out, attn) if _mean_pooled(model) else out[:, 0]
+    first = masked_mean(out, attn) if is_mean_pooled(model) else out[:, 0]
     pooler = model.bert.pooler
     return model.classifier(model.dropout(pooler.activation(pooler.dense(first))))
 

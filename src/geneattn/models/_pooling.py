@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from .._keys import POOLINGS
 from ..errors import InputError
 
-__all__ = ["POOLINGS", "use_pooling"]
+__all__ = ["POOLINGS", "is_mean_pooled", "use_pooling"]
 
 
 _HOOKED = "_geneattn_mean_pooling"
@@ -31,6 +31,11 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
         return hidden.mean(1)
     m = mask.to(hidden.dtype).unsqueeze(-1)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def is_mean_pooled(model: PreTrainedModel) -> bool:
+    """Whether ``model`` pools the mean of its tokens (``geneattn_pooling = "mean"``)."""
+    return getattr(model.config, "geneattn_pooling", None) == "mean"
 
 
 def use_pooling(model: PreTrainedModel, pooling: str | None = None) -> PreTrainedModel:
@@ -48,9 +53,7 @@ def use_pooling(model: PreTrainedModel, pooling: str | None = None) -> PreTraine
             raise InputError(msg)
         model.config.geneattn_pooling = pooling
     bert = getattr(model, "bert", None)
-    if getattr(model.config, "geneattn_pooling", None) != "mean" or getattr(bert, "pooler", None) is None:
-        return model
-    if getattr(model, _HOOKED, False):
+    if not is_mean_pooled(model) or getattr(bert, "pooler", None) is None or getattr(model, _HOOKED, False):
         return model
     state: dict[str, torch.Tensor | None] = {}
 

@@ -349,9 +349,8 @@ class StudyConfig:
 #: 4.50 vs unigram 6.34; 20 epochs: 5.20), mean pooling, encoder / head learning rates 3e-4 / 3e-3
 #: and 25 fine-tuning epochs were chosen by measurement on two splits (BENCHMARKS.md, "PBMC"). ``finetune_lr`` None:
 #: 1e-3 for a mini model, 5e-5 with ``--model``.
-RECIPES: dict[str, dict[str, int | float | str | None]] = {
-    "default": {"pretrain_epochs": 1, "finetune_epochs": 4, "finetune_lr": None, "finetune_head_lr": 1e-3,
-                "pooling": "auto"},
+RECIPES: dict[str, dict[str, int | float | str]] = {
+    "default": {"pretrain_epochs": 1, "finetune_epochs": 4, "finetune_head_lr": 1e-3, "pooling": "auto"},
     "pbmc68k": {"pretrain_epochs": 40, "finetune_epochs": 25, "finetune_lr": 3e-4, "finetune_head_lr": 3e-3,
                 "pooling": "mean"},
 }  # fmt: skip

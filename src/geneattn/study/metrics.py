@@ -71,7 +71,7 @@ def _attention(
     res: Results, highlight: Sequence[str], top_k: int, change_ci: pd.DataFrame | None
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    cols = ["model", "layer", "head", "ensembl_id", "gene", "label", "fold_mean", "rank_mean"]
+    cols = [*get.GENE_SCORE_COLUMNS, "fold_mean", "rank_mean"]
     try:  # one read of the few columns needed: the table can have millions of rows
         abg = res.read_table("attention_by_gene", columns=cols)
     except MissingResult:  # attention not run
