@@ -58,13 +58,21 @@ def _die_with_parent(threads: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def permuted_tokens(ds: object, split: pd.DataFrame, seed: int) -> object:
-    """The tokens with labels permuted between wells (between cells without wells), within splits."""
+def permuted_tokens(
+    ds: object, split: pd.DataFrame, seed: int, groups: dict[str, list[str]] | None = None
+) -> object:
+    """The tokens with labels permuted between wells (between cells without wells), within splits.
+
+    The permutation is restricted (`geneattn.models.permute_labels`, ``balanced``): the permuted
+    labels carry no information about the true classes nor their coarse ``groups``.
+    """
     from ..models.splits import permute_labels
 
     units = np.asarray(ds["well"] if "well" in ds.column_names else ds["cell_id"]).astype(str)
     strata = split.set_index("cell_id").loc[np.asarray(ds["cell_id"]).astype(str), "split"].to_numpy()
-    labels = permute_labels(np.asarray(ds["label"]).astype(str), units, seed=seed, strata=strata)
+    to_group = {m: g for g, members in (groups or {}).items() for m in members}
+    labels = permute_labels(np.asarray(ds["label"]).astype(str), units, seed=seed, strata=strata,
+                            to_group=to_group or None)  # fmt: skip
     return ds.remove_columns("label").add_column("label", labels.tolist())
 
 
@@ -77,7 +85,7 @@ def train_one(job: Job) -> tuple[str, dict]:
 
     ds, split = load_tokens(job.tokens), pd.read_parquet(job.split)
     if job.kind == "permuted":
-        ds = permuted_tokens(ds, split, seed=job.label_seed)
+        ds = permuted_tokens(ds, split, seed=job.label_seed, groups=job.groups)
     result = finetune(ds, model=job.model, out=job.out, label_key="label", groups=job.groups, config=job.config,
                       seed=job.seed, split=split)  # fmt: skip
     shutil.rmtree(Path(job.out) / "checkpoints", ignore_errors=True)

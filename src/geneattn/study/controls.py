@@ -77,8 +77,25 @@ def _extract_held_out(ctx: StageContext, runs: dict[str, str]) -> object:
                    batch_size=cfg.attention_batch_size, label_key=None, device=device_of(cfg))  # fmt: skip
 
 
+def _score_true_labels(ctx: StageContext, runs: dict[str, str]) -> pd.DataFrame:
+    """Every run's accuracy against the TRUE labels of the test cells (`study.ensemble.score_runs`)."""
+    from ..io import parse_groups
+    from ..tokenize import load_tokens
+    from .ensemble import score_runs
+
+    res, cfg = ctx.results, ctx.config
+    split = pd.read_parquet(res.model(OTHER) / "splits.parquet")
+    test_ids = set(split.loc[split["split"] == "test", "cell_id"].astype(str))
+    ds = load_tokens(res.tokens)
+    idx = [i for i, c in enumerate(ds["cell_id"]) if str(c) in test_ids]
+    test = ds.select(idx).select_columns(["input_ids", "label"]).to_pandas()
+    models = {n: (res.model(OTHER) if n == OTHER else res.run(n)) for n in runs}
+    groups = parse_groups(cfg.groups) if cfg.groups else None
+    return score_runs(models, runs, test, groups=groups, batch_size=cfg.attention_batch_size)
+
+
 @stage("controls", deps=("finetune",), reads=(*FINETUNE_READS, "n_seed_runs", "n_permuted_runs", "attention_batch_size"),
-       outputs=("tables/run_deltas.parquet", "runs/runs.json"))  # fmt: skip
+       outputs=("tables/run_deltas.parquet", "tables/run_scores.parquet", "runs/runs.json"))  # fmt: skip
 def controls(ctx: StageContext) -> str:
     """Control fine-tunes and every run's attention change on the held-out cells (``tables/run_deltas``)."""
     from ..attention.store import TokenStore
@@ -91,18 +108,31 @@ def controls(ctx: StageContext) -> str:
         ctx.write_table("run_deltas", pd.DataFrame(columns=["family", "run", "kind", "unit", "value"]))
         write_json(res.runs / "runs.json", {"runs": {}, "n_held_out_cells": 0})
         return "no permuted-label runs (n_permuted_runs = 0): run-level null skipped"
+    from .ensemble import failed_runs
+
     metrics = _train_runs(ctx, runs)
+    scores = _score_true_labels(ctx, runs)
+    ctx.write_table("run_scores", scores)
     result = _extract_held_out(ctx, runs)
     stores = {n: TokenStore.load(res.runs_attention, n) for n in (REF, *runs)}
     gene_map = gene_map_of(res.read_study(), result.tables["attention_by_gene"])
     deltas = run_deltas(stores[REF], {n: stores[n] for n in runs}, runs, cell_head=result.tables["cell_head"],
                         ref_name=REF, gene_map=gene_map)  # fmt: skip
     ctx.write_table("run_deltas", deltas, n_held_out_cells=stores[REF].n_cells)
-    main = res.read_json(res.model(OTHER) / "metrics.json")
+    metrics[OTHER] = res.read_json(res.model(OTHER) / "metrics.json")
+    failed = failed_runs(metrics, runs)
+    true = scores.pivot(index="run", columns="metric", values="value")
     summary = {
-        n: {"kind": k, "accuracy": (main if n == OTHER else metrics[n]).get("accuracy")}
+        n: {"kind": k, "accuracy": metrics[n].get("accuracy"), "failed": n in failed,
+            "best_epoch": metrics[n].get("best_epoch"),
+            "true_labels": {m: float(v) for m, v in true.loc[n].items() if pd.notna(v)}}
         for n, k in runs.items()
-    }
-    write_json(res.runs / "runs.json", {"runs": summary, "n_held_out_cells": stores[REF].n_cells})
+    }  # fmt: skip
+    write_json(res.runs / "runs.json", {"runs": summary, "n_held_out_cells": stores[REF].n_cells,
+                                        "failed": failed, "accuracy_of": "each run's own (for null runs: permuted) test labels; "
+                                        "true_labels: against the true test labels"})  # fmt: skip
     n_real = sum(k == "real" for k in runs.values())
-    return f"{n_real} real-label + {len(runs) - n_real} permuted-label runs on {stores[REF].n_cells} held-out cells"
+    if failed:
+        logger.warning("real-label runs that did not learn (left out of the real arm): %s", ", ".join(failed))
+    return (f"{n_real} real-label ({len(failed)} failed) + {len(runs) - n_real} permuted-label runs "
+            f"on {stores[REF].n_cells} held-out cells")  # fmt: skip

@@ -82,7 +82,9 @@ def subsample_within_wells(adata: AnnData, max_cells: int, *, seed: int) -> AnnD
 def permute_between_wells(study: AnnData, groups: str | None, *, seed: int) -> AnnData:
     """A null study: each well keeps its cells and takes another well's label (``group`` follows).
 
-    Without wells (nor replicates) labels are permuted between cells.
+    The permutation is restricted so that the new labels carry no information about the true classes
+    and groups (`geneattn.models.permute_labels`). Without wells (nor replicates) labels are permuted
+    between cells.
     """
     from ..io import parse_groups
     from ..models.splits import permute_labels
@@ -90,15 +92,15 @@ def permute_between_wells(study: AnnData, groups: str | None, *, seed: int) -> A
     obs = study.obs
     unit_key = next((k for k in (K.WELL, K.REPLICATE) if k in obs), None)
     units = obs[unit_key].astype(str).to_numpy() if unit_key else obs.index.astype(str).to_numpy()
-    labels = permute_labels(obs[K.LABEL].astype(str).to_numpy(), units, seed=seed)
+    to_group = {m: g for g, members in parse_groups(groups).items() for m in members} if groups else None
+    labels = permute_labels(obs[K.LABEL].astype(str).to_numpy(), units, seed=seed, to_group=to_group)
     out = study.copy()
     out.obs[K.LABEL] = pd.Categorical(labels, categories=obs[K.LABEL].cat.categories)
-    if groups:
-        to_group = {m: g for g, members in parse_groups(groups).items() for m in members}
+    if to_group:
         out.obs[K.GROUP] = pd.Categorical(
             [to_group.get(v) for v in labels], categories=list(parse_groups(groups))
         )
-    out.uns["permuted_labels"] = {"params": {"unit": unit_key or "cell", "seed": seed}}
+    out.uns["permuted_labels"] = {"params": {"unit": unit_key or "cell", "seed": seed, "balanced": True}}
     return out
 
 

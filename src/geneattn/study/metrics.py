@@ -194,12 +194,14 @@ def compute_metrics(
     top_k: int = 20,
     timings: Mapping[str, float] | None = None,
     task: Mapping[str, Any] | None = None,
+    ensemble: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the report quotes, the verdict first.
 
     Sections: ``verdict`` (`geneattn.study.verdict`), ``data``, ``classification``, ``runs`` (control
     fine-tunes), ``attention``, ``agreement``, ``confounds``, ``significance`` (descriptive),
-    ``task_attributable`` (the run-level null), ``methods``, ``incremental``, ``heads`` (ablation),
+    ``task_attributable`` (the run-level null), ``ensemble`` (every run against the true labels, the
+    real-label runs' mean with a run-level interval), ``methods``, ``incremental``, ``heads`` (ablation),
     ``highlight_by_class``, ``stats_timings_s``, ``highlight``.
     """
     from .verdict import verdict
@@ -215,6 +217,7 @@ def compute_metrics(
         "confounds": _confounds(tables.get("confounds")),
         "significance": _significance(tables.get("significance"), calibration),
         "task_attributable": dict(task or {}),
+        "ensemble": dict(ensemble or {}),
         "methods": _methods(tables.get("methods")),
         "incremental": _incremental(tables.get("incremental")),
         "heads": _heads(tables.get("heads")),

@@ -119,7 +119,7 @@ def _run_null(
     res = inp.results
     if not res.has_table("run_deltas"):  # `geneattn stats` on results without the control runs
         return {}, {task.NULL_KEY: {"skipped": "no control runs (run `geneattn run` for the run-level null)"}}
-    deltas = res.read_table("run_deltas")
+    deltas = task.without_failed(res, res.read_table("run_deltas"))
     if deltas.empty:
         return {}, {task.NULL_KEY: {"skipped": "no permuted-label runs"}}
     tables = task.family_tables(deltas)
@@ -228,7 +228,7 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
         write_table(name, df)
     _annotate_cells(inp)
     metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight, top_k=top_k,
-                              timings=timings, task=null_summary)  # fmt: skip
+                              timings=timings, task=null_summary, ensemble=task.ensemble_summary(results))  # fmt: skip
     results.write_metrics({**metrics, **{k: v for k, v in results.read_metrics().items() if k == "timings"}})
     return out
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._results import REF, Results
+from .._results import OTHER, REF, Results
 from ..attention.store import TokenStore
 from ..stats import nulls
 from ..stats.incremental import stratified_auroc
 from ..stats.run_deltas import gene_means
 
-__all__ = ["FAMILIES", "family_tables", "contrast_values", "null_summary", "NULL_KEY"]
+__all__ = ["FAMILIES", "family_tables", "contrast_values", "null_summary", "NULL_KEY", "without_failed",
+           "ensemble_summary"]
 
 FAMILIES = ("genes", "heads", "rank_bins")
 #: the key under which metrics.json files the counts: it names the null
@@ -104,6 +105,29 @@ def null_summary(tables: dict[str, pd.DataFrame], prereg: pd.DataFrame | None, *
                                                 "n_permuted")} | {"significant": bool(r["significant"]) and learned}  # fmt: skip
     return {NULL_KEY: {"gated_on_learning": True, "learned": learned, "unit": "training run", "families": fam,
                        "preregistered": pre}}  # fmt: skip
+
+
+def without_failed(res: Results, deltas: pd.DataFrame) -> pd.DataFrame:
+    """The run deltas without the real-label runs that did not learn (``runs/runs.json["failed"]``)."""
+    path = res.runs / "runs.json"
+    failed = set(res.read_json(path).get("failed", [])) if path.is_file() else set()
+    return deltas[~deltas["run"].isin(failed)] if failed and len(deltas) else deltas
+
+
+def ensemble_summary(res: Results) -> dict:
+    """``metrics["ensemble"]``: every run against the true labels; the real-label runs' mean and interval."""
+    from .ensemble import summarise
+
+    if not res.has_table("run_scores"):
+        return {}
+    scores = res.read_table("run_scores")
+    path = res.runs / "runs.json"
+    failed = res.read_json(path).get("failed", []) if path.is_file() else []
+    clf_path = res.model(OTHER) / "metrics.json"
+    clf = res.read_json(clf_path) if clf_path.is_file() else {}
+    lr = (clf.get("baselines") or {}).get("logreg") or {}
+    logreg = {"accuracy": lr.get("accuracy"), "group_accuracy": (lr.get("groups") or {}).get("accuracy")}
+    return summarise(scores, logreg={k: v for k, v in logreg.items() if v is not None}, failed=failed)
 
 
 def load_run_stores(res: Results, runs: list[str]) -> dict[str, TokenStore]:
