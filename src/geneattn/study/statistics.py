@@ -27,6 +27,7 @@ from ..stats import agreement as ag
 from ..stats import between_class as bc
 from ..stats import nulls
 from ..stats import significance as sg
+from ..stats.contrasts import set_contrasts
 from ..stats.confounds import SCORE_TYPES, confounds_table
 from ..stats.per_class import highlighted_by_class
 from . import task
@@ -123,10 +124,9 @@ def _run_null(
     if deltas.empty:
         return {}, {task.NULL_KEY: {"skipped": "no permuted-label runs"}}
     tables = task.family_tables(deltas)
-    stores = task.load_run_stores(res, sorted(deltas["run"].unique()))
-    values = task.contrast_values(deltas, stores, gene_map=inp.gene_map, highlight=highlight,
-                                  planted=inp.planted, strata=inp.strata if inp.planted is not None else None)  # fmt: skip
-    prereg = nulls.preregistered(values) if len(values) else pd.DataFrame()
+    values = task.contrast_values(deltas, highlight=highlight, var=inp.adata.var)
+    margins = dict(zip(values["contrast"], values["margin"], strict=True))
+    prereg = set_contrasts(values.drop(columns="margin"), margins=margins) if len(values) else pd.DataFrame()
     out = {f"task_{f}": t.reset_index().assign(family=f) for f, t in tables.items()}
     out["preregistered"] = prereg.reset_index() if len(prereg) else pd.DataFrame()
     return out, task.null_summary(tables, prereg if len(prereg) else None, learned=learned)

@@ -3,8 +3,10 @@
 Families (one test family per claim, each unit counted once): genes, heads, rank bins — the change
 after real-label fine-tunes against the change after fine-tunes on labels permuted between wells
 (`geneattn.stats.nulls.task_attributable`, BH within each family). Pre-registered contrasts
-(Welch over runs, Holm across them): each highlighted gene, the planted-set score, the mean head-norm
-change and the gain in expression-stratified recovery of planted genes.
+(the primary analysis, `MARGINS`): each planted programme against its expression-matched decoys,
+each highlighted gene, the ``<cls>`` rank bin and the mean head-norm change; each with a run-level
+interval, a test (Holm across the contrasts) and an equivalence margin stated in advance, so that
+it reads "discovery", "no change within the margin" or "undetermined" (`geneattn.stats.contrasts`).
 
 **Gatekeeping.** The families are claims about what the *task* changed, so they are only claimed
 when the classifier learned the task (its test accuracy beats the majority class, interval over
@@ -20,8 +22,6 @@ import pandas as pd
 from .._results import OTHER, REF, Results
 from ..attention.store import TokenStore
 from ..stats import nulls
-from ..stats.incremental import stratified_auroc
-from ..stats.run_deltas import gene_means
 
 __all__ = ["FAMILIES", "family_tables", "contrast_values", "null_summary", "NULL_KEY", "without_failed",
            "ensemble_summary"]
@@ -43,68 +43,105 @@ def family_tables(deltas: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _planted_set_score(values: pd.Series, planted: pd.Series, strata: pd.Series) -> float:
-    """Mean over strata (weighted by planted genes) of planted minus unplanted values in the stratum."""
-    df = pd.DataFrame(
-        {"v": values, "p": planted.reindex(values.index), "s": strata.reindex(values.index)}
-    ).dropna()
-    diffs, weights = [], []
-    for _, g in df.groupby("s"):
-        pos, neg = g.loc[g["p"].astype(bool), "v"], g.loc[~g["p"].astype(bool), "v"]
-        if len(pos) and len(neg):
-            diffs.append(pos.mean() - neg.mean())
-            weights.append(len(pos))
-    return float(np.average(diffs, weights=weights)) if diffs else float("nan")
+#: The primary analysis, fixed before looking at the real labels' results (7 December 2026): the
+#: contrasts and their equivalence margins, in the units of each per-run value (log fold of attention
+#: for genes, sets and the rank bin; log norm for the heads). A change inside the margin is too small to
+#: matter: 0.1 is a 10% change of a programme's attention relative to its expression-matched decoys
+#: (or of the ``<cls>`` position's attention), 0.2 for one gene alone (noisier), and 0.05 for the mean
+#: head-output norm (5%, a change of every head at once).
+SET_PROGRAMMES = {
+    "p53 targets vs decoys": "p53_pulse",
+    "cell-cycle genes vs decoys": "cell_cycle",
+    "background responders vs decoys": "none",
+}
+MARGINS = {
+    **dict.fromkeys(SET_PROGRAMMES, 0.1),
+    "gene": 0.2,
+    "<cls> rank bin": 0.1,
+    "mean head-norm change": 0.05,
+}
 
 
-def contrast_values(
-    deltas: pd.DataFrame,
-    stores: dict[str, TokenStore],
-    *,
-    gene_map: pd.Series,
-    highlight: tuple[str, ...],
-    planted: pd.Series | None,
-    strata: pd.Series | None,
-) -> pd.DataFrame:
-    """The pre-registered contrasts, one value per run: long table ``contrast, run, kind, value``."""
+def gene_sets(var: pd.DataFrame | None) -> dict[str, dict[str, list[str]]]:
+    """The planted programmes of simulated data: ``{contrast: {planted gene: [its decoys]}}``.
+
+    Needs ``var["planted"]``, ``var["program"]`` and ``var["decoy_of"]`` (the simulator's matched sets);
+    empty for other data.
+    """
+    if var is None or not {"planted", "program", "decoy_of"} <= set(var.columns):
+        return {}
+    decoys = var["decoy_of"].astype(str)
+    by_target = decoys[decoys.str.len() > 0].groupby(decoys).apply(lambda s: s.index.astype(str).tolist())
+    out = {}
+    for name, program in SET_PROGRAMMES.items():
+        members = var.index[var["planted"].astype(bool) & (var["program"].astype(str) == program)].astype(str)
+        sets = {g: by_target.get(g, []) for g in members}
+        out[name] = {g: d for g, d in sets.items() if d}
+    return {k: v for k, v in out.items() if v}
+
+
+def set_contrast(by_gene: pd.Series, matched: dict[str, list[str]]) -> float:
+    """Mean over planted genes of (its value - the mean of its decoys' values), genes seen with a decoy."""
+    diffs = []
+    for gene, decoys in matched.items():
+        d = by_gene.reindex(decoys).dropna()
+        if gene in by_gene.index and np.isfinite(by_gene[gene]) and len(d):
+            diffs.append(by_gene[gene] - d.mean())
+    return float(np.mean(diffs)) if diffs else float("nan")
+
+
+def contrast_values(deltas: pd.DataFrame, *, highlight: tuple[str, ...], var: pd.DataFrame | None) -> pd.DataFrame:
+    """The pre-registered contrasts, one value per run: long table ``contrast, run, kind, value, margin``.
+
+    Each programme of planted genes against its expression-matched decoys (`gene_sets`), each
+    highlighted gene, the ``<cls>`` rank bin (position 0, where the classifier reads) and the mean
+    head-norm change; each with its margin from `MARGINS`.
+    """
     rows = []
-    genes = deltas[deltas["family"] == "genes"]
-    heads = deltas[deltas["family"] == "heads"]
-    ref_auroc = None
-    if planted is not None and strata is not None:
-        ref_scores = gene_means(stores[REF]).rename(gene_map)
-        ref_auroc = stratified_auroc(ref_scores, planted, strata)
-    for (run, kind), g in genes.groupby(["run", "kind"]):
+    sets = gene_sets(var)
+    by_family = {f: deltas[deltas["family"] == f] for f in FAMILIES}
+    for (run, kind), g in by_family["genes"].groupby(["run", "kind"]):
         by_gene = g.set_index("unit")["value"]
+        for name, matched in sets.items():
+            rows.append((name, run, kind, set_contrast(by_gene, matched), MARGINS[name]))
         for h in highlight:
-            rows.append((f"gene {h}", run, kind, by_gene.get(h, np.nan)))
-        rows.append(("mean head-norm change", run, kind, heads.loc[heads["run"] == run, "value"].mean()))
-        if planted is not None and strata is not None:
-            rows.append(("planted-set score", run, kind, _planted_set_score(by_gene, planted, strata)))
-            run_scores = gene_means(stores[run]).rename(gene_map)
-            rows.append(("recovery gain (stratified AUROC)", run, kind,
-                         stratified_auroc(run_scores, planted, strata) - ref_auroc))  # fmt: skip
-    return pd.DataFrame(rows, columns=["contrast", "run", "kind", "value"])
+            rows.append((f"gene {h}", run, kind, by_gene.get(h, np.nan), MARGINS["gene"]))
+        heads = by_family["heads"]
+        rows.append(("mean head-norm change", run, kind, heads.loc[heads["run"] == run, "value"].mean(),
+                     MARGINS["mean head-norm change"]))  # fmt: skip
+        bins = by_family["rank_bins"]
+        first = bins[(bins["run"] == run) & (bins["unit"] == "0-0")]["value"]
+        if len(first):
+            rows.append(("<cls> rank bin", run, kind, float(first.iloc[0]), MARGINS["<cls> rank bin"]))
+    return pd.DataFrame(rows, columns=["contrast", "run", "kind", "value", "margin"])
 
 
 def null_summary(tables: dict[str, pd.DataFrame], prereg: pd.DataFrame | None, *, learned: bool) -> dict:
-    """``metrics.json``'s ``task_attributable`` section: gated and ungated counts per family."""
+    """``metrics.json``'s ``task_attributable`` section: gated and ungated counts per family with their
+    minimal detectable effects, and the pre-registered contrasts with their decisions."""
+    from ..stats.power import family_mde
+
     fam = {}
     for family, t in tables.items():
         c = nulls.counts(t, family=family)
         c["n_significant_ungated"] = c["n_significant"]
         c["n_significant"] = c["n_significant"] if learned else 0
+        c["mde"] = family_mde(t)
         c["top_units"] = (
             t[t["significant"]].sort_values("pval").index.astype(str)[:10].tolist() if learned else []
         )
         fam[family] = c
     pre = {}
+    keys = ("effect", "ci_low", "ci_high", "se", "df", "pval", "pval_adj", "n_real", "n_permuted", "mean_real",
+            "mean_permuted", "margin", "mde", "decision")  # fmt: skip
     if prereg is not None and len(prereg):
         for name, r in prereg.iterrows():
-            pre[str(name)] = {k: r[k] for k in ("effect", "ci_low", "ci_high", "pval", "pval_adj", "n_real",
-                                                "n_permuted")} | {"significant": bool(r["significant"]) and learned}  # fmt: skip
+            row = {k: r[k] for k in keys if k in r}
+            if not learned and row.get("decision") == "discovery":  # gated: no task claim without learning
+                row["decision"] = "not claimed (the model did not learn)"
+            pre[str(name)] = row | {"significant": bool(r["significant"]) and learned}
     return {NULL_KEY: {"gated_on_learning": True, "learned": learned, "unit": "training run", "families": fam,
-                       "preregistered": pre}}  # fmt: skip
+                       "preregistered": pre, "margins": dict(MARGINS)}}  # fmt: skip
 
 
 def without_failed(res: Results, deltas: pd.DataFrame) -> pd.DataFrame:

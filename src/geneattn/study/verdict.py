@@ -56,29 +56,98 @@ def _learned(m: Mapping) -> dict:
         + "."
     )
     if learned and flags.get("beats_logreg") is False:
-        text += " It is not better than logistic regression on the same tokens."
+        text += " It is not shown to be better than logistic regression on the same tokens."
+    text += _ensemble_text(m)
     if flags.get("best_epoch_zero"):
         text += " The kept checkpoint is epoch 0 (validation did not improve after the first epoch)."
     return {"learned": learned, "beats_logreg": flags.get("beats_logreg"), "text": text}
+
+
+def _null_runs(m: Mapping) -> str:
+    """How the permuted-label runs score against the TRUE labels (they must sit at chance)."""
+    runs = ((m.get("ensemble") or {}).get("runs")) or {}
+    null = {n: r for n, r in runs.items() if r.get("kind") == "permuted"}
+    key = "group_accuracy" if any("group_accuracy" in r for r in null.values()) else "accuracy"
+    vals = [r[key] for r in null.values() if r.get(key) is not None]
+    if not vals:
+        return ""
+    what = "low vs high" if key == "group_accuracy" else "accuracy"
+    txt = f"; null runs against the true labels: {what} {_pct(min(vals))} to {_pct(max(vals))}"
+    if key == "group_accuracy" and any(abs(v - 0.5) > 0.1 for v in vals):
+        txt += " (outside 50% ± 10 points: a null run carries label information)"
+    return txt
+
+
+def _contrast_text(name: str, c: Mapping) -> str:
+    eff = c.get("effect")
+    txt = f"{name} {_num(eff)}{_ci([c.get('ci_low'), c.get('ci_high')], _num)}: {c.get('decision', 'n/a')}"
+    if c.get("decision") == "undetermined" and c.get("mde") is not None:
+        txt += f" (margin ±{_num(c.get('margin'))}, detectable {_num(c.get('mde'))})"
+    return txt
+
+
+def _ensemble_text(m: Mapping) -> str:
+    """The real-label runs' mean accuracy with run-level intervals, within groups, and minus logreg."""
+    ens = m.get("ensemble") or {}
+    real = ens.get("real") or {}
+    acc = real.get("accuracy") or {}
+    if acc.get("n_runs", 0) < 2:
+        return ""
+
+    def iv(d: Mapping) -> str:
+        return f"{_pct(d.get('mean'))}{_ci([d.get('ci_low'), d.get('ci_high')])}"
+
+    parts = [f"accuracy {iv(acc)}"]
+    if "group_accuracy" in real:
+        parts.append(f"groups {iv(real['group_accuracy'])}")
+    chance = []
+    for key, d in real.items():
+        if key.startswith("within_"):
+            g = key[len("within_") : -len("_accuracy")]
+            parts.append(f"within {g} {iv(d)}")
+            if d.get("ci_low") is not None and d["ci_low"] <= 0.5:
+                chance.append(g)
+    diff = (ens.get("real_minus_logreg") or {}).get("accuracy")
+    if diff:
+        parts.append(f"minus logistic regression {_num(diff.get('mean'))}{_ci([diff.get('ci_low'), diff.get('ci_high')], _num)}")
+    txt = f" Over {acc['n_runs']} real-label runs (intervals over runs): {', '.join(parts)}."
+    failed = ens.get("failed_runs") or []
+    if failed:
+        txt += f" {len(failed)} real-label run(s) did not learn and are left out: {', '.join(failed)}."
+    if chance:
+        txt += f" Within {', '.join(chance)} the classes are not told apart beyond chance (interval reaches 50%)."
+    return txt
 
 
 def _task(m: Mapping, *, learned: bool) -> dict:
     null = (m.get("task_attributable") or {}).get("permuted_label_runs") or {}
     if "families" not in null:
         return {"tested": False, "text": "The run-level null was not run (no permuted-label fine-tunes)."}
-    fam = null["families"]
-    parts = [f"{c['n_significant' if learned else 'n_significant_ungated']} of {c['n_tests']} {name.replace('_', ' ')}"
-             for name, c in fam.items()]  # fmt: skip
+    fam, pre = null["families"], null.get("preregistered") or {}
     runs = next(iter(fam.values()), {})
-    design = f"{runs.get('n_runs_real', '?')} real-label vs {runs.get('n_runs_permuted', '?')} permuted-label fine-tunes"
+    design = (f"{runs.get('n_runs_real', '?')} real-label vs {runs.get('n_runs_permuted', '?')} permuted-label "
+              f"fine-tunes{_null_runs(m)}")  # fmt: skip
+    screens = ", ".join(
+        f"{c['n_significant' if learned else 'n_significant_ungated']} of {c['n_tests']} {name.replace('_', ' ')}"
+        + (f" (detectable {_num(c['mde'])})" if c.get("mde") is not None else "")
+        for name, c in fam.items()
+    )
+    decisions = [c.get("decision") for c in pre.values()]
+    primary = "; ".join(_contrast_text(n, c) for n, c in pre.items())
     if not learned:
         text = (f"Not attributable to the task: the model did not learn, so no attention change is claimed "
-                f"(0 task-attributable discoveries; without that gate {', '.join(parts)} at FDR 0.05; {design}).")  # fmt: skip
-        return {"tested": False, "n_discoveries": 0, "text": text}
-    n = sum(c["n_significant"] for c in fam.values())
-    head = "Attention changed beyond what fine-tuning on permuted labels does" if n else (
-        "Attention did not change beyond what fine-tuning on permuted labels does")  # fmt: skip
-    return {"tested": True, "n_discoveries": n, "text": f"{head}: {', '.join(parts)} at FDR 0.05 ({design})."}
+                f"({design}; primary contrasts: {primary}; screens without that gate: {screens} at FDR 0.05).")  # fmt: skip
+        return {"tested": False, "n_discoveries": 0, "decision": "not claimed", "text": text}
+    n = sum(d == "discovery" for d in decisions)
+    if n:
+        head, decision = "Attention changed beyond what fine-tuning on permuted labels does", "discovery"
+    elif decisions and all(d == "no change within the margin" for d in decisions):
+        head, decision = "No change beyond fine-tuning on permuted labels, within the pre-stated margins", "no change"
+    else:
+        head, decision = "Undetermined whether the task changed attention beyond fine-tuning on permuted labels", (
+            "undetermined")  # fmt: skip
+    text = f"{head} ({design}). Primary contrasts: {primary}. Screens at FDR 0.05: {screens}."
+    return {"tested": True, "n_discoveries": n, "decision": decision, "text": text}
 
 
 def _heads(m: Mapping, *, learned: bool) -> dict:
@@ -125,7 +194,7 @@ def verdict(m: Mapping) -> dict:
            "truth": _truth(m)}  # fmt: skip
     head = "model learned" if learned["learned"] else "model did not learn"
     if out["task_change"].get("tested"):
-        head += f"; {out['task_change']['n_discoveries']} task-attributable changes"
+        head += f"; task-specific change: {out['task_change']['decision']}"
     if "adds_beyond_covariates" in out["truth"]:
         head += (
             "; attention "
