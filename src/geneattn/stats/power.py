@@ -299,8 +299,13 @@ def _one_study(models, sims, sets, margins, targets, alpha, *, families: bool) -
     for fam, sim in sims.items():
         if not families:
             break
+        # a family too small for run normalisation is also too small for the run-to-run factor
+        small = not models[fam].normalized
         res = nulls.task_attributable(
-            sim[["run", "kind", "unit", "value"]], alpha=alpha, normalize=models[fam].normalized
+            sim[["run", "kind", "unit", "value"]],
+            alpha=alpha,
+            normalize=not small,
+            n_factors=0 if small else None,
         )
         sig = res["significant"].to_numpy()
         tgt = res.index.isin(targets.get(fam, [])) if targets.get(fam) else np.ones(len(res), dtype=bool)
@@ -336,7 +341,7 @@ def simulate_level_and_power(
 
     Each simulated study has K real + K permuted runs of every family (`simulate`); each family is
     analysed by `geneattn.stats.nulls.task_attributable` itself (BH at ``alpha``; run normalisation
-    as the model's ``normalized``), and the set contrasts by `contrasts.set_contrast_values` and
+    as the model's ``normalized``, and no run factor without it), and the set contrasts by `contrasts.set_contrast_values` and
     `contrasts.set_contrasts` (pooled t, Holm across all contrasts of the study). The scenarios share
     their random draws (common random numbers), so rates are comparable across effects.
 
