@@ -26,7 +26,7 @@ calibrated with so few runs (shown on simulated studies in ``tests/stats/test_st
 
 With 3 + 3 runs or more one further run-to-run factor of any pattern (a surrogate variable from the
 within-kind residuals) enters every unit's regression as a covariate, at the cost of one residual df.
-`preregistered` tests a few scalar contrasts per run (Welch, Holm).
+Set-level contrasts per run (the primary analysis) are tested in `geneattn.stats.contrasts`.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import pandas as pd
 from scipy import special, stats
 
 from ..errors import InputError
-from .significance import bh, holm
+from .significance import bh
 
-__all__ = ["squeeze_var", "task_attributable", "preregistered", "counts", "KINDS", "NULL_NAME"]
+__all__ = ["squeeze_var", "task_attributable", "counts", "KINDS", "NULL_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def task_attributable(
         Remove each run's shift and scale of the permuted runs' mean change first (needs
         `MIN_FACTOR_UNITS` units; units seen in no permuted run are then not tested).
         Differences between kinds that are a uniform shift or rescaling of that change are then not
-        attributed to units; test them as a `preregistered` contrast.
+        attributed to units; test them as a set contrast (`geneattn.stats.contrasts`).
     n_factors
         Further run-to-run factors of any pattern as covariates (surrogate variables from the
         within-kind residuals of the units seen in every run). Each costs one residual df per unit.
@@ -384,70 +384,6 @@ def task_attributable(
         "alpha": alpha,
     }
     return out
-
-
-def preregistered(values: pd.DataFrame, *, alpha: float = 0.05, ci: float = 0.95) -> pd.DataFrame:
-    """Scalar contrasts per run (e.g. MDM2's change, the planted-set score, the recovery gain), real vs permuted.
-
-    Each contrast is one Welch two-sample t-test with the run as the unit (`scipy.stats.ttest_ind`,
-    ``equal_var=False``), Holm across the contrasts of the call. ``effect = mean_real - mean_permuted``
-    with its Welch confidence interval. With 2 + 2 runs Welch's df is at most 2: only large, clean
-    differences can pass.
-
-    Parameters
-    ----------
-    values
-        Long table ``contrast, run, kind ("real" | "permuted"), value``.
-    alpha
-        Family-wise level of ``significant`` (Holm).
-    ci
-        Confidence level of ``ci_low, ci_high``.
-
-    Returns
-    -------
-    DataFrame indexed by contrast: ``n_real, n_permuted, mean_real, mean_permuted, effect, se,
-    ci_low, ci_high, t, df, pval, pval_adj, significant``; ``.attrs["null"]`` = `NULL_NAME`.
-    Contrasts with fewer than 2 runs of a kind get NaN statistics.
-    """
-    need = {"contrast", "run", "kind", "value"}
-    if not need <= set(values.columns):
-        msg = f"values needs columns {sorted(need)}, has {list(values.columns)}"
-        raise InputError(msg)
-    if not set(values["kind"].astype(str)) <= set(KINDS):
-        msg = f"kind must be one of {KINDS}, got {sorted(set(values['kind'].astype(str)))}"
-        raise InputError(msg)
-    rows = [_welch_row(str(name), g, ci) for name, g in values.groupby("contrast", sort=False)]
-    out = pd.DataFrame(rows).set_index("contrast")
-    out["pval_adj"] = holm(out["pval"].to_numpy())
-    out["significant"] = out["pval_adj"] < alpha
-    out.attrs = {
-        "null": NULL_NAME,
-        "unit_of_replication": "training run",
-        "method": "Welch t, Holm",
-        "alpha": alpha,
-    }
-    return out
-
-
-def _welch_row(name: str, g: pd.DataFrame, ci: float) -> dict[str, float | str]:
-    v = g["value"].to_numpy(dtype=float)
-    is_real = g["kind"].astype(str).to_numpy() == "real"
-    a, b = v[is_real & np.isfinite(v)], v[~is_real & np.isfinite(v)]
-    row: dict[str, float | str] = {
-        "contrast": name,
-        "n_real": len(a),
-        "n_permuted": len(b),
-        "mean_real": float(a.mean()) if len(a) else np.nan,
-        "mean_permuted": float(b.mean()) if len(b) else np.nan,
-    }
-    row["effect"] = row["mean_real"] - row["mean_permuted"]
-    keys = ("se", "ci_low", "ci_high", "t", "df", "pval")
-    if min(len(a), len(b)) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
-        return row | dict.fromkeys(keys, np.nan)
-    res = stats.ttest_ind(a, b, equal_var=False)
-    lo, hi = res.confidence_interval(ci)
-    se = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
-    return row | dict(zip(keys, (se, lo, hi, res.statistic, res.df, res.pvalue), strict=True))
 
 
 def counts(table: pd.DataFrame, *, family: str) -> dict[str, int | str | float]:

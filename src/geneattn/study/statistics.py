@@ -25,10 +25,9 @@ from .._results import OTHER, REF, Results
 from ..attention import AttentionResult, gene_attention
 from ..stats import agreement as ag
 from ..stats import between_class as bc
-from ..stats import nulls
 from ..stats import significance as sg
-from ..stats.contrasts import set_contrasts
 from ..stats.confounds import SCORE_TYPES, confounds_table
+from ..stats.contrasts import set_contrasts
 from ..stats.per_class import highlighted_by_class
 from . import task
 from ._stage import StageContext, stage

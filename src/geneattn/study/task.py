@@ -16,7 +16,6 @@ discovery. The ungated counts are kept beside the gated ones.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from .._results import OTHER, REF, Results
@@ -49,76 +48,51 @@ def family_tables(deltas: pd.DataFrame) -> dict[str, pd.DataFrame]:
 #: matter: 0.1 is a 10% change of a programme's attention relative to its expression-matched decoys
 #: (or of the ``<cls>`` position's attention), 0.2 for one gene alone (noisier), and 0.05 for the mean
 #: head-output norm (5%, a change of every head at once).
-SET_PROGRAMMES = {
-    "p53 targets vs decoys": "p53_pulse",
-    "cell-cycle genes vs decoys": "cell_cycle",
-    "background responders vs decoys": "none",
-}
+SET_NAMES = ("p53 targets", "cell-cycle genes", "background responders")
 MARGINS = {
-    **dict.fromkeys(SET_PROGRAMMES, 0.1),
+    **{f"{n} vs decoys": 0.1 for n in SET_NAMES},
     "gene": 0.2,
-    "<cls> rank bin": 0.1,
+    "position 0 (<cls>)": 0.1,
     "mean head-norm change": 0.05,
 }
-
-
-def gene_sets(var: pd.DataFrame | None) -> dict[str, dict[str, list[str]]]:
-    """The planted programmes of simulated data: ``{contrast: {planted gene: [its decoys]}}``.
-
-    Needs ``var["planted"]``, ``var["program"]`` and ``var["decoy_of"]`` (the simulator's matched sets);
-    empty for other data.
-    """
-    if var is None or not {"planted", "program", "decoy_of"} <= set(var.columns):
-        return {}
-    decoys = var["decoy_of"].astype(str)
-    by_target = decoys[decoys.str.len() > 0].groupby(decoys).apply(lambda s: s.index.astype(str).tolist())
-    out = {}
-    for name, program in SET_PROGRAMMES.items():
-        members = var.index[var["planted"].astype(bool) & (var["program"].astype(str) == program)].astype(str)
-        sets = {g: by_target.get(g, []) for g in members}
-        out[name] = {g: d for g, d in sets.items() if d}
-    return {k: v for k, v in out.items() if v}
-
-
-def set_contrast(by_gene: pd.Series, matched: dict[str, list[str]]) -> float:
-    """Mean over planted genes of (its value - the mean of its decoys' values), genes seen with a decoy."""
-    diffs = []
-    for gene, decoys in matched.items():
-        d = by_gene.reindex(decoys).dropna()
-        if gene in by_gene.index and np.isfinite(by_gene[gene]) and len(d):
-            diffs.append(by_gene[gene] - d.mean())
-    return float(np.mean(diffs)) if diffs else float("nan")
 
 
 def contrast_values(deltas: pd.DataFrame, *, highlight: tuple[str, ...], var: pd.DataFrame | None) -> pd.DataFrame:
     """The pre-registered contrasts, one value per run: long table ``contrast, run, kind, value, margin``.
 
-    Each programme of planted genes against its expression-matched decoys (`gene_sets`), each
-    highlighted gene, the ``<cls>`` rank bin (position 0, where the classifier reads) and the mean
-    head-norm change; each with its margin from `MARGINS`.
+    Each planted programme against its expression-matched decoys (simulated data:
+    `geneattn.stats.contrasts.programme_sets`), each highlighted gene, the ``<cls>`` rank bin
+    (position 0, where the classifier reads) and the mean head-norm change; each with its margin
+    from `MARGINS`.
     """
-    rows = []
-    sets = gene_sets(var)
-    by_family = {f: deltas[deltas["family"] == f] for f in FAMILIES}
-    for (run, kind), g in by_family["genes"].groupby(["run", "kind"]):
-        by_gene = g.set_index("unit")["value"]
-        for name, matched in sets.items():
-            rows.append((name, run, kind, set_contrast(by_gene, matched), MARGINS[name]))
-        for h in highlight:
-            rows.append((f"gene {h}", run, kind, by_gene.get(h, np.nan), MARGINS["gene"]))
-        heads = by_family["heads"]
-        rows.append(("mean head-norm change", run, kind, heads.loc[heads["run"] == run, "value"].mean(),
-                     MARGINS["mean head-norm change"]))  # fmt: skip
-        bins = by_family["rank_bins"]
-        first = bins[(bins["run"] == run) & (bins["unit"] == "0-0")]["value"]
-        if len(first):
-            rows.append(("<cls> rank bin", run, kind, float(first.iloc[0]), MARGINS["<cls> rank bin"]))
-    return pd.DataFrame(rows, columns=["contrast", "run", "kind", "value", "margin"])
+    from ..stats.contrasts import programme_sets, set_contrast_values
+
+    fam = {f: deltas[deltas["family"] == f].drop(columns="family") for f in FAMILIES}
+    genes = fam["genes"]
+    sets: dict[str, tuple[list, list]] = {}
+    if var is not None and {"planted", "program", "category", "decoy_of"} <= set(var.columns):
+        units = genes["unit"].astype(str).unique()
+        sets = {f"{n} vs decoys": s for n, s in programme_sets(var, units).items() if s[0] and s[1]}
+    sets |= {f"gene {h}": ([h], []) for h in highlight if h in set(genes["unit"].astype(str))}
+    parts = [set_contrast_values(genes, sets)] if sets else []
+    if len(fam["heads"]):
+        heads = fam["heads"]
+        parts.append(set_contrast_values(heads, {"mean head-norm change": (heads["unit"].unique().tolist(), [])}))
+    if (fam["rank_bins"]["unit"] == "0-0").any():
+        parts.append(set_contrast_values(fam["rank_bins"], {"position 0 (<cls>)": (["0-0"], [])}))
+    if not parts:
+        return pd.DataFrame(columns=["contrast", "run", "kind", "value", "margin"])
+    out = pd.concat(parts, ignore_index=True)
+    out["margin"] = [MARGINS.get(c, MARGINS["gene"]) for c in out["contrast"]]
+    return out
 
 
 def null_summary(tables: dict[str, pd.DataFrame], prereg: pd.DataFrame | None, *, learned: bool) -> dict:
-    """``metrics.json``'s ``task_attributable`` section: gated and ungated counts per family with their
-    minimal detectable effects, and the pre-registered contrasts with their decisions."""
+    """``metrics.json``'s ``task_attributable`` section: counts, detectable effects and decisions.
+
+    Gated and ungated counts per family with their minimal detectable effects, and the pre-registered
+    contrasts with their decisions.
+    """
     from ..stats.power import family_mde
 
     fam = {}
