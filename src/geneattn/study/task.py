@@ -113,7 +113,7 @@ def null_summary(tables: dict[str, pd.DataFrame], prereg: pd.DataFrame | None, *
             row = {k: r[k] for k in keys if k in r}
             if not learned and row.get("decision") == "discovery":  # gated: no task claim without learning
                 row["decision"] = "not claimed (the model did not learn)"
-            pre[str(name)] = row | {"significant": bool(r["significant"]) and learned}
+            pre[str(name)] = row | {"significant": r.get("decision") == "discovery" and learned}
     return {NULL_KEY: {"gated_on_learning": True, "learned": learned, "unit": "training run", "families": fam,
                        "preregistered": pre, "margins": dict(MARGINS)}}  # fmt: skip
 
