@@ -21,8 +21,15 @@ from .. import get
 from .._atomic import write_text
 from .._results import MissingResult, Results
 
-__all__ = ["build", "build_from_results", "check_inputs", "REPORT_TABLES", "REPORT_METRICS", "SECTIONS",
-           "ReportInputMissing"]
+__all__ = [
+    "build",
+    "build_from_results",
+    "check_inputs",
+    "REPORT_TABLES",
+    "REPORT_METRICS",
+    "SECTIONS",
+    "ReportInputMissing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +94,17 @@ REPORT_TABLES: dict[str, TableSpec] = {
     "preregistered": TableSpec(tuple(PREREG_COLUMNS)),
     "heads": TableSpec(tuple(HEAD_COLUMNS), 60),
     "incremental": TableSpec(tuple(INCREMENTAL_COLUMNS), 40),
-    "methods": TableSpec(("method", "score_type", "auroc_planted", "spearman_vs_de", "topk_overlap_de",
-                          "seconds_per_cell", "n_cells")),  # fmt: skip
+    "methods": TableSpec(
+        (
+            "method",
+            "score_type",
+            "auroc_planted",
+            "spearman_vs_de",
+            "topk_overlap_de",
+            "seconds_per_cell",
+            "n_cells",
+        )
+    ),  # fmt: skip
     "top_genes": TableSpec(("model", "rank", "gene", "fold_mean", "n_cells"), 40),
 }
 #: the sections of ``metrics.json`` the page reads (each must be present, possibly empty)
@@ -211,6 +227,20 @@ def _table_block(df: pd.DataFrame | None, spec: TableSpec, reason: str | None) -
     return {"rows": _rows(df, spec), "note": None}
 
 
+def _undefined_class() -> type:
+    """Missing keys may be tested (``{% if m.x %}``) but never printed: printing one is a bug, raised."""
+    import jinja2
+
+    class _Undefined(jinja2.ChainableUndefined):
+        def __str__(self) -> str:
+            _defined(self)
+            return ""  # pragma: no cover - _defined raised
+
+        __html__ = __str__
+
+    return _Undefined
+
+
 def _env() -> Any:
     import jinja2
     import markupsafe
@@ -218,7 +248,7 @@ def _env() -> Any:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         autoescape=True,
-        undefined=jinja2.ChainableUndefined,
+        undefined=_undefined_class(),
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -309,7 +339,9 @@ def build(
         paths.update(save_figures(figs, out / "figures", close=False))
     if stages is None:
         stages = pd.DataFrame(columns=["name", "status", "seconds", "summary", "hash"])
-    ctx = _context(paths, tables, metrics=metrics, config=config or {}, stages=stages, plan=plan or {}, title=title)
+    ctx = _context(
+        paths, tables, metrics=metrics, config=config or {}, stages=stages, plan=plan or {}, title=title
+    )
     html = _env().get_template("report.html.j2").render(**ctx)
     path = write_text(out / "report.html", html)
     logger.info("report: wrote %s (%d figures)", path, len(ctx["fig"]))

@@ -18,7 +18,15 @@ from ..pipeline import MANIFEST_VERSION, Context, Stage, hashes, order, read_man
 from ._stage import STAGES, StageContext, StageSpec, key_params
 from .config import StudyConfig, dump_toml, load_toml, merge
 
-__all__ = ["run_study", "stages", "rebuild_report", "run_part", "stats_of_results", "STATS_PART", "REPORT_PART"]
+__all__ = [
+    "run_study",
+    "stages",
+    "rebuild_report",
+    "run_part",
+    "stats_of_results",
+    "STATS_PART",
+    "REPORT_PART",
+]
 
 #: what `geneattn stats` runs (always), and the stage its options may re-key besides (run when they do)
 STATS_PART, _STATS_MAY_RERUN = ("attribution", "stats"), ("ablation",)
@@ -229,7 +237,11 @@ def run_part(
         manifest, all_stages = read_manifest(res.root), stages(cfg)
         keys = hashes(all_stages)
         need = _ancestors(all_stages, part[-1])
-        run = [s for s in need if s.name in part or (s.name in may_rerun and not _is_done(manifest, s.name, keys[s.name]))]
+        run = [
+            s
+            for s in need
+            if s.name in part or (s.name in may_rerun and not _is_done(manifest, s.name, keys[s.name]))
+        ]
         stale = [s.name for s in need if s not in run and not _is_done(manifest, s.name, keys[s.name])]
         if stale:
             opts = " ".join(f"--{k.replace('_', '-')}" for k in sorted(given))

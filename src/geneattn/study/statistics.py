@@ -280,5 +280,4 @@ def stats(ctx: StageContext) -> str:
     cfg = ctx.config
     out = run_stats(ctx.results, seed=cfg.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, highlight=tuple(cfg.highlight),
                     write_table=ctx.write_table)  # fmt: skip
-    verdict = ctx.results.read_metrics().get("verdict", {})
-    return f"{len(out)} tables; verdict: {verdict.get('headline', 'n/a')}"
+    return f"{len(out)} tables; verdict: {ctx.results.read_metrics()['verdict']['headline']}"
