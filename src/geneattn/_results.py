@@ -7,11 +7,14 @@ the file's schema metadata by pandas), so every table says how it was made.
 
 Layout (design.md, "Results directory")::
 
-    config.toml  manifest.json  metrics.json  report.html  cells.h5ad
+    config.toml  manifest.json  metrics.json  report.html  cells.h5ad  plan.json
     data/study.h5ad  data/corpus.h5ad       the study's cells; the pretraining corpus
     tokens/  corpus_tokens/                 tokenized cells (HF datasets) + vocab.json
-    models/pretrained/  models/finetuned/   HuggingFace model directories (+ models/pretrained.json)
-    attention/                              attention tables + per-token log-fold stores
+    models/pretrained/  models/finetuned/   HuggingFace model directories (+ models/pretrained.json),
+                                            with metrics.json, splits.parquet, train_log.json
+    runs/<name>/  runs/runs.json            control fine-tunes and their index
+    runs/attention/                         every run's attention on the held-out cells
+    attention/                              attention tables, params.json, per-token log-fold stores
     tables/<name>.parquet                   every other table
     figures/<name>.png|svg
 """
@@ -138,6 +141,16 @@ class Results:
         """``figures/``."""
         return self.root / "figures"
 
+    @property
+    def plan(self) -> Path:
+        """``plan.json``: the plan stage's estimate of every heavy stage."""
+        return self.root / "plan.json"
+
+    @property
+    def attention_params(self) -> Path:
+        """``attention/params.json``: how the attention tables were extracted."""
+        return self.attention / "params.json"
+
     def model(self, name: str) -> Path:
         """``models/<name>/`` (a HuggingFace model directory)."""
         return self.root / "models" / name
@@ -145,6 +158,19 @@ class Results:
     def model_record(self, name: str) -> Path:
         """``models/<name>.json``: where a model came from (a user checkpoint, the shipped one, ...)."""
         return self.root / "models" / f"{name}.json"
+
+    def model_metrics(self, name: str) -> Path:
+        """``models/<name>/metrics.json``: a fine-tuned model's test metrics."""
+        return self.model(name) / "metrics.json"
+
+    def model_splits(self, name: str) -> Path:
+        """``models/<name>/splits.parquet``: its train / validation / test split of the cells."""
+        return self.model(name) / "splits.parquet"
+
+    @staticmethod
+    def train_log(model_dir: Path) -> Path:
+        """``<model_dir>/train_log.json``: a trained model's log (its directory may lie outside)."""
+        return Path(model_dir) / "train_log.json"
 
     @property
     def runs(self) -> Path:
@@ -154,6 +180,11 @@ class Results:
     def run(self, name: str) -> Path:
         """``runs/<name>/``: one control fine-tune (a HuggingFace model directory + metrics)."""
         return self.runs / name
+
+    @property
+    def runs_json(self) -> Path:
+        """``runs/runs.json``: every control run, its kind, seed and accuracy."""
+        return self.runs / "runs.json"
 
     @property
     def runs_attention(self) -> Path:
@@ -251,9 +282,13 @@ class Results:
             raise InputError(msg)
         return value
 
+    def read_json_or_empty(self, path: Path) -> dict:
+        """`read_json`, or an empty dict when the file does not exist (yet)."""
+        return self.read_json(path) if path.is_file() else {}
+
     def read_metrics(self) -> dict:
         """``metrics.json`` (an empty dict when it does not exist yet)."""
-        return self.read_json(self.metrics) if self.metrics.is_file() else {}
+        return self.read_json_or_empty(self.metrics)
 
     def write_metrics(self, metrics: Mapping[str, object]) -> Path:
         """Write ``metrics.json`` atomically (NaN and infinities become ``null``): its only writer."""

@@ -29,6 +29,10 @@ __all__ = [
     "head_change_df",
     "top_genes_df",
     "metrics",
+    "config",
+    "stages_df",
+    "plan",
+    "skipped",
 ]
 
 #: the columns of ``attention_by_gene`` that identify a gene score (`gene_scores_df` adds the score's)
@@ -192,3 +196,46 @@ def metrics(results: ResultsLike) -> dict:
         msg = f"no metrics.json in {res.root}"
         raise MissingResult(msg)
     return res.read_json(res.metrics)
+
+
+# ------------------------------------------------------------------------------------------ run record
+# (the report's other inputs: the saved configuration, the stages as run, the plan, the skipped tables)
+def config(results: ResultsLike) -> dict:
+    """``config.toml``: the resolved configuration of the run (`MissingResult` when absent)."""
+    import tomllib
+
+    res = _results(results)
+    if not res.config.is_file():
+        msg = f"no config.toml in {res.root}"
+        raise MissingResult(msg)
+    try:
+        return tomllib.loads(res.config.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        msg = f"{res.config} is not valid TOML: {e}"
+        raise InputError(msg) from None
+
+
+def stages_df(results: ResultsLike) -> pd.DataFrame:
+    """The stages of ``manifest.json`` in run order: ``name, status, seconds, summary, hash``.
+
+    The order is the one the engine recorded (``manifest["order"]``), stages it does not list last.
+    """
+    res = _results(results)
+    manifest = res.read_json(res.manifest)
+    stages = manifest.get("stages") or {}
+    names = [n for n in manifest.get("order") or [] if n in stages]
+    names += [n for n in stages if n not in names]
+    cols = ["name", "status", "seconds", "summary", "hash"]
+    rows = [{c: stages[n].get(c) for c in cols} | {"name": n} for n in names]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def plan(results: ResultsLike) -> dict:
+    """``plan.json``: the estimated seconds of every heavy stage (an empty dict when not planned)."""
+    res = _results(results)
+    return res.read_json(res.plan) if res.plan.is_file() else {}
+
+
+def skipped(results: ResultsLike) -> dict[str, str]:
+    """Tables the stats stage did not compute, with the reason (``metrics.json["skipped"]``)."""
+    return {str(k): str(v) for k, v in (metrics(results).get("skipped") or {}).items()}

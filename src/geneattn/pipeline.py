@@ -28,7 +28,7 @@ from typing import Any
 from ._atomic import clean_tmp, write_json
 from ._settings import settings
 
-__all__ = ["Stage", "Context", "run_stages", "read_manifest", "stage_hash", "order", "MANIFEST"]
+__all__ = ["Stage", "Context", "run_stages", "read_manifest", "stage_hash", "hashes", "order", "MANIFEST"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,11 @@ def read_manifest(out: str | Path) -> dict[str, object]:
     return m
 
 
-def order(stages: Sequence[Stage]) -> list[Stage]:
-    """``stages`` in dependency order (upstream first; otherwise in the given order)."""
+def order(stages: Sequence[Stage], *, given: Sequence[str] = ()) -> list[Stage]:
+    """``stages`` in dependency order (upstream first; otherwise in the given order).
+
+    ``given`` names stages outside ``stages`` that are done already (``run_stages(given=)``).
+    """
     by_name = {s.name: s for s in stages}
     if len(by_name) != len(stages):
         msg = "stage names must be unique"
@@ -113,6 +116,8 @@ def order(stages: Sequence[Stage]) -> list[Stage]:
             msg = f"stage cycle: {' -> '.join((*path, s.name))}"
             raise ValueError(msg)
         for d in s.deps:
+            if d in given and d not in by_name:
+                continue
             if d not in by_name:
                 msg = f"stage {s.name!r} depends on unknown stage {d!r}"
                 raise ValueError(msg)
@@ -142,6 +147,7 @@ def run_stages(
     force: bool | Sequence[str] = False,
     progress: bool | None = None,
     on_done: Callable[[str, float, bool], None] | None = None,
+    given: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """Run ``stages`` in dependency order into ``out``, skipping those already done with the same hash.
 
@@ -160,6 +166,9 @@ def run_stages(
         Show a rich progress bar (default ``settings.progress``).
     on_done
         Called after every stage with ``(name, seconds, cached)``.
+    given
+        Hashes of done stages outside ``stages`` that some of them depend on (running part of a
+        study: its keys are then the same as when the whole study runs).
 
     Returns
     -------
@@ -174,15 +183,16 @@ def run_stages(
     manifest = read_manifest(out)
     manifest.update(version=MANIFEST_VERSION)
     entries: dict[str, object] = manifest["stages"]
-    ordered = order(stages)
-    hashes: dict[str, str] = {}
+    ordered = order(stages, given=tuple(given or ()))
+    manifest["order"] = _merged_order(manifest.get("order") or [], [s.name for s in ordered])
+    done: dict[str, str] = dict(given or {})
     forced = set(s.name for s in ordered) if force is True else set(force or ())
     show = settings.progress if progress is None else progress
     with _progress(show, len(ordered)) as bar:
         for stage in ordered:
-            upstream = {d: hashes[d] for d in stage.deps}
+            upstream = {d: done[d] for d in stage.deps}
             h = stage_hash(stage.name, stage.params, upstream)
-            hashes[stage.name] = h
+            done[stage.name] = h
             bar.describe(stage.name)
             if stage.name not in forced and _is_done(entries.get(stage.name), h, out, stage):
                 logger.info("%-9s cached (%s)", stage.name, entries[stage.name].get("summary") or "done")
@@ -212,9 +222,21 @@ def run_stages(
             bar.advance()
             if on_done is not None:
                 on_done(stage.name, secs, False)
-    manifest["order"] = [s.name for s in ordered]
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _merged_order(old: Sequence[str], new: Sequence[str]) -> list[str]:
+    """The run order to record: ``new`` when it covers ``old`` (a whole run), else ``old`` extended."""
+    return list(new) if set(new) >= set(old) else [*old, *(n for n in new if n not in old)]
+
+
+def hashes(stages: Sequence[Stage]) -> dict[str, str]:
+    """Every stage's hash, as `run_stages` computes it (name -> hash, in run order)."""
+    out: dict[str, str] = {}
+    for s in order(stages):
+        out[s.name] = stage_hash(s.name, s.params, {d: out[d] for d in s.deps})
+    return out
 
 
 def _entry(stage: Stage, h: str, upstream: dict[str, str], *, status: str) -> dict[str, object]:

@@ -11,11 +11,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from _synth_tables import synthetic_tables  # noqa: E402
 from geneattn import plotting as pl  # noqa: E402
 from geneattn import report  # noqa: E402
+from geneattn.study import StudyConfig  # noqa: E402
 
 EVIL = "<script>alert(1)</script>"
 CHROMIUM = "/usr/bin/chromium"
@@ -26,11 +28,14 @@ def _metrics():
         "data": {"n_cells": 1234, "n_genes": 987, "classes": {"0.1": 300, EVIL: 12},
                  "genes_per_cell": {"median": 1500.0, "min": 200.0, "max": 4000.0}},
         "classification": {"accuracy": 0.4321, "macro_f1": 0.4, "n_train": 900, "n_val": 100, "n_test": 110,
+                           "n_test_units": 4, "epochs_run": 4, "best_epoch": 3, "pooling": "cls", "split_grouped_by": "well",
+                           "accuracy_ci": [0.4, 0.45],
                            "confusion": {"labels": ["0.1", EVIL], "matrix": [[5, 1], [2, 3]]},
-                           "groups": {"accuracy": 0.8771, "confusion": {"labels": ["low", "high"], "matrix": [[5, 1], [1, 5]]}},
-                           "baselines": {"majority": {"accuracy": 0.25}, "logreg": {"accuracy": 0.5}}},
+                           "groups": {"accuracy": 0.8771, "accuracy_ci": [0.8, 0.9], "confusion": {"labels": ["low", "high"], "matrix": [[5, 1], [1, 5]]}},
+                           "baselines": {n: {"accuracy": a, "accuracy_ci": [a, a], "macro_f1": a, "groups": {"accuracy": a, "accuracy_ci": [a, a]}}
+                                         for n, a in (("majority", 0.25), ("logreg", 0.5))}},
         "attention": {"top_genes_finetuned": ["G0", EVIL, "MDM2"], "highlight_rank_finetuned": {"MDM2": 6},
-                      "highlight_rank_pretrained": {"MDM2": 40}, "n_genes_scored": 31, "highlight_mean_position": {"MDM2": 200.0},
+                      "highlight_rank_pretrained": {"MDM2": 40}, "n_genes_scored": 31, "n_bins_compared": 192, "highlight_mean_position": {"MDM2": 200.0},
                       "largest_change": {"layer": "3", "head": "1", "bin_start": 200, "bin_end": 224, "pct_change": 17.25},
                       "peak_bin_mean_abs_change": {"bin_start": 200, "mean_abs_pct_change": 9.5}},
         "agreement": {"fold": {"spearman_vs_de": 0.123, "topk_overlap_de": 3, "topk_expected": 1.1, "k": 20}},
@@ -38,6 +43,11 @@ def _metrics():
         "significance": {"heads": {"n_heads": 24, "n_significant": 11, "max_abs_pct_change": 30.0}, "calibration": {"fpr": 0.04}},
         "methods": {"metric": "auroc_planted", "values": {"attention/raw": 0.61}, "best": "de/raw", "best_value": 0.99},
         "highlight": ["MDM2"],
+        "verdict": {"learned": {"learned": True, "text": "learned"}, "task_change": {"text": "t"},
+                    "heads": {"text": "h"}, "truth": {"text": "u"}},
+        "pretraining": {}, "runs": {}, "task_attributable": {},
+        "skipped": {"heads": "no head-ablation table", "preregistered": "no control runs",
+                    "highlight_by_class": "no control runs"},
     }  # fmt: skip
 
 
@@ -51,10 +61,12 @@ def built(tmp_path_factory):
     p = out / "elsewhere.png"
     pl.method_comparison(t["methods"]).figure.savefig(p)
     figs["methods"] = p
-    tables = {"top_genes": t["top_genes"], "significance": t["significance"], "methods": t["methods"]}
-    manifest = {"stages": {"data": {"seconds": 1.5, "status": "done", "summary": EVIL, "hash": "abc"}}}
-    config = {"dataset": "nutlin-sim", "seed": 0, "label_key": EVIL, "data": f"/x/{EVIL}.h5ad"}
-    path = report.build(figs, tables, out, metrics=_metrics(), config=config, manifest=manifest)
+    tables = {"top_genes": t["top_genes"], "incremental": t["incremental"], "methods": t["methods"]}
+    stages = pd.DataFrame(
+        [{"name": "data", "seconds": 1.5, "status": "done", "summary": EVIL, "hash": "abc"}]
+    )
+    config = {**StudyConfig().to_dict(), "label_key": EVIL, "data": f"/x/{EVIL}.h5ad"}
+    path = report.build(figs, tables, out, metrics=_metrics(), config=config, stages=stages)
     plt.close("all")
     return out, path
 
@@ -89,9 +101,18 @@ def test_self_contained_and_escaped(built):
     assert order == sorted(order)
 
 
-def test_missing_metrics_render(tmp_path):
-    path = report.build({}, {}, tmp_path)
-    assert "n/a" in path.read_text()
+def test_missing_inputs_are_an_error_not_a_blank(tmp_path):
+    with pytest.raises(report.ReportInputMissing, match="preregistered.*metrics.json\\['verdict'\\]"):
+        report.build({}, {}, tmp_path, metrics={})
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_skipped_tables_say_why(built):
+    html = built[1].read_text()
+    for name, why in _metrics()["skipped"].items():
+        assert (
+            f"<code>{name}</code> table: not computed: {why}." in html and f'data-table="{name}"' not in html
+        )
 
 
 def _browser_or_skip():

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import InputError
 from .app import app
 
 logger = logging.getLogger("geneattn.cli")
@@ -30,15 +29,13 @@ def stats(
     ] = None,
     highlight: Annotated[str | None, typer.Option(help="Comma-separated genes to highlight.")] = None,
 ) -> None:
-    """Statistics of a results directory, as `geneattn run` computes them (same tables, same metrics.json).
+    """Re-run the statistics of a results directory through the engine (same tables, same metrics.json).
 
-    Settings not given are those of the directory's config.toml (defaults where it has none).
+    Settings not given are those of the directory's config.toml; the ones given are written back to it
+    and to manifest.json, so `geneattn run --config DIR/config.toml` continues from here.
     """
     from ..study import stats_of_results
 
-    if not results_dir.is_dir():
-        msg = f"results directory {results_dir} does not exist"
-        raise InputError(msg)
     hl = None if highlight is None else [h.strip() for h in highlight.split(",") if h.strip()]
     summary = stats_of_results(str(results_dir), seed=seed, top_k=top_k, n_boot=n_boot,
                                attribution_cells=attribution_cells, highlight=hl)  # fmt: skip

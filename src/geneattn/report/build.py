@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.metadata as md
 import json
 import logging
@@ -18,9 +19,17 @@ from matplotlib.figure import Figure
 
 from .. import get
 from .._atomic import write_text
-from .._results import Results
+from .._results import MissingResult, Results
 
-__all__ = ["build", "build_from_results"]
+__all__ = [
+    "build",
+    "build_from_results",
+    "check_inputs",
+    "REPORT_TABLES",
+    "REPORT_METRICS",
+    "SECTIONS",
+    "ReportInputMissing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +71,96 @@ CLASS_COLUMNS = ["gene", "class", "detection", "detection_low", "detection_high"
 _VERSIONED = ("numpy", "pandas", "scanpy", "anndata", "torch", "transformers", "datasets", "matplotlib")
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    """A table the report shows: the columns shown (those the table has) and at most ``n_rows`` rows."""
+
+    columns: tuple[str, ...]
+    n_rows: int = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A section of the page: its anchor, its heading and the tables it shows (names in `REPORT_TABLES`)."""
+
+    id: str
+    heading: str
+    tables: tuple[str, ...] = ()
+
+
+#: the report's inputs, declared once: every table the page shows, read through `geneattn.get.table`
+REPORT_TABLES: dict[str, TableSpec] = {
+    "highlight_by_class": TableSpec(tuple(CLASS_COLUMNS), 40),
+    "preregistered": TableSpec(tuple(PREREG_COLUMNS)),
+    "heads": TableSpec(tuple(HEAD_COLUMNS), 60),
+    "incremental": TableSpec(tuple(INCREMENTAL_COLUMNS), 40),
+    "methods": TableSpec(
+        (
+            "method",
+            "score_type",
+            "auroc_planted",
+            "spearman_vs_de",
+            "topk_overlap_de",
+            "seconds_per_cell",
+            "n_cells",
+        )
+    ),  # fmt: skip
+    "top_genes": TableSpec(("model", "rank", "gene", "fold_mean", "n_cells"), 40),
+}
+#: the sections of ``metrics.json`` the page reads (each must be present, possibly empty)
+REPORT_METRICS = ("verdict", "data", "pretraining", "classification", "runs", "attention", "agreement", "confounds",
+                  "task_attributable", "significance", "highlight")  # fmt: skip
+SECTIONS = (
+    Section("verdict", "Verdict"),
+    Section("data", "1. Data"),
+    Section("model", "2. Model and accuracy"),
+    Section("moved", "3. Where attention moved"),
+    Section("genes", "4. Which genes", ("highlight_by_class",)),
+    Section("de", "5. Agreement with differential expression"),
+    Section("confound", "6. The confound: genes expressed per cell"),
+    Section("task", "7. Is the change about the task?", ("preregistered",)),
+    Section("heads", "8. Heads: norm change and causal ablation", ("heads",)),
+    Section("methods", "9. Method comparison and incremental value", ("incremental", "methods", "top_genes")),
+    Section("run", "10. Run details"),
+)
+#: the stage that renders the page: it is running while the page is made, so it has no row
+SELF_STAGE = "report"
+
+
+class ReportInputMissing(MissingResult):
+    """A table or ``metrics.json`` section that the report declares is absent, and no reason is recorded."""
+
+
+def check_inputs(
+    tables: Mapping[str, pd.DataFrame | None], metrics: Mapping[str, object], skipped: Mapping[str, str]
+) -> None:
+    """Raise `ReportInputMissing` naming every declared input that is absent without a recorded reason.
+
+    A declared table that is absent (or None) must have a reason in ``skipped`` (``metrics.json["skipped"]``,
+    written by the stats stage); a declared ``metrics.json`` section must be present.
+    """
+    gone = [n for n in REPORT_TABLES if tables.get(n) is None and n not in skipped]
+    gone += [f"metrics.json[{k!r}]" for k in REPORT_METRICS if k not in metrics]
+    if gone:
+        msg = (f"the report's inputs {', '.join(gone)} are missing and metrics.json records no reason; "
+               "re-run the stats stage (`geneattn stats DIR`)")  # fmt: skip
+        raise ReportInputMissing(msg)
+
+
+def _defined(x: Any) -> Any:
+    """``x``, or `ReportInputMissing` when the page reads a key that its inputs do not hold (a bug)."""
     import jinja2
 
-    if isinstance(x, jinja2.Undefined) or x is None or (isinstance(x, float) and not math.isfinite(x)):
+    if isinstance(x, jinja2.Undefined):
+        msg = f"the report reads {x._undefined_name!r}, which its inputs do not hold"
+        raise ReportInputMissing(msg)
+    return x
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    """A number for the page; a null value (not computed, e.g. a NaN) is "n/a"."""
+    x = _defined(x)
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     if isinstance(x, bool):
         return str(x)
@@ -79,16 +174,14 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 
 def _pct(x: Any) -> str:
-    import jinja2
-
-    return "n/a" if x is None or isinstance(x, jinja2.Undefined) else f"{100 * float(x):.1f}%"
+    x = _defined(x)
+    return "n/a" if x is None else f"{100 * float(x):.1f}%"
 
 
 def _ci(x: object) -> str:
     """A ``[low, high]`` proportion interval as percentages."""
-    import jinja2
-
-    if x is None or isinstance(x, jinja2.Undefined) or len(x) != 2 or None in x:
+    x = _defined(x)
+    if x is None or len(x) != 2 or None in x:
         return "n/a"
     return f"{100 * float(x[0]):.1f}&ndash;{100 * float(x[1]):.1f}%"
 
@@ -117,14 +210,35 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _rows(df: pd.DataFrame | None, columns: list[str], n: int = 30) -> list[dict[str, object]]:
-    if df is None or df.empty:
-        return []
-    cols = [c for c in columns if c in df.columns]
+def _rows(df: pd.DataFrame, spec: TableSpec) -> list[dict[str, object]]:
+    cols = [c for c in spec.columns if c in df.columns]
     return [
         {c: _fmt(v) if not isinstance(v, str) else v for c, v in r.items()}
-        for r in df[cols].head(n).to_dict("records")
+        for r in df[cols].head(spec.n_rows).to_dict("records")
     ]
+
+
+def _table_block(df: pd.DataFrame | None, spec: TableSpec, reason: str | None) -> dict[str, object]:
+    """What the page shows for one declared table: its rows, or why there are none."""
+    if df is None:
+        return {"rows": [], "note": f"not computed: {reason}"}
+    if df.empty:
+        return {"rows": [], "note": f"not computed: {reason}" if reason else "no rows"}
+    return {"rows": _rows(df, spec), "note": None}
+
+
+def _undefined_class() -> type:
+    """Missing keys may be tested (``{% if m.x %}``) but never printed: printing one is a bug, raised."""
+    import jinja2
+
+    class _Undefined(jinja2.ChainableUndefined):
+        def __str__(self) -> str:
+            _defined(self)
+            return ""  # pragma: no cover - _defined raised
+
+        __html__ = __str__
+
+    return _Undefined
 
 
 def _env() -> Any:
@@ -134,7 +248,7 @@ def _env() -> Any:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
         autoescape=True,
-        undefined=jinja2.ChainableUndefined,
+        undefined=_undefined_class(),
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -145,52 +259,47 @@ def _env() -> Any:
     return env
 
 
-def _context(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame], *, metrics: Mapping[str, object],
-             config: Mapping[str, object], manifest: Mapping[str, object], title: str) -> dict[str, object]:  # fmt: skip
+def _stage_rows(stages: pd.DataFrame, plan: Mapping[str, object]) -> list[dict[str, object]]:
+    """The run-details rows: stages in run order, without the report stage (it is running now)."""
+    estimates = plan.get("stages") or {}
+    rows = stages[stages["name"] != SELF_STAGE].to_dict("records")
+    return [{**r, "estimate": estimates.get(r["name"])} for r in rows]
+
+
+def _context(figures: Mapping[str, Path], tables: Mapping[str, pd.DataFrame | None], *, metrics: Mapping[str, object],
+             config: Mapping[str, object], stages: pd.DataFrame, plan: Mapping[str, object],
+             title: str) -> dict[str, object]:  # fmt: skip
     """Everything the template reads."""
+    skipped = {str(k): str(v) for k, v in (metrics.get("skipped") or {}).items()}
+    check_inputs(tables, metrics, skipped)
     images = {name: {"src": _img(p), "caption": CAPTIONS.get(name, ""), "alt": name.replace("_", " ")}
               for name, p in figures.items() if p.is_file()}  # fmt: skip
-    stages = manifest.get("stages", {})
-    plan = (manifest.get("plan") or {}).get("stages", {})
-    method_cols = ["method", "score_type", "auroc_planted", "spearman_vs_de", "topk_overlap_de",
-                   "seconds_per_cell", "n_cells"]  # fmt: skip
+    stage_rows = _stage_rows(stages, plan)
     return {
         "title": title,
         "m": dict(metrics),
         "fig": images,
-        "top_rows": _rows(tables.get("top_genes"), ["model", "rank", "gene", "fold_mean", "n_cells"], n=40),
-        "head_rows": _rows(tables.get("heads"), HEAD_COLUMNS, n=60),
-        "method_rows": _rows(tables.get("methods"), method_cols),
-        "inc_rows": _rows(tables.get("incremental"), INCREMENTAL_COLUMNS, n=40),
-        "prereg_rows": _rows(tables.get("preregistered"), PREREG_COLUMNS),
-        "class_rows": _rows(tables.get("highlight_by_class"), CLASS_COLUMNS, n=40),
-        "plan": manifest.get("plan"),
+        "sections": SECTIONS,
+        "headings": {s.id: s.heading for s in SECTIONS},
+        "t": {n: _table_block(tables.get(n), spec, skipped.get(n)) for n, spec in REPORT_TABLES.items()},
+        "plan": dict(plan),
         "config": dict(config),
         "config_json": json.dumps(dict(config), indent=2, default=str),
         "versions": _versions(),
-        "stages": [
-            {
-                "name": k,
-                "seconds": v.get("seconds"),
-                "status": v.get("status"),
-                "summary": v.get("summary", ""),
-                "hash": v.get("hash"),
-                "estimate": plan.get(k),
-            }
-            for k, v in stages.items()
-        ],  # fmt: skip
-        "total_seconds": sum(float(v.get("seconds") or 0) for v in stages.values()),
+        "stages": stage_rows,
+        "total_seconds": sum(float(r.get("seconds") or 0) for r in stage_rows),
     }
 
 
 def build(
     figures: Mapping[str, Figure | Path],
-    tables: Mapping[str, pd.DataFrame],
+    tables: Mapping[str, pd.DataFrame | None],
     out_dir: str | os.PathLike[str],
     *,
-    metrics: Mapping[str, object] | None = None,
+    metrics: Mapping[str, object],
     config: Mapping[str, object] | None = None,
-    manifest: Mapping[str, object] | None = None,
+    stages: pd.DataFrame | None = None,
+    plan: Mapping[str, object] | None = None,
     title: str = "geneattn report",
 ) -> Path:
     """Save the figures (when Figures are given) and render ``out_dir/report.html``.
@@ -200,17 +309,26 @@ def build(
     figures
         name -> matplotlib Figure (saved to ``out_dir/figures/<name>.{png,svg}``) or path of a PNG.
     tables
-        name -> DataFrame (``top_genes``, ``significance``, ``methods`` are listed).
+        name -> DataFrame for every table of `REPORT_TABLES`; one that was not computed is absent
+        (or None) and ``metrics["skipped"][name]`` says why.
     out_dir
         Where ``report.html`` is written (atomically).
-    metrics, config, manifest
-        ``metrics.json``, the resolved config and ``manifest.json`` (run details, timings).
+    metrics
+        ``metrics.json`` (every section of `REPORT_METRICS`).
+    config, stages, plan
+        The resolved config, the stages as run (`geneattn.get.stages_df`) and ``plan.json``.
     title
         Page title.
 
     Returns
     -------
     The path of ``report.html``.
+
+    Raises
+    ------
+    ReportInputMissing
+        A declared table or metrics section is absent and no reason is recorded, or the page reads a
+        key that its inputs do not hold.
     """
     from .figures import save_figures
 
@@ -219,8 +337,10 @@ def build(
     paths = {k: Path(v) for k, v in figures.items() if not isinstance(v, Figure)}
     if figs:
         paths.update(save_figures(figs, out / "figures", close=False))
+    if stages is None:
+        stages = pd.DataFrame(columns=["name", "status", "seconds", "summary", "hash"])
     ctx = _context(
-        paths, tables, metrics=metrics or {}, config=config or {}, manifest=manifest or {}, title=title
+        paths, tables, metrics=metrics, config=config or {}, stages=stages, plan=plan or {}, title=title
     )
     html = _env().get_template("report.html.j2").render(**ctx)
     path = write_text(out / "report.html", html)
@@ -228,27 +348,26 @@ def build(
     return path
 
 
+def _table_or_none(results: Results, name: str) -> pd.DataFrame | None:
+    try:
+        return get.table(results, name)
+    except MissingResult:
+        return None
+
+
 def build_from_results(results: Results, *, redraw: bool) -> Path:
-    """Render ``report.html`` of a results directory, reading every result through `geneattn.get`.
+    """Render ``report.html`` of a results directory, reading every input through `geneattn.get`.
 
     ``redraw`` re-draws the figures from the tables first; otherwise the saved PNGs are used.
     """
-    import tomllib
-
     from .figures import FIGURES, make_figures, save_figures
 
-    config = tomllib.loads(results.config.read_text(encoding="utf-8")) if results.config.is_file() else {}
-    manifest = results.read_json(results.manifest) if results.manifest.is_file() else {}
+    config = get.config(results)
     if redraw:
-        figs = make_figures(
-            results, highlight=config.get("highlight", ["MDM2"]), top_k=int(config.get("top_k", 20))
-        )
+        figs = make_figures(results, highlight=config["highlight"], top_k=int(config["top_k"]))
         figures: dict[str, Figure | Path] = dict(save_figures(figs, results.figures))
     else:
         figures = {n: results.figure(n) for n in FIGURES if results.figure(n).is_file()}
-    tables = {
-        n: get.table(results, n) for n in ("top_genes", "significance", "methods") if results.has_table(n)
-    }
-    return build(
-        figures, tables, results.root, metrics=results.read_metrics(), config=config, manifest=manifest
-    )
+    tables = {n: _table_or_none(results, n) for n in REPORT_TABLES}
+    return build(figures, tables, results.root, metrics=get.metrics(results), config=config,
+                 stages=get.stages_df(results), plan=get.plan(results))  # fmt: skip

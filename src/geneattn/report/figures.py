@@ -19,8 +19,7 @@ from matplotlib.figure import Figure
 from .. import get
 from .. import plotting as pl
 from .._atomic import atomic_path
-from .._results import MissingResult, Results
-from ..stats.agreement import de_gene_score
+from .._results import OTHER, REF, MissingResult, Results
 
 __all__ = ["make_figures", "save_figures", "FIGURES"]
 
@@ -95,24 +94,16 @@ def _fig_change(t: _Tables, ctx: dict) -> Figure:
 
 def _fig_top(t: _Tables, ctx: dict) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.22 * ctx["top_k"] + 1.4), layout="constrained")
-    for ax, model in zip(axes, ("finetuned", "pretrained"), strict=True):
+    for ax, model in zip(axes, (OTHER, REF), strict=True):
         pl.top_genes(t["top_genes"], k=ctx["top_k"], model=model, highlight=ctx["highlight"], ax=ax)
     return fig
 
 
 def _fig_de(t: _Tables, ctx: dict) -> Figure:
-    res = ctx["results"]
-    scores = get.gene_scores_df(res)
-    de = t["de"]
-    de = de[de["method"] == "wilcoxon"] if "method" in de and (de["method"] == "wilcoxon").any() else de
-    de_s = de_gene_score(de)
-    df = scores.assign(de_score=scores["gene"].map(de_s))
-    adata = res.read_cells()
-    if "planted" in adata.var:
-        df["planted"] = df["gene"].map(adata.var["planted"].astype(bool)).fillna(False).astype(bool)
-    top = scores["gene"].head(ctx["top_k"]).tolist()
+    df = t["de_vs_attention"]  # gene, attention, rank, de_score (+ planted): the stats stage's table
+    top = df["gene"].head(ctx["top_k"]).tolist()
     fig, axes = plt.subplots(1, 2, figsize=(10, max(4.2, 0.2 * len(top) + 1.4)), layout="constrained")
-    pl.expression_by_class(get.expression_by_class_df(adata, top), genes=top, ax=axes[0])
+    pl.expression_by_class(t["expression_by_class"], genes=top, ax=axes[0])
     pl.de_vs_attention(df, highlight=ctx["highlight"], ax=axes[1])
     return fig
 
@@ -174,7 +165,7 @@ def make_figures(
     """
     res = results if isinstance(results, Results) else Results(results)
     t = _Tables(res)
-    ctx = {"results": res, "highlight": list(highlight), "top_k": top_k, "metrics": res.read_metrics()}
+    ctx = {"results": res, "highlight": list(highlight), "top_k": top_k, "metrics": get.metrics(res)}
     figs: dict[str, Figure] = {}
     for name, maker in _MAKERS.items():
         try:

@@ -100,6 +100,7 @@ def _attention(
             best = num.loc[num["pct_change"].abs().idxmax()]
             out["largest_change"] = {"layer": str(best["layer"]), "head": str(best["head"]), "bin_start": int(best["bin_start"]),
                                      "bin_end": int(best["bin_end"]), "pct_change": _f(best["pct_change"])}  # fmt: skip
+            out["n_bins_compared"] = len(num[["layer", "head", "bin_start"]].drop_duplicates())
             prof = num.groupby("bin_start")["pct_change"].apply(lambda v: v.abs().mean())
             out["peak_bin_mean_abs_change"] = {
                 "bin_start": int(prof.idxmax()),

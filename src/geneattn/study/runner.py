@@ -14,11 +14,24 @@ from .._atomic import write_text
 from .._lock import results_lock
 from .._results import Results
 from ..errors import InputError
-from ..pipeline import Context, Stage, order, read_manifest, run_stages
+from ..pipeline import MANIFEST_VERSION, Context, Stage, hashes, order, read_manifest, run_stages
 from ._stage import STAGES, StageContext, StageSpec, key_params
-from .config import StudyConfig, dump_toml
+from .config import StudyConfig, dump_toml, load_toml, merge
 
-__all__ = ["run_study", "stages", "rebuild_report"]
+__all__ = [
+    "run_study",
+    "stages",
+    "rebuild_report",
+    "run_part",
+    "stats_of_results",
+    "STATS_PART",
+    "REPORT_PART",
+]
+
+#: what `geneattn stats` runs (always), and the stage its options may re-key besides (run when they do)
+STATS_PART, _STATS_MAY_RERUN = ("attribution", "stats"), ("ablation",)
+#: what `geneattn report` runs
+REPORT_PART = ("figures", "report")
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +139,9 @@ class _Eta:
     def load(self) -> None:
         from .plan import format_plan
 
-        p = self.res.root / "plan.json"
-        if not p.is_file():
+        if not self.res.plan.is_file():
             return
-        self.plan = self.res.read_json(p)
+        self.plan = self.res.read_json(self.res.plan)
         logger.info("%s", format_plan(self.plan))
         manifest = self.res.read_json(self.res.manifest)
         manifest["plan"] = self.plan
@@ -166,10 +178,7 @@ def _run_locked(cfg: StudyConfig, res: Results, *, created: bool, force: bool, p
             shutil.rmtree(res.root, ignore_errors=True)
         raise
     all_stages = _pin_torch_threads(all_stages)
-    header = (
-        f"geneattn {__version__} resolved study configuration\nreproduce: geneattn run --config {res.config}"
-    )
-    write_text(res.config, dump_toml(cfg.to_dict(), header=header))
+    _write_config(res, cfg)
     first = _ancestors(all_stages, "plan")  # the plan within the first minute, before the heavy stages
     run_stages(
         first, res.root, ctx=ctx, force=[s.name for s in first[1:]] if force else False, progress=progress
@@ -182,14 +191,81 @@ def _run_locked(cfg: StudyConfig, res: Results, *, created: bool, force: bool, p
     return manifest
 
 
-def rebuild_report(results_dir: str) -> str:
-    """`geneattn report`: figures and ``report.html`` from an existing results directory."""
-    from ..report import build_from_results
+def _write_config(res: Results, cfg: StudyConfig) -> None:
+    """``config.toml``: the resolved configuration (``geneattn run --config`` reproduces the run)."""
+    header = (
+        f"geneattn {__version__} resolved study configuration\nreproduce: geneattn run --config {res.config}"
+    )
+    write_text(res.config, dump_toml(cfg.to_dict(), header=header))
 
-    res = Results(results_dir)
-    if not res.manifest.is_file() and not res.metrics.is_file():
-        msg = f"{res.root} is not a geneattn results directory (no manifest.json or metrics.json)"
+
+def _check_results_dir(res: Results) -> None:
+    """`InputError` unless ``res`` is a geneattn results directory (before anything is written there)."""
+    if not res.root.is_dir():
+        msg = f"results directory {res.root} does not exist"
         raise InputError(msg)
-    read_manifest(res.root)
-    res.read_metrics()  # a truncated metrics.json is one clear error
-    return str(build_from_results(res, redraw=True))
+    if not res.manifest.is_file() or not res.config.is_file():
+        msg = f"{res.root} is not a geneattn results directory (no manifest.json or config.toml); run `geneattn run` first"
+        raise InputError(msg)
+    manifest = res.read_json(res.manifest)
+    if manifest.get("version") != MANIFEST_VERSION or not isinstance(manifest.get("stages"), dict):
+        msg = f"{res.manifest} is not a geneattn manifest (another tool's folder?); nothing was changed"
+        raise InputError(msg)
+
+
+def _is_done(manifest: dict, name: str, key: str) -> bool:
+    entry = manifest["stages"].get(name) or {}
+    return entry.get("status") == "done" and entry.get("hash") == key
+
+
+def run_part(
+    results_dir: str, part: tuple[str, ...], overrides: dict[str, object], *, may_rerun: tuple[str, ...] = ()
+) -> dict:
+    """Run the stages ``part`` of an existing results directory through the engine; returns the manifest.
+
+    The saved ``config.toml`` with ``overrides`` (None: not given) is the configuration; it is written
+    back, and the stages are keyed exactly as in `run_study`, so a later ``geneattn run --config
+    DIR/config.toml`` finds them done. Every stage they depend on must be done for this configuration
+    (``may_rerun`` stages are re-run when an override re-keys them); otherwise nothing is written and
+    the `InputError` names the stages that ``geneattn run`` must redo. Holds the results lock.
+    """
+    res = Results(results_dir)
+    _check_results_dir(res)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg = merge(load_toml(res.config), {**given, "out": str(res.root)}).resolved()
+    with results_lock(res.root, command=f"geneattn {part[-1]}"):
+        manifest, all_stages = read_manifest(res.root), stages(cfg)
+        keys = hashes(all_stages)
+        need = _ancestors(all_stages, part[-1])
+        run = [
+            s
+            for s in need
+            if s.name in part or (s.name in may_rerun and not _is_done(manifest, s.name, keys[s.name]))
+        ]
+        stale = [s.name for s in need if s not in run and not _is_done(manifest, s.name, keys[s.name])]
+        if stale:
+            opts = " ".join(f"--{k.replace('_', '-')}" for k in sorted(given))
+            msg = (f"stage(s) {', '.join(stale)} of {res.root} are not done for these settings; run "
+                   f"`geneattn run --config {res.config}{' ' + opts if opts else ''}` instead")  # fmt: skip
+            raise InputError(msg)
+        _write_config(res, cfg)
+        names = {s.name for s in run}
+        upstream = {d: keys[d] for s in run for d in s.deps if d not in names}
+        return run_stages(_pin_torch_threads(run), res.root, ctx=Context(res.root, cfg), force=list(part),
+                          given=upstream)  # fmt: skip
+
+
+def stats_of_results(results_dir: str, **overrides: object) -> str:
+    """`geneattn stats`: re-run the study's statistics of a results directory through the engine.
+
+    ``overrides`` (``n_boot=10``, ...; None: not given) change the saved configuration, which is
+    written back to ``config.toml``. Returns the stats stage's summary.
+    """
+    manifest = run_part(results_dir, STATS_PART, dict(overrides), may_rerun=_STATS_MAY_RERUN)
+    return str(manifest["stages"]["stats"].get("summary") or "")
+
+
+def rebuild_report(results_dir: str) -> str:
+    """`geneattn report`: figures and ``report.html`` of an existing results directory (through the engine)."""
+    run_part(results_dir, REPORT_PART, {})
+    return str(Results(results_dir).report)

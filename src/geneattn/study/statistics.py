@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from .. import get
 from .._keys import LABEL, REPLICATE, WELL
 from .._results import OTHER, REF, Results
 from ..attention import AttentionResult, gene_attention
@@ -35,7 +36,7 @@ from .inputs import StudyInputs, load_inputs
 from .methods import de_score, gene_baselines, incremental_tables, methods_table
 from .metrics import compute_metrics
 
-__all__ = ["run_stats", "agreement_table", "significance_tables", "STATS_READS"]
+__all__ = ["run_stats", "agreement_table", "significance_tables", "gene_tables", "STATS_READS"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +181,43 @@ def _annotate_cells(inp: StudyInputs) -> None:
     res.write_h5ad(res.cells, inp.adata)
 
 
+def gene_tables(inp: StudyInputs, de: pd.DataFrame, *, top_k: int) -> dict[str, pd.DataFrame]:
+    """The DE-vs-attention table (one row per gene) and the expression of the top genes by class.
+
+    ``de_vs_attention``: ``gene, attention, rank, de_score`` (+ ``planted`` on simulated data), the
+    fine-tuned model's gene score beside the DE score of the report's scatter; ``expression_by_class``:
+    ``gene, label, mean_expr`` of its ``top_k`` genes.
+    """
+    if "attention_by_gene" not in inp.tables:
+        return {}
+    scores = get.gene_scores_of(inp.tables["attention_by_gene"], model=OTHER)
+    df = scores.assign(de_score=scores["gene"].map(de_score(de)))
+    if inp.planted is not None:
+        df["planted"] = df["gene"].map(inp.planted.astype(bool)).fillna(False).astype(bool)
+    top = scores["gene"].head(top_k).tolist()
+    return {"de_vs_attention": df, "expression_by_class": get.expression_by_class_df(inp.adata, top)}
+
+
+#: why a table of the report has no rows, when the stats stage knows (``metrics.json["skipped"]``)
+_EMPTY_REASONS = {
+    "highlight_by_class": "no control runs, or no highlighted gene in the model's vocabulary",
+    "heads": "no head-ablation table",
+    "incremental": "no planted genes (simulated data only) or too few genes",
+}
+
+
+def _skipped(out: dict[str, pd.DataFrame], null_summary: dict) -> dict[str, str]:
+    """Tables not computed or empty, with the reason: the report says so instead of dropping them."""
+    null_reason = (null_summary.get(task.NULL_KEY) or {}).get("skipped")
+    reasons = {"preregistered": null_reason} if null_reason and "preregistered" not in out else {}
+    for name, df in out.items():
+        if df is None or df.empty:
+            from_null = name == "preregistered" or name.startswith("task_") or name == "highlight_by_class"
+            why = null_reason if from_null and null_reason else _EMPTY_REASONS.get(name)
+            reasons[name] = why or "the stats stage found no rows"
+    return reasons
+
+
 def _learned(res: Results) -> bool:
     """Whether the study's classifier beat the majority class (interval over test wells)."""
     clf = (
@@ -223,11 +261,13 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     )
     out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed)
     out["heads"] = _head_table(results, out["significance"], null_tables.get("task_heads"))
+    out.update(gene_tables(inp, de, top_k=top_k))
     for name, df in out.items():
         write_table(name, df)
     _annotate_cells(inp)
     metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight, top_k=top_k,
                               timings=timings, task=null_summary, ensemble=task.ensemble_summary(results))  # fmt: skip
+    metrics["skipped"] = _skipped(out, null_summary)
     results.write_metrics({**metrics, **{k: v for k, v in results.read_metrics().items() if k == "timings"}})
     return out
 
@@ -239,5 +279,4 @@ def stats(ctx: StageContext) -> str:
     cfg = ctx.config
     out = run_stats(ctx.results, seed=cfg.seed, top_k=cfg.top_k, n_boot=cfg.n_boot, highlight=tuple(cfg.highlight),
                     write_table=ctx.write_table)  # fmt: skip
-    verdict = ctx.results.read_metrics().get("verdict", {})
-    return f"{len(out)} tables; verdict: {verdict.get('headline', 'n/a')}"
+    return f"{len(out)} tables; verdict: {ctx.results.read_metrics()['verdict']['headline']}"
