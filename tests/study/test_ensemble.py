@@ -21,7 +21,9 @@ def test_score_predictions_matches_a_naive_count():
     pred = [CLASSES[i] for i in logits.argmax(1)]
     grp = {c: g for g, cs in GROUPS.items() for c in cs}
     assert got["accuracy"] == pytest.approx(np.mean([p == t for p, t in zip(pred, y, strict=True)]))
-    assert got["group_accuracy"] == pytest.approx(np.mean([grp[p] == grp[t] for p, t in zip(pred, y, strict=True)]))
+    assert got["group_accuracy"] == pytest.approx(
+        np.mean([grp[p] == grp[t] for p, t in zip(pred, y, strict=True)])
+    )
     for g, members in GROUPS.items():  # within a group: argmax over that group's classes only
         hits = []
         for row, t in zip(logits, y, strict=True):
@@ -67,8 +69,11 @@ def test_failed_runs_and_summary_leave_them_out():
     bad = failed_runs(metrics, kinds)
     assert bad == ["seed1", "seed2"]  # null runs are never "failed": they should not learn
     scores = pd.DataFrame(
-        [(r, kinds[r], "accuracy", a) for r, a in [("finetuned", 0.6), ("seed1", 0.3), ("seed2", 0.3), ("permuted1", 0.25)]],
-        columns=["run", "kind", "metric", "value"],
+        [
+            (r, kinds[r], a)
+            for r, a in [("finetuned", 0.6), ("seed1", 0.3), ("seed2", 0.3), ("permuted1", 0.25)]
+        ],
+        columns=["run", "kind", "accuracy"],
     )
     s = summarise(scores, logreg={"accuracy": 0.5}, failed=bad)
     assert s["real"]["accuracy"]["n_runs"] == 1 and s["real"]["accuracy"]["mean"] == pytest.approx(0.6)

@@ -46,7 +46,9 @@ def test_contrast_values_match_a_naive_loop(var):
     assert got == pytest.approx(want)
     assert v[(v.contrast == "gene MDM2") & (v.run == "r2")]["value"].item() == pytest.approx(g["MDM2"])
     heads = d[(d.family == "heads") & (d.run == "r2")]["value"].mean()
-    assert v[(v.contrast == "mean head-norm change") & (v.run == "r2")]["value"].item() == pytest.approx(heads)
+    assert v[(v.contrast == "mean head-norm change") & (v.run == "r2")]["value"].item() == pytest.approx(
+        heads
+    )
     margins = v.groupby("contrast")["margin"].first()
     assert margins.to_dict() == {c: task.MARGINS.get(c, task.MARGINS["gene"]) for c in margins.index}
 
@@ -68,7 +70,9 @@ def _metrics(decisions: dict[str, str], null_group_acc=(0.52, 0.47)) -> dict:
            for n, d in decisions.items()}  # fmt: skip
     fam = {"genes": {"n_tests": 100, "n_significant": 0, "n_significant_ungated": 0, "mde": 0.8, "n_runs_real": 4,
                      "n_runs_permuted": 4}}  # fmt: skip
-    runs = {f"permuted{i}": {"kind": "permuted", "group_accuracy": a} for i, a in enumerate(null_group_acc, 1)}
+    runs = {
+        f"permuted{i}": {"kind": "permuted", "group_accuracy": a} for i, a in enumerate(null_group_acc, 1)
+    }
     return {"classification": {"flags": {"learned": True}},
             "task_attributable": {"permuted_label_runs": {"families": fam, "preregistered": pre}},
             "ensemble": {"runs": runs}}  # fmt: skip

@@ -54,17 +54,9 @@ HEAD_COLUMNS = ["ablation", "accuracy", "d_accuracy", "d_accuracy_low", "d_accur
                 "d_loglik_high", "norm_pct_change", "task_norm_effect", "task_pval_adj"]  # fmt: skip
 INCREMENTAL_COLUMNS = ["method", "uses_labels", "n_genes", "auroc", "stratified_auroc", "auroc_covariates", "auroc_full",
                        "delta_auroc", "delta_lo", "delta_hi", "lr_chi2", "lr_pvalue"]  # fmt: skip
-PREREG_COLUMNS = [
-    "contrast",
-    "n_real",
-    "n_permuted",
-    "mean_real",
-    "mean_permuted",
-    "effect",
-    "ci_low",
-    "ci_high",
-    "pval_adj",
-]
+PREREG_COLUMNS = ["contrast", "n_real", "n_permuted", "mean_real", "mean_permuted", "effect", "ci_low", "ci_high",
+                  "pval_adj", "margin", "eq_low", "eq_high", "mde", "decision"]  # fmt: skip
+RUN_COLUMNS = ["run", "kind", "accuracy", "group_accuracy", "within_low_accuracy", "within_high_accuracy"]
 CLASS_COLUMNS = ["gene", "class", "detection", "detection_low", "detection_high", "median_position", "position_low",
                  "position_high", "pretrained_rank", "finetuned_rank_min", "finetuned_rank_max", "permuted_rank_min",
                  "permuted_rank_max"]  # fmt: skip
@@ -92,6 +84,7 @@ class Section:
 REPORT_TABLES: dict[str, TableSpec] = {
     "highlight_by_class": TableSpec(tuple(CLASS_COLUMNS), 40),
     "preregistered": TableSpec(tuple(PREREG_COLUMNS)),
+    "run_scores": TableSpec(tuple(RUN_COLUMNS), 40),
     "heads": TableSpec(tuple(HEAD_COLUMNS), 60),
     "incremental": TableSpec(tuple(INCREMENTAL_COLUMNS), 40),
     "methods": TableSpec(
@@ -108,12 +101,12 @@ REPORT_TABLES: dict[str, TableSpec] = {
     "top_genes": TableSpec(("model", "rank", "gene", "fold_mean", "n_cells"), 40),
 }
 #: the sections of ``metrics.json`` the page reads (each must be present, possibly empty)
-REPORT_METRICS = ("verdict", "data", "pretraining", "classification", "runs", "attention", "agreement", "confounds",
-                  "task_attributable", "significance", "highlight")  # fmt: skip
+REPORT_METRICS = ("verdict", "data", "pretraining", "classification", "runs", "ensemble", "attention", "agreement",
+                  "confounds", "task_attributable", "significance", "highlight")  # fmt: skip
 SECTIONS = (
     Section("verdict", "Verdict"),
     Section("data", "1. Data"),
-    Section("model", "2. Model and accuracy"),
+    Section("model", "2. Model and accuracy", ("run_scores",)),
     Section("moved", "3. Where attention moved"),
     Section("genes", "4. Which genes", ("highlight_by_class",)),
     Section("de", "5. Agreement with differential expression"),

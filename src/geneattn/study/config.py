@@ -207,8 +207,8 @@ class StudyConfig:
     rank_bin: int = 25
     n_boot: int = 200
     attribution_cells: int = 200
-    n_seed_runs: int = 2
-    n_permuted_runs: int = 2
+    n_seed_runs: int = 4
+    n_permuted_runs: int = 4
     permute_labels: bool = False
     ablation_top_k: int = 3
     quick: bool = False

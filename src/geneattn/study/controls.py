@@ -121,7 +121,7 @@ def controls(ctx: StageContext) -> str:
     ctx.write_table("run_deltas", deltas, n_held_out_cells=stores[REF].n_cells)
     metrics[OTHER] = res.read_json(res.model(OTHER) / "metrics.json")
     failed = failed_runs(metrics, runs)
-    true = scores.pivot(index="run", columns="metric", values="value")
+    true = scores.set_index("run").drop(columns="kind")
     summary = {
         n: {"kind": k, "accuracy": metrics[n].get("accuracy"), "failed": n in failed,
             "best_epoch": metrics[n].get("best_epoch"),

@@ -58,7 +58,7 @@ def score_runs(
     groups: Mapping[str, Sequence[str]] | None,
     batch_size: int = 32,
 ) -> pd.DataFrame:
-    """Long table ``run, kind, metric, value`` of every run's accuracy against the true test labels.
+    """Table ``run, kind, accuracy[, group_accuracy, within_<group>_accuracy ...]`` against the true test labels.
 
     Parameters
     ----------
@@ -83,8 +83,8 @@ def score_runs(
         clf = load(path, task="classifier")
         classes = [str(clf.config.id2label[i]) for i in range(clf.config.num_labels)]
         scores = score_predictions(predict(clf, ids, batch_size=batch_size), classes, y_true, groups)
-        rows += [(name, kinds[name], k, v) for k, v in scores.items()]
-    return pd.DataFrame(rows, columns=["run", "kind", "metric", "value"])
+        rows.append({"run": name, "kind": kinds[name], **scores})
+    return pd.DataFrame(rows)
 
 
 def run_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float | int]:
@@ -119,6 +119,7 @@ def summarise(scores: pd.DataFrame, *, logreg: Mapping[str, float] | None = None
               failed: Sequence[str] = ()) -> dict[str, object]:  # fmt: skip
     """``metrics["ensemble"]``: per kind and metric, the runs' mean with a run-level interval.
 
+    ``scores``: `score_runs`' table (one row per run).
     ``logreg``: the logistic regression's accuracy on the same split, per metric (``accuracy``,
     ``group_accuracy``): the real runs' paired difference to it is reported with its interval.
     Failed runs are left out of the real-label summaries and listed.

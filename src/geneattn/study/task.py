@@ -22,8 +22,15 @@ from .._results import OTHER, REF, Results
 from ..attention.store import TokenStore
 from ..stats import nulls
 
-__all__ = ["FAMILIES", "family_tables", "contrast_values", "null_summary", "NULL_KEY", "without_failed",
-           "ensemble_summary"]
+__all__ = [
+    "FAMILIES",
+    "family_tables",
+    "contrast_values",
+    "null_summary",
+    "NULL_KEY",
+    "without_failed",
+    "ensemble_summary",
+]
 
 FAMILIES = ("genes", "heads", "rank_bins")
 #: the key under which metrics.json files the counts: it names the null
@@ -57,7 +64,9 @@ MARGINS = {
 }
 
 
-def contrast_values(deltas: pd.DataFrame, *, highlight: tuple[str, ...], var: pd.DataFrame | None) -> pd.DataFrame:
+def contrast_values(
+    deltas: pd.DataFrame, *, highlight: tuple[str, ...], var: pd.DataFrame | None
+) -> pd.DataFrame:
     """The pre-registered contrasts, one value per run: long table ``contrast, run, kind, value, margin``.
 
     Each planted programme against its expression-matched decoys (simulated data:
@@ -77,7 +86,9 @@ def contrast_values(deltas: pd.DataFrame, *, highlight: tuple[str, ...], var: pd
     parts = [set_contrast_values(genes, sets)] if sets else []
     if len(fam["heads"]):
         heads = fam["heads"]
-        parts.append(set_contrast_values(heads, {"mean head-norm change": (heads["unit"].unique().tolist(), [])}))
+        parts.append(
+            set_contrast_values(heads, {"mean head-norm change": (heads["unit"].unique().tolist(), [])})
+        )
     if (fam["rank_bins"]["unit"] == "0-0").any():
         parts.append(set_contrast_values(fam["rank_bins"], {"position 0 (<cls>)": (["0-0"], [])}))
     if not parts:
