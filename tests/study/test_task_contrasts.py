@@ -87,3 +87,21 @@ def test_verdict_wording_follows_the_decisions():
     assert v["decision"] == "no change"
     v = verdict(_metrics({"a": "discovery", "b": "undetermined"}, null_group_acc=(0.95, 0.5)))["task_change"]
     assert v["decision"] == "discovery" and "carries label information" in v["text"]
+
+
+def test_power_table_agrees_with_simulated_t_tests(var):
+    """The analytic power at the margin matches a brute-force simulation of the pooled t at alpha / n."""
+    from scipy import stats
+
+    v = task.contrast_values(_deltas(var, n=4), highlight=("MDM2",), var=var)
+    p = task.power_table(v).set_index("contrast")
+    n = v["contrast"].nunique()
+    row = p.loc["position 0 (<cls>)"]
+    rng = np.random.default_rng(0)
+    k, sd, margin = 4, row["sd"], row["margin"]
+    a = rng.normal(margin, sd, size=(4000, k))
+    b = rng.normal(0, sd, size=(4000, k))
+    sim = (stats.ttest_ind(a, b, axis=1).pvalue < 0.05 / n).mean()
+    assert row["power_k4"] == pytest.approx(sim, abs=0.03)
+    assert (np.diff(p.filter(like="power_k").to_numpy(), axis=1) >= -1e-12).all()  # more runs, more power
+    assert (np.diff(p.filter(like="mde_k").to_numpy(), axis=1) <= 1e-12).all()

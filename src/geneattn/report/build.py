@@ -85,6 +85,7 @@ REPORT_TABLES: dict[str, TableSpec] = {
     "highlight_by_class": TableSpec(tuple(CLASS_COLUMNS), 40),
     "preregistered": TableSpec(tuple(PREREG_COLUMNS)),
     "run_scores": TableSpec(tuple(RUN_COLUMNS), 40),
+    "power": TableSpec(("contrast", "sd", "margin", *(f"power_k{k}" for k in (2, 3, 4, 6, 8, 10, 15, 20)))),
     "heads": TableSpec(tuple(HEAD_COLUMNS), 60),
     "incremental": TableSpec(tuple(INCREMENTAL_COLUMNS), 40),
     "methods": TableSpec(
@@ -111,7 +112,7 @@ SECTIONS = (
     Section("genes", "4. Which genes", ("highlight_by_class",)),
     Section("de", "5. Agreement with differential expression"),
     Section("confound", "6. The confound: genes expressed per cell"),
-    Section("task", "7. Is the change about the task?", ("preregistered",)),
+    Section("task", "7. Is the change about the task?", ("preregistered", "power")),
     Section("heads", "8. Heads: norm change and causal ablation", ("heads",)),
     Section("methods", "9. Method comparison and incremental value", ("incremental", "methods", "top_genes")),
     Section("run", "10. Run details"),

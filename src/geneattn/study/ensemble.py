@@ -124,12 +124,9 @@ def summarise(scores: pd.DataFrame, *, logreg: Mapping[str, float] | None = None
     ``group_accuracy``): the real runs' paired difference to it is reported with its interval.
     Failed runs are left out of the real-label summaries and listed.
     """
-    out: dict[str, object] = {"unit": "training run", "failed_runs": list(failed), "runs": {}}
-    for run, g in scores.groupby("run", sort=False):
-        out["runs"][str(run)] = {
-            "kind": str(g["kind"].iloc[0]),
-            **dict(zip(g["metric"], g["value"], strict=True)),
-        }
+    runs = {str(r.pop("run")): {k: v for k, v in r.items() if pd.notna(v)} for r in scores.to_dict("records")}
+    out: dict[str, object] = {"unit": "training run", "failed_runs": list(failed), "runs": runs}
+    scores = scores.melt(id_vars=["run", "kind"], var_name="metric", value_name="value").dropna(subset=["value"])
     for kind in ("real", "permuted"):
         sub = scores[(scores["kind"] == kind) & ~scores["run"].isin(failed)]
         out[kind] = {m: run_interval(g["value"].tolist()) for m, g in sub.groupby("metric", sort=False)}

@@ -128,7 +128,8 @@ def _run_null(
     margins = dict(zip(values["contrast"], values["margin"], strict=True))
     prereg = set_contrasts(values.drop(columns="margin"), margins=margins) if len(values) else pd.DataFrame()
     out = {f"task_{f}": t.reset_index().assign(family=f) for f, t in tables.items()}
-    out["preregistered"] = prereg.reset_index() if len(prereg) else pd.DataFrame()
+    out["preregistered"] = prereg.reset_index(names="contrast") if len(prereg) else pd.DataFrame()
+    out["power"] = task.power_table(values) if len(values) else pd.DataFrame()
     return out, task.null_summary(tables, prereg if len(prereg) else None, learned=learned)
 
 
@@ -212,7 +213,7 @@ def _skipped(out: dict[str, pd.DataFrame], null_summary: dict) -> dict[str, str]
     reasons = {"preregistered": null_reason} if null_reason and "preregistered" not in out else {}
     for name, df in out.items():
         if df is None or df.empty:
-            from_null = name == "preregistered" or name.startswith("task_") or name == "highlight_by_class"
+            from_null = name in ("preregistered", "power", "highlight_by_class") or name.startswith("task_")
             why = null_reason if from_null and null_reason else _EMPTY_REASONS.get(name)
             reasons[name] = why or "the stats stage found no rows"
     return reasons

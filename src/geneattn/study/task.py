@@ -16,6 +16,7 @@ discovery. The ungated counts are kept beside the gated ones.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .._results import OTHER, REF, Results
@@ -96,6 +97,41 @@ def contrast_values(
     out = pd.concat(parts, ignore_index=True)
     out["margin"] = [MARGINS.get(c, MARGINS["gene"]) for c in out["contrast"]]
     return out
+
+
+#: runs per arm of the power table: what more (or fewer) runs would buy
+POWER_KS = (2, 3, 4, 6, 8, 10, 15, 20)
+
+
+def power_table(values: pd.DataFrame, *, alpha: float = 0.05, ks: tuple[int, ...] = POWER_KS) -> pd.DataFrame:
+    """Power of each pre-registered contrast to detect an effect of its margin, by runs per arm.
+
+    The between-run SD of each contrast is pooled over this study's runs (within kind); the test is
+    the primary analysis' pooled two-sample t at the Holm level of its first step (``alpha / n``
+    contrasts), so the power is a lower bound. This is the power calculation behind the default
+    number of runs. One row per contrast: ``contrast, sd, margin``, then ``power_k<k>`` (power at
+    the margin with ``k`` runs per arm) and ``mde_k<k>`` (the effect detected with 80% power).
+    """
+    from ..stats.power import mde, t_power
+
+    rows, n = [], values["contrast"].nunique()
+    for name, g in values.groupby("contrast", sort=False):
+        real = g["kind"] == "real"
+        a, b = (g.loc[m, "value"].dropna().to_numpy(dtype=float) for m in (real, ~real))
+        if min(len(a), len(b)) < 2:
+            continue
+        sd = float(
+            np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
+        )
+        margin = float(g["margin"].iloc[0])
+        row = {"contrast": name, "sd": sd, "margin": margin}
+        for k in ks:
+            se, df = sd * np.sqrt(2 / k), 2 * k - 2
+            row[f"power_k{k}"] = t_power(margin, se, df, alpha=alpha / n) if se > 0 else 1.0
+        for k in ks:
+            row[f"mde_k{k}"] = mde(sd, sd, k, k, alpha=alpha, n_tests=n, df=2 * k - 2)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def null_summary(tables: dict[str, pd.DataFrame], prereg: pd.DataFrame | None, *, learned: bool) -> dict:
