@@ -23,6 +23,7 @@ import pandas as pd
 from .._keys import LABEL, REPLICATE, WELL
 from .._results import OTHER, REF, Results
 from ..attention import AttentionResult, gene_attention
+from ..errors import InputError, one_line
 from ..stats import agreement as ag
 from ..stats import between_class as bc
 from ..stats import nulls
@@ -199,36 +200,52 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     ``metrics.json``.
     """
     inp, de, timings, out = load_inputs(results), results.read_table("de"), {}, {}
+    skipped: dict[str, str] = {}
 
-    def timed(name: str, fn: Callable, *a: object, **kw: object) -> object:
+    def timed(name: str, fn: Callable, *a: object, fallback: object = None, **kw: object) -> object:
+        """Run one step; a step that cannot be computed on these data is skipped with its reason."""
         t = time.perf_counter()
-        value = fn(*a, **kw)
+        try:
+            value = fn(*a, **kw)
+        except InputError as e:
+            skipped[name] = one_line(e)
+            logger.warning("stats: %s skipped: %s", name, skipped[name])
+            value = fallback
         timings[name] = round(time.perf_counter() - t, 3)
         logger.info("stats: %s done in %.1fs", name, timings[name])
         return value
 
-    out["agreement"] = timed("agreement", agreement_table, inp, de, k=top_k, markers=highlight)
+    empty = pd.DataFrame()
+    out["agreement"] = timed(
+        "agreement", agreement_table, inp, de, k=top_k, markers=highlight, fallback=empty
+    )
     out["confounds"] = timed("confounds", confounds_table, inp.stores, gene_map=inp.gene_map, de_score=de_score(de),
-                             planted=inp.planted, k=top_k, seed=seed,
+                             planted=inp.planted, k=top_k, seed=seed, fallback=empty,
                              precomputed={m: inp.gene_scores(m) for m in inp.stores})  # fmt: skip
     out["significance"], out["change_ci"], calib = timed(
-        "significance", significance_tables, inp, seed=seed, n_boot=n_boot
-    )
-    null_tables, null_summary = timed(
-        "run_null", _run_null, inp, highlight=highlight, learned=_learned(results)
-    )
+        "significance", significance_tables, inp, seed=seed, n_boot=n_boot,
+        fallback=(pd.DataFrame(columns=sg.SIGNIFICANCE_COLUMNS), empty, {}),
+    )  # fmt: skip
+    null_tables, null_summary = timed("run_null", _run_null, inp, highlight=highlight, learned=_learned(results),
+                                      fallback=({}, {}))  # fmt: skip
+    if "run_null" in skipped:
+        null_summary = {task.NULL_KEY: {"skipped": skipped["run_null"]}}
     out.update(null_tables)
-    out["methods"] = timed("methods", methods_table, inp, de, k=top_k)
-    out["incremental"], out["recovery"] = timed(
-        "incremental", incremental_tables, inp, de, n_boot=n_boot, seed=seed
+    out["methods"] = timed("methods", methods_table, inp, de, k=top_k, fallback=empty)
+    out["incremental"], out["recovery"], skipped_methods = timed(
+        "incremental", incremental_tables, inp, de, n_boot=n_boot, seed=seed, fallback=(empty, empty, {})
     )
-    out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed)
-    out["heads"] = _head_table(results, out["significance"], null_tables.get("task_heads"))
+    skipped.update(skipped_methods)
+    out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed,
+                                      fallback=empty)  # fmt: skip
+    out["heads"] = timed("heads", _head_table, results, out["significance"], null_tables.get("task_heads"),
+                         fallback=empty)  # fmt: skip
     for name, df in out.items():
         write_table(name, df)
     _annotate_cells(inp)
     metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight, top_k=top_k,
                               timings=timings, task=null_summary)  # fmt: skip
+    metrics["skipped"] = skipped
     results.write_metrics({**metrics, **{k: v for k, v in results.read_metrics().items() if k == "timings"}})
     return out
 
