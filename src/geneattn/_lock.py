@@ -131,7 +131,7 @@ def _open_lock(path: Path) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as e:
-        if os.path.islink(path):
+        if path.is_symlink():
             raise _not_a_lock_file(path, "a symbolic link") from e
         if path.is_dir():
             raise _not_a_lock_file(path, "a directory") from e

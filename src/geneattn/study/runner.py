@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..pipeline import Context, Stage, order, read_manifest, run_stages
 from ._stage import STAGES, StageContext, StageSpec, key_params
 from .config import StudyConfig, dump_toml
+from .preflight import check_config
 
 __all__ = ["run_study", "stages", "rebuild_report"]
 
@@ -100,6 +101,7 @@ def run_study(config: StudyConfig, *, force: bool = False, progress: bool | None
         msg = f"run_study needs a StudyConfig, got {type(config).__name__}"
         raise TypeError(msg)
     cfg = config.resolved()
+    check_config(cfg)  # what later stages need, and an --out that spares the inputs, before any write
     res = Results(cfg.out)
     created = not res.root.exists()
     with results_lock(res.root):  # a second run on the same --out fails at once, naming this one
