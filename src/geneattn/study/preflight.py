@@ -26,10 +26,18 @@ from ..errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
 
+    from .._results import Results
     from ..tokenize import GeneVocab
     from .config import StudyConfig
 
-__all__ = ["check_config", "check_study", "MIN_CELLS_PER_CLASS", "MIN_NULL_RUNS", "RESULT_FILES"]
+__all__ = [
+    "check_config",
+    "check_study",
+    "check_results_files",
+    "MIN_CELLS_PER_CLASS",
+    "MIN_NULL_RUNS",
+    "RESULT_FILES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -198,11 +206,28 @@ def _check_coverage(study: AnnData, cfg: StudyConfig) -> None:
         vocab, which = model_vocab(cfg.model, cfg.dictionaries), str(cfg.model)
         fix = "check --dictionaries and that the data have Ensembl ids"
     ids = study.var[K.ENSEMBL_ID].astype(object).to_numpy() if K.ENSEMBL_ID in study.var else study.var_names
-    plan = plan_genes(np.asarray(ids, dtype=object), vocab)
-    frac = float((plan.colmap >= 0).mean()) if len(ids) else 0.0
+    try:
+        plan = plan_genes(np.asarray(ids, dtype=object), vocab)
+        frac = float((plan.colmap >= 0).mean()) if len(ids) else 0.0
+    except InputError:  # no gene maps at all
+        frac = 0.0
     if frac < MIN_GENE_FRACTION:
         msg = (
             f"the vocabulary of {which} covers {frac:.0%} of the data's {len(ids)} genes (at least "
             f"{MIN_GENE_FRACTION:.0%} needed): {fix}"
         )
         raise InputError(msg)
+
+
+def check_results_files(res: Results) -> None:
+    """InputError for a damaged ``manifest.json`` or ``config.toml`` of an existing results folder."""
+    from .config import StudyConfig, load_toml
+
+    if res.manifest.is_file():
+        _check_manifest(res.manifest)
+    if res.config.is_file():
+        try:
+            StudyConfig.from_dict(load_toml(res.config))
+        except InputError as e:
+            msg = f"{res.config} is damaged: {e}; re-run `geneattn run` or fix the file"
+            raise InputError(msg) from e

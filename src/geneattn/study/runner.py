@@ -14,10 +14,10 @@ from .._atomic import write_text
 from .._lock import results_lock
 from .._results import Results
 from ..errors import InputError
-from ..pipeline import Context, Stage, order, read_manifest, run_stages
+from ..pipeline import Context, Stage, order, run_stages
 from ._stage import STAGES, StageContext, StageSpec, key_params
 from .config import StudyConfig, dump_toml
-from .preflight import check_config
+from .preflight import check_config, check_results_files
 
 __all__ = ["run_study", "stages", "rebuild_report"]
 
@@ -192,6 +192,6 @@ def rebuild_report(results_dir: str) -> str:
     if not res.manifest.is_file() and not res.metrics.is_file():
         msg = f"{res.root} is not a geneattn results directory (no manifest.json or metrics.json)"
         raise InputError(msg)
-    read_manifest(res.root)
+    check_results_files(res)
     res.read_metrics()  # a truncated metrics.json is one clear error
     return str(build_from_results(res, redraw=True))

@@ -316,7 +316,9 @@ def _encode_chunk(
     return flat, offsets, rows, n_empty
 
 
-def _check_coverage(ids: np.ndarray, plan: GenePlan, min_fraction: float, counts: Counts | None = None) -> None:
+def _check_coverage(
+    ids: np.ndarray, plan: GenePlan, min_fraction: float, counts: Counts | None = None
+) -> None:
     """InputError when too few input gene ids map to the vocabulary (wrong ids or dictionaries).
 
     Genes never detected in the input (all-zero columns) do not count: a vocabulary built from the
@@ -334,7 +336,7 @@ def _check_coverage(ids: np.ndarray, plan: GenePlan, min_fraction: float, counts
     if frac >= 0.5:
         return
     unmapped = [str(i) for i, c in zip(ids, mapped, strict=True) if not c][:3]
-    what = f"only {n_mapped} of {n_in} detected gene ids ({frac:.0%}) map to the vocabulary (unmapped e.g. {unmapped})"
+    what = f"only {n_mapped} of {n_in} gene ids detected in the data ({frac:.0%}) map to the vocabulary (unmapped e.g. {unmapped})"
     if frac < min_fraction:
         msg = (
             f"{what}: the gene ids are probably not Ensembl ids of this vocabulary's species, or the "
