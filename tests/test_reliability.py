@@ -426,3 +426,55 @@ def test_a_method_that_cannot_be_computed_is_skipped_with_its_reason():
     )
     assert list(table["method"]) == ["good"]
     assert set(skipped) == {"incremental:few"} and "n_folds" in skipped["incremental:few"]
+
+
+# ------------------------------------------------------- the smallest built-in study, several seeds
+def _recording_writes(monkeypatch) -> list[Path]:
+    """Record the target of every atomic write (files and folders) of geneattn."""
+    from geneattn import _atomic
+
+    written: list[Path] = []
+    original = _atomic._atomic
+
+    def recording(path, make_tmp, publish):
+        written.append(Path(path))
+        return original(path, make_tmp, publish)
+
+    monkeypatch.setattr(_atomic, "_atomic", recording)
+    return written
+
+
+@pytest.mark.slow
+def test_smallest_study_finishes_over_several_seeds_and_writes_only_inside_out(tmp_path, monkeypatch):
+    """12 cells per dose (the size whose seed 3 once died in the incremental value), seeds 3 and 5.
+
+    Each study must end with a report; what could not be computed is listed with its reason in
+    ``metrics.json["skipped"]``. Every write must resolve inside ``--out`` (links resolved) and never
+    into an input (the shipped checkpoint), and nothing outside ``--out`` may change.
+    """
+    from geneattn._results import Results
+    from geneattn.models import builtin_checkpoint
+    from geneattn.study import StudyConfig, run_study
+
+    checkpoint = builtin_checkpoint("mini-nutlin").resolve()
+    written = _recording_writes(monkeypatch)
+    outside, inputs = _snapshot(tmp_path), _snapshot(checkpoint)
+    for seed in (3, 5):
+        out = tmp_path / f"res{seed}"
+        cfg = StudyConfig(out=str(out), seed=seed, cells_per_dose=12, min_cells_per_class=5, finetune_epochs=1,
+                          model_input_size=64, n_boot=10, attribution_cells=4, ablation_top_k=0, top_k=5,
+                          n_seed_runs=2, n_permuted_runs=1, device="cpu")  # fmt: skip
+        run_study(cfg, progress=False)
+        metrics = Results(out).read_metrics()
+        assert (out / "report.html").is_file() and metrics["verdict"]
+        assert isinstance(metrics["skipped"], dict)
+        assert all(isinstance(v, str) and v for v in metrics["skipped"].values())
+        for p in written:
+            real = p.resolve()
+            assert real.is_relative_to(tmp_path.resolve()), p
+            assert not real.is_relative_to(checkpoint), p
+        outs = [p.resolve() for p in written]
+        assert all(any(r.is_relative_to((tmp_path / f"res{s}").resolve()) for s in (3, 5)) for r in outs)
+    assert _snapshot(checkpoint) == inputs
+    after = {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith(("res3", "res5"))}
+    assert after == outside
