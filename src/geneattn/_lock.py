@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,8 +88,11 @@ def _parse(data: bytes) -> LockInfo | None:
 
 def read_lock(directory: str | os.PathLike[str]) -> LockInfo | None:
     """The holder recorded in ``directory``'s lock file, or ``None`` if there is none (or unreadable)."""
+    path = Path(directory) / LOCK_FILE
+    if path.is_symlink():  # never ours: we do not follow it
+        return None
     try:
-        return _parse((Path(directory) / LOCK_FILE).read_bytes())
+        return _parse(path.read_bytes())
     except OSError:
         return None
 
@@ -104,10 +108,39 @@ def _busy(directory: Path, holder: LockInfo | None) -> InputError:
 
 
 def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` itself (not what a symlink there points to) is the file open as ``fd``."""
     try:
-        return os.path.samestat(os.fstat(fd), path.stat())
-    except FileNotFoundError:
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
+    except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+def _not_a_lock_file(path: Path, what: str) -> InputError:
+    return InputError(
+        f"{path} is {what}, not a geneattn lock file; geneattn never follows or replaces it: "
+        "remove it yourself or choose another --out"
+    )
+
+
+def _open_lock(path: Path) -> int:
+    """Open (or create) the lock file, never through a symlink, and only a regular file.
+
+    ``O_NOFOLLOW`` refuses a symlink at ``path`` (which could point to another user's file that
+    would be truncated); a directory, FIFO or device there is refused too.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as e:
+        if path.is_symlink():
+            raise _not_a_lock_file(path, "a symbolic link") from e
+        if path.is_dir():
+            raise _not_a_lock_file(path, "a directory") from e
+        msg = f"cannot open the lock file {path}: {(e.strerror or str(e)).lower()}"
+        raise InputError(msg) from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_a_lock_file(path, "not a regular file")
+    return fd
 
 
 def _lock_fd(fd: int, directory: Path) -> None:
@@ -129,7 +162,7 @@ def _acquire(directory: Path) -> tuple[int, LockInfo | None]:
     """Open and lock the lock file; returns its descriptor and the stale holder it replaces."""
     path = directory / LOCK_FILE
     for _ in range(100):  # retry when a releasing holder removed the file between open and lock
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = _open_lock(path)
         try:
             _lock_fd(fd, directory)
             if _same_file(fd, path):
@@ -168,7 +201,12 @@ def results_lock(path: str | os.PathLike[str], *, command: str = "geneattn run")
         another --out"``.
     """
     directory = Path(path)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from ._atomic import output_error
+
+        raise output_error(directory, e) from e
     _register_fork_hook()
     fd, stale = _acquire(directory)
     _held.add(fd)

@@ -92,7 +92,7 @@ def read_manifest(out: str | Path) -> dict[str, object]:
     except (OSError, json.JSONDecodeError):
         logger.warning("%s is unreadable; every stage will run again", p)
         m = {}
-    if not isinstance(m.get("stages"), dict):
+    if not isinstance(m, dict) or not isinstance(m.get("stages"), dict):
         m = {"version": MANIFEST_VERSION, "stages": {}}
     return m
 

@@ -46,8 +46,10 @@ def attention(
     ] = True,
 ) -> None:
     """Per-gene, per-position and per-head attention statistics (Parquet tables in --out)."""
+    from .._owned import check_out_spares_inputs
     from ..attention import extract
 
+    check_out_spares_inputs(out, {"--model": model, "the tokens": tokens})
     names = _names(model, name)
     for m in model:
         if not m.is_dir():

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .._owned import check_out_spares_inputs
 from ..errors import InputError
 from .app import app
 
@@ -59,6 +60,7 @@ def pretrain(
     from ..models import PretrainConfig
     from ..models import pretrain as _pretrain
 
+    check_out_spares_inputs(out, {"the tokens": tokens})
     ds, vocab = _read_tokens(tokens)
     overrides = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
     cfg = PretrainConfig(preset=preset, **{k: v for k, v in overrides.items() if v is not None})
@@ -91,6 +93,7 @@ def finetune(
     if not model.is_dir():
         msg = f"model directory {model} does not exist"
         raise InputError(msg)
+    check_out_spares_inputs(out, {"the tokens": tokens, "--model": model})
     ds, vocab = _read_tokens(tokens)
     overrides = {
         "epochs": epochs,

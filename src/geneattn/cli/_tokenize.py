@@ -94,6 +94,9 @@ def tokenize(
     key = None if gene_id_key == "index" else gene_id_key
     dictionaries = (token_dictionary, gene_median_dictionary, gene_mapping_dictionary)
     _check_args(input_h5ad, model_input_size, chunk_size, dictionaries)
+    from .._owned import check_out_spares_inputs
+
+    check_out_spares_inputs(out, {"the input file": input_h5ad, "dictionary": [d for d in dictionaries if d]})
     if token_dictionary is not None and gene_median_dictionary is not None:
         vocab = GeneVocab.from_geneformer(token_dictionary, gene_median_dictionary, gene_mapping_dictionary)
     else:

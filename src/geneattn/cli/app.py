@@ -37,13 +37,24 @@ class _Group(TyperGroup):
             _fail(str(e), e)
         except FileNotFoundError as e:
             _fail(f"file not found: {e.filename or e}", e)
-        except OSError as e:  # a write outside the atomic helpers that ran out of space or quota
-            if write_failure(e) is None:
+        except OSError as e:  # any other OS error (a name too long, a link loop, a folder where a file goes)
+            if write_failure(e) is not None:  # a write outside the atomic helpers ran out of space or quota
+                _fail(str(output_error(e.filename or "an output", e)), e)
+            _fail(os_error_line(e), e)
+        except RuntimeError as e:  # Python 3.11's Path.resolve() on a loop of symbolic links
+            if "symlink loop" not in str(e).lower():
                 raise
-            _fail(str(output_error(e.filename or "an output", e)), e)
+            _fail(f"{one_line(e)}: a loop of symbolic links", e)
         except KeyboardInterrupt:
             typer.echo("interrupted; re-run the same command to resume", err=True)
             raise typer.Exit(code=130) from None
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OS error: what failed, on which path(s)."""
+    reason = (e.strerror or one_line(e) or type(e).__name__).lower()
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    return f"{reason}: {paths}" if paths else reason
 
 
 def _fail(message: str, exc: BaseException) -> NoReturn:

@@ -21,6 +21,7 @@ from ._ensembl import looks_ensembl, strip_ensembl_version
 from ._groups import normalize_dose, parse_groups, same_class
 from ._layouts import LAYOUTS, Layout, detect_layout, plate_from_well, replicate_from_well, sciplex_obs
 from ._read import read_h5ad
+from ._sparse import validate_sparse, validate_sparse_group
 from ._validate import count_matrix, validate_counts
 
 __all__ = ["canonicalize", "load"]
@@ -257,6 +258,9 @@ def canonicalize(
         msg = f"duplicate_ids must be 'error', 'sum' or 'first', got {duplicate_ids!r}"
         raise InputError(msg)
     lay = LAYOUTS[layout]
+    if not adata.isbacked:  # a corrupt matrix must not reach scipy's slicing (C++ crashes)
+        m = count_matrix(adata, layer)
+        validate_sparse(m, what="X" if layer is None else f"layer {layer!r}")
     sub, obs, cats = _select(adata, lay, label_key, perturbation, classes)
     X, var = _gene_counts(sub, lay, layer, duplicate_ids)
     X, obs, nonempty = _cell_obs(X, obs, lay)
@@ -393,9 +397,20 @@ def load(path: str | os.PathLike[str], *, layer: str | None = None, **canonicali
     """
     adata = read_h5ad(path, backed=True)
     try:
+        _check_file_matrix(path, layer)
         return canonicalize(adata, layer=layer, **canonicalize_kwargs)
     except OSError as e:  # h5py failing on a corrupt chunk while reading the selected cells
         msg = f"cannot read {path}: {one_line(e)}; the file may be corrupt: re-download it or write it again"
         raise InputError(msg) from e
     finally:
         adata.file.close()
+
+
+def _check_file_matrix(path: str | os.PathLike[str], layer: str | None) -> None:
+    """Check the structure of the file's count matrix when it is stored sparse (`validate_sparse_group`)."""
+    import h5py
+
+    key = {None: "X", "raw": "raw/X"}.get(layer, f"layers/{layer}")
+    with h5py.File(path, "r") as f:
+        if key in f and isinstance(f[key], h5py.Group):
+            validate_sparse_group(f[key], what=f"{path} ({key})")

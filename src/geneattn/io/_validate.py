@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from ..errors import InputError
+from ._sparse import validate_sparse
 
 if TYPE_CHECKING:  # pragma: no cover
     import h5py
@@ -154,6 +155,7 @@ def validate_counts(adata: AnnData, *, layer: str | None = None, chunk_size: int
     X = count_matrix(adata, layer)
     n_obs, n_vars = X.shape
     what = "X" if layer is None else f"layer {layer!r}"
+    validate_sparse(X, what=what)
     if n_obs == 0 or n_vars == 0:
         msg = f"{what} is empty ({n_obs} cells x {n_vars} genes); pass a matrix with cells and genes"
         raise InputError(msg)

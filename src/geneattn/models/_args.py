@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,14 @@ class TrainArgs:
             if int(getattr(self, name)) < 1:
                 msg = f"{name} must be >= 1, got {getattr(self, name)}"
                 raise InputError(msg)
-        if self.learning_rate <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            msg = "learning_rate must be > 0, weight_decay and max_grad_norm >= 0"
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            msg = f"learning_rate must be a finite number > 0, got {self.learning_rate!r}"
+            raise InputError(msg)
+        if (
+            not (math.isfinite(self.weight_decay) and math.isfinite(self.max_grad_norm))
+            or min(self.weight_decay, self.max_grad_norm) < 0
+        ):
+            msg = f"weight_decay and max_grad_norm must be finite and >= 0, got {self.weight_decay!r}, {self.max_grad_norm!r}"
             raise InputError(msg)
         if not 0 <= self.warmup_ratio < 1 or (self.warmup_steps is not None and self.warmup_steps < 0):
             msg = "warmup_ratio must be in [0, 1) and warmup_steps >= 0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -93,8 +94,9 @@ class FinetuneConfig(TrainArgs):
             msg = "freeze_layers, patience and min_delta must be >= 0 and n_boot >= 1"
             raise InputError(msg)
         for name in ("head_learning_rate", "embedding_learning_rate"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                msg = f"{name} must be > 0, got {getattr(self, name)}"
+            lr = getattr(self, name)
+            if lr is not None and not (math.isfinite(lr) and lr > 0):
+                msg = f"{name} must be a finite number > 0, got {lr!r}"
                 raise InputError(msg)
         if self.hidden_dropout is not None and not 0 <= self.hidden_dropout < 1:
             msg = f"hidden_dropout must be in [0, 1), got {self.hidden_dropout}"

@@ -33,6 +33,9 @@ DATASETS = ("nutlin-sim", "pbmc68k")
 NUTLIN_CLASSES = ("0.1", "0.5", "5", "10")
 NUTLIN_GROUPS = "low=0.1,0.5;high=5,10"
 _DEVICES = ("auto", "cpu", "cuda", "mps")
+#: largest study seed: numpy's legacy and sklearn seeds take 32 bits, and the control runs' seeds are the
+#: study's plus offsets (``seed + 1000 i``, ``seed + 7919 i``), which must stay below 2**32
+MAX_SEED = 2**31 - 1
 
 # field -> accepted Python types (checked in __post_init__; TOML gives int for whole numbers)
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -254,6 +257,9 @@ class StudyConfig:
             if getattr(self, name) < 0:
                 msg = f"config: {name} must be >= 0, got {getattr(self, name)}"
                 raise InputError(msg)
+        if self.seed > MAX_SEED:  # numpy/sklearn take 32-bit seeds; derived run seeds add offsets
+            msg = f"config: seed must be <= {MAX_SEED}, got {self.seed}"
+            raise InputError(msg)
         if self.max_cells_per_class is not None and self.max_cells_per_class < 10:
             msg = f"config: max_cells_per_class must be >= 10, got {self.max_cells_per_class}"
             raise InputError(msg)

@@ -11,11 +11,13 @@ from anndata import AnnData
 from .. import _keys as K
 from ..errors import InputError
 from ._stage import StageContext, stage
+from .preflight import check_study
 
 logger = logging.getLogger(__name__)
 
 _DATA_READS = ("dataset", "data", "layer", "perturbation", "label_key", "classes", "groups", "min_cells_per_class",
-               "seed", "cells_per_dose", "model", "checkpoint", "permute_labels", "max_cells_per_class")  # fmt: skip
+               "seed", "cells_per_dose", "model", "dictionaries", "checkpoint", "permute_labels",
+               "max_cells_per_class")  # fmt: skip
 
 
 def _builtin_classes(full: AnnData, min_cells: int) -> list[str]:
@@ -125,6 +127,7 @@ def data(ctx: StageContext) -> str:
             f"({', '.join(map(str, labels.unique()))}) in {ctx.config.label_key!r}; choose another label column or classes"
         )
         raise InputError(msg)
+    check_study(study, ctx.config)  # what later stages need, before the first write
     res = ctx.results
     res.write_h5ad(res.study_h5ad, study)
     if corpus is not None and ctx.config.model is None and ctx.config.builtin is None:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._results import OTHER, Results
+from ..errors import InputError, one_line
 from ..stats import agreement as ag
 from ..stats import attribution as at
 from ..stats import baselines as bl
@@ -29,6 +30,7 @@ __all__ = [
     "attention_scores",
     "methods_table",
     "incremental_tables",
+    "incremental_by_method",
     "EFFECT_BINS",
 ]
 
@@ -117,30 +119,68 @@ def methods_table(inp: StudyInputs, de: pd.DataFrame, *, k: int) -> pd.DataFrame
     return table
 
 
+def incremental_by_method(
+    scores: dict[str, pd.Series],
+    planted: pd.Series,
+    covariates: pd.DataFrame,
+    *,
+    strata: pd.Series,
+    n_boot: int,
+    seed: int,
+    n_folds: int = N_FOLDS,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """`geneattn.stats.incremental.incremental_table` one method at a time.
+
+    A method whose incremental value cannot be computed on these genes (e.g. it scores too few planted
+    genes for ``n_folds``-fold cross-validation) is left out and named with its reason; the others go on.
+
+    Returns
+    -------
+    (table, skipped)
+        `INCREMENTAL_COLUMNS` rows of the methods computed; ``{"incremental:<method>": reason}``.
+    """
+    rows, skipped = [], {}
+    for name, score in scores.items():
+        try:
+            rows.append(inc.incremental_table({name: score}, planted, covariates, strata=strata,
+                                              n_boot=n_boot, seed=seed, n_folds=n_folds))  # fmt: skip
+        except InputError as e:
+            skipped[f"incremental:{name}"] = one_line(e)
+            logger.warning("incremental value of %s skipped: %s", name, one_line(e))
+    rows = [r for r in rows if not r.empty]
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS)
+    return table.reindex(columns=inc.INCREMENTAL_COLUMNS), skipped
+
+
 def incremental_tables(
     inp: StudyInputs, de: pd.DataFrame, *, n_boot: int, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(incremental, recovery)``: incremental value over the gene covariates, and recovery by effect size.
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """``(incremental, recovery, skipped)``: incremental value over the gene covariates, and recovery by effect size.
 
-    Empty tables when the data have no ground truth.
+    Empty tables when the data have no ground truth; ``skipped`` names each method (or the whole
+    step) that could not be computed on these data, with the reason.
     """
+    empty = pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS)
     if inp.planted is None:
-        return pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS), pd.DataFrame()
+        return empty, pd.DataFrame(), {}
     n_planted = int(np.asarray(inp.planted, dtype=bool).sum())
     if min(n_planted, len(inp.planted) - n_planted) < N_FOLDS:
-        logger.warning("incremental value skipped: %d planted genes, too few for %d-fold cross-validation",
-                       n_planted, N_FOLDS)  # fmt: skip
-        return pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS), pd.DataFrame()
+        reason = (f"{n_planted} planted and {len(inp.planted) - n_planted} other genes: too few for "
+                  f"{N_FOLDS}-fold cross-validation")  # fmt: skip
+        logger.warning("incremental value skipped: %s", reason)
+        return empty, pd.DataFrame(), {"incremental": reason}
     scores, _, _ = all_scores(inp, de)
     cov = inp.covariates[list(bl.FIELD_COVARIATES)]
     strata = inp.strata
-    table = inc.incremental_table(
-        scores, inp.planted, cov, strata=strata, n_boot=n_boot, seed=seed, n_folds=N_FOLDS
-    )
+    table, skipped = incremental_by_method(scores, inp.planted, cov, strata=strata, n_boot=n_boot, seed=seed)
     effect = inp.adata.var["effect_size"] if "effect_size" in inp.adata.var else None
     recovery = pd.DataFrame()
     if effect is not None:
-        recovery = inc.recovery_by_effect_size(
-            scores, inp.planted, effect, bins=list(EFFECT_BINS), strata=strata
-        )
-    return table, recovery
+        try:
+            recovery = inc.recovery_by_effect_size(
+                scores, inp.planted, effect, bins=list(EFFECT_BINS), strata=strata
+            )
+        except InputError as e:
+            skipped["recovery"] = one_line(e)
+            logger.warning("recovery by effect size skipped: %s", one_line(e))
+    return table, recovery, skipped

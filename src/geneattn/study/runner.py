@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..pipeline import MANIFEST_VERSION, Context, Stage, hashes, order, read_manifest, run_stages
 from ._stage import STAGES, StageContext, StageSpec, key_params
 from .config import StudyConfig, dump_toml, load_toml, merge
+from .preflight import check_config, check_results_files
 
 __all__ = [
     "run_study",
@@ -113,6 +114,7 @@ def run_study(config: StudyConfig, *, force: bool = False, progress: bool | None
         msg = f"run_study needs a StudyConfig, got {type(config).__name__}"
         raise TypeError(msg)
     cfg = config.resolved()
+    check_config(cfg)  # what later stages need, and an --out that spares the inputs, before any write
     res = Results(cfg.out)
     created = not res.root.exists()
     with results_lock(res.root):  # a second run on the same --out fails at once, naming this one
@@ -211,6 +213,7 @@ def _check_results_dir(res: Results) -> None:
     if manifest.get("version") != MANIFEST_VERSION or not isinstance(manifest.get("stages"), dict):
         msg = f"{res.manifest} is not a geneattn manifest (another tool's folder?); nothing was changed"
         raise InputError(msg)
+    check_results_files(res)
 
 
 def _is_done(manifest: dict, name: str, key: str) -> bool:

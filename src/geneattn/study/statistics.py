@@ -24,6 +24,7 @@ from .. import get
 from .._keys import LABEL, REPLICATE, WELL
 from .._results import OTHER, REF, Results
 from ..attention import AttentionResult, gene_attention
+from ..errors import InputError, one_line
 from ..stats import agreement as ag
 from ..stats import between_class as bc
 from ..stats import significance as sg
@@ -210,7 +211,7 @@ _EMPTY_REASONS = {
 def _skipped(out: dict[str, pd.DataFrame], null_summary: dict) -> dict[str, str]:
     """Tables not computed or empty, with the reason: the report says so instead of dropping them."""
     null_reason = (null_summary.get(task.NULL_KEY) or {}).get("skipped")
-    reasons = {"preregistered": null_reason} if null_reason and "preregistered" not in out else {}
+    reasons = {n: null_reason for n in ("preregistered", "power") if null_reason and n not in out}
     for name, df in out.items():
         if df is None or df.empty:
             from_null = name in ("preregistered", "power", "highlight_by_class") or name.startswith("task_")
@@ -237,38 +238,53 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     ``metrics.json``.
     """
     inp, de, timings, out = load_inputs(results), results.read_table("de"), {}, {}
+    skipped: dict[str, str] = {}
 
-    def timed(name: str, fn: Callable, *a: object, **kw: object) -> object:
+    def timed(name: str, fn: Callable, *a: object, fallback: object = None, **kw: object) -> object:
+        """Run one step; a step that cannot be computed on these data is skipped with its reason."""
         t = time.perf_counter()
-        value = fn(*a, **kw)
+        try:
+            value = fn(*a, **kw)
+        except InputError as e:
+            skipped[name] = one_line(e)
+            logger.warning("stats: %s skipped: %s", name, skipped[name])
+            value = fallback
         timings[name] = round(time.perf_counter() - t, 3)
         logger.info("stats: %s done in %.1fs", name, timings[name])
         return value
 
-    out["agreement"] = timed("agreement", agreement_table, inp, de, k=top_k, markers=highlight)
+    empty = pd.DataFrame()
+    out["agreement"] = timed(
+        "agreement", agreement_table, inp, de, k=top_k, markers=highlight, fallback=empty
+    )
     out["confounds"] = timed("confounds", confounds_table, inp.stores, gene_map=inp.gene_map, de_score=de_score(de),
-                             planted=inp.planted, k=top_k, seed=seed,
+                             planted=inp.planted, k=top_k, seed=seed, fallback=empty,
                              precomputed={m: inp.gene_scores(m) for m in inp.stores})  # fmt: skip
     out["significance"], out["change_ci"], calib = timed(
-        "significance", significance_tables, inp, seed=seed, n_boot=n_boot
-    )
-    null_tables, null_summary = timed(
-        "run_null", _run_null, inp, highlight=highlight, learned=_learned(results)
-    )
+        "significance", significance_tables, inp, seed=seed, n_boot=n_boot,
+        fallback=(pd.DataFrame(columns=sg.SIGNIFICANCE_COLUMNS), empty, {}),
+    )  # fmt: skip
+    null_tables, null_summary = timed("run_null", _run_null, inp, highlight=highlight, learned=_learned(results),
+                                      fallback=({}, {}))  # fmt: skip
+    if "run_null" in skipped:
+        null_summary = {task.NULL_KEY: {"skipped": skipped["run_null"]}}
     out.update(null_tables)
-    out["methods"] = timed("methods", methods_table, inp, de, k=top_k)
-    out["incremental"], out["recovery"] = timed(
-        "incremental", incremental_tables, inp, de, n_boot=n_boot, seed=seed
+    out["methods"] = timed("methods", methods_table, inp, de, k=top_k, fallback=empty)
+    out["incremental"], out["recovery"], skipped_methods = timed(
+        "incremental", incremental_tables, inp, de, n_boot=n_boot, seed=seed, fallback=(empty, empty, {})
     )
-    out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed)
-    out["heads"] = _head_table(results, out["significance"], null_tables.get("task_heads"))
-    out.update(gene_tables(inp, de, top_k=top_k))
+    skipped.update(skipped_methods)
+    out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed,
+                                      fallback=empty)  # fmt: skip
+    out["heads"] = timed("heads", _head_table, results, out["significance"], null_tables.get("task_heads"),
+                         fallback=empty)  # fmt: skip
+    out.update(timed("gene_tables", gene_tables, inp, de, top_k=top_k, fallback={}))
     for name, df in out.items():
         write_table(name, df)
     _annotate_cells(inp)
     metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight, top_k=top_k,
                               timings=timings, task=null_summary, ensemble=task.ensemble_summary(results))  # fmt: skip
-    metrics["skipped"] = _skipped(out, null_summary)
+    metrics["skipped"] = {**_skipped(out, null_summary), **skipped}
     if not results.has_table("run_scores"):  # written by the controls stage
         metrics["skipped"]["run_scores"] = null_summary.get(task.NULL_KEY, {}).get("skipped") or "no control runs"
     results.write_metrics({**metrics, **{k: v for k, v in results.read_metrics().items() if k == "timings"}})

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from ..errors import InputError, one_line
 from ..io import count_matrix, strip_ensembl_version, validate_float16
+from ..io._sparse import check_indices, check_indptr, validate_sparse, validate_sparse_group
 
 if TYPE_CHECKING:  # pragma: no cover
     import h5py
@@ -208,9 +209,18 @@ def _csr_group_chunks(
 ) -> Iterator[tuple[int, sp.csr_matrix]]:
     """Chunks of a CSR group read straight from its arrays (anndata's slicing has per-call overhead)."""
     data, indices, indptr_ds = group["data"], group["indices"], group["indptr"]
+    if indptr_ds.shape != (counts.n_obs + 1,) or indices.shape != data.shape:
+        validate_sparse_group(group, what=counts.what)  # names the inconsistency
+    nnz = int(data.shape[0])
     for start in range(0, counts.n_obs, chunk_size):
         indptr = np.asarray(indptr_ds[start : start + chunk_size + 1], dtype=np.int64)
+        last = start + chunk_size >= counts.n_obs
+        check_indptr(indptr, n_major=None, nnz=nnz if last else None, what=counts.what,
+                     first=0 if start == 0 else int(indptr[0]))  # fmt: skip
         lo, hi = int(indptr[0]), int(indptr[-1])
+        if hi > nnz:
+            check_indptr(indptr[-1:], n_major=None, nnz=nnz, what=counts.what, first=hi)
+        check_indices(indices[lo:hi], counts.n_vars, what=counts.what)
         values = data[lo:hi]
         if values.dtype == np.float16:
             validate_float16(values, what=f"{counts.what} (rows from {start})")
@@ -231,7 +241,9 @@ def row_chunks(counts: Counts, chunk_size: int) -> Iterator[tuple[int, sp.csr_ma
         import anndata
 
         logger.info("%s is not stored as CSR: reading it whole", counts.what)
+        validate_sparse_group(m, what=counts.what)
         m = anndata.io.read_elem(m)
+    validate_sparse(m, what=counts.what)
     if sp.issparse(m) and m.format != "csr":
         m = sp.csr_matrix(m)  # one conversion; row slicing of CSC is slow
     for start in range(0, counts.n_obs, chunk_size):

@@ -163,7 +163,8 @@ def tokenize(
             raise InputError(msg)
         ids, _ = gene_ids(counts.var, gene_id_key)
         plan = plan_genes(ids, vocab, collapse_gene_ids=collapse_gene_ids)
-        _check_coverage(ids, plan, min_gene_fraction)
+        if min_gene_fraction > 0:
+            _check_coverage(ids, plan, min_gene_fraction, counts)
         n_counts = checked_n_counts(counts.obs, n_counts_key)
         passing = filter_pass(counts.obs, filter_key)
         columns = static_columns(counts.obs, obs_keys)
@@ -315,15 +316,27 @@ def _encode_chunk(
     return flat, offsets, rows, n_empty
 
 
-def _check_coverage(ids: np.ndarray, plan: GenePlan, min_fraction: float) -> None:
-    """InputError when too few input gene ids map to the vocabulary (wrong ids or dictionaries)."""
-    n_in = len(ids)
-    n_mapped = int((plan.colmap >= 0).sum())
+def _check_coverage(
+    ids: np.ndarray, plan: GenePlan, min_fraction: float, counts: Counts | None = None
+) -> None:
+    """InputError when too few input gene ids map to the vocabulary (wrong ids or dictionaries).
+
+    Genes never detected in the input (all-zero columns) do not count: a vocabulary built from the
+    input holds only the genes it detects, and undetected genes never become tokens anyway.
+    """
+    mapped = plan.colmap >= 0
+    if mapped.sum() >= 0.5 * max(len(ids), 1):
+        return
+    if counts is not None:
+        detected = _detected_columns(counts)
+        if detected.any():
+            ids, mapped = ids[detected], mapped[detected]
+    n_in, n_mapped = len(ids), int(mapped.sum())
     frac = n_mapped / max(n_in, 1)
     if frac >= 0.5:
         return
-    unmapped = [str(i) for i, c in zip(ids, plan.colmap, strict=True) if c < 0][:3]
-    what = f"only {n_mapped} of {n_in} gene ids ({frac:.0%}) map to the vocabulary (unmapped e.g. {unmapped})"
+    unmapped = [str(i) for i, c in zip(ids, mapped, strict=True) if not c][:3]
+    what = f"only {n_mapped} of {n_in} gene ids detected in the data ({frac:.0%}) map to the vocabulary (unmapped e.g. {unmapped})"
     if frac < min_fraction:
         msg = (
             f"{what}: the gene ids are probably not Ensembl ids of this vocabulary's species, or the "
@@ -331,6 +344,14 @@ def _check_coverage(ids: np.ndarray, plan: GenePlan, min_fraction: float) -> Non
         )
         raise InputError(msg)
     logger.warning("%s; check the gene id column and the dictionaries", what)
+
+
+def _detected_columns(counts: Counts, chunk_size: int = 4096) -> np.ndarray:
+    """Whether each input column holds a nonzero count in any cell (one pass over the counts)."""
+    seen = np.zeros(counts.n_vars, dtype=bool)
+    for _, x in row_chunks(counts, chunk_size):
+        seen[x.indices[x.data != 0]] = True
+    return seen
 
 
 def _n_workers(n_jobs: int | None) -> int:
