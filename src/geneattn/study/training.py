@@ -70,20 +70,16 @@ FINETUNE_READS = (
 
 
 def finetune_config(cfg: ConfigView, *, baselines: bool = True) -> FinetuneConfig:
-    """The study's fine-tuning recipe, shared by its own fine-tune and the control runs.
+    """The study's fine-tuning recipe (`geneattn.models.recipe`), shared by its fine-tune and the control runs.
 
     ``baselines=False`` (control runs) skips the majority / logistic-regression / length baselines:
     they depend on the split and the labels only, and the study's own fine-tune reports them.
     """
-    from ..models import FinetuneConfig
+    from ..models import recipe
 
-    lr = cfg.finetune_lr if cfg.finetune_lr is not None else (5e-5 if cfg.model is not None else 1e-3)
-    # select the epoch by validation macro-F1: a briefly trained small model grows over-confident
-    # (validation loss rising) while its validation accuracy still improves
-    return FinetuneConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, learning_rate=float(lr),
-                          head_learning_rate=float(cfg.finetune_head_lr),
-                          select_by="macro_f1", pooling=cfg.pooling, baselines=baselines,
-                          device=device_of(cfg))  # fmt: skip
+    return recipe(geneformer=cfg.model is not None, epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
+                  learning_rate=cfg.finetune_lr, head_learning_rate=cfg.finetune_head_lr, pooling=cfg.pooling,
+                  baselines=baselines, device=device_of(cfg))  # fmt: skip
 
 
 @stage("finetune", deps=("tokenize", "pretrain"), reads=FINETUNE_READS,
