@@ -118,6 +118,21 @@ def _heads(columns: pd.Series) -> pd.DataFrame:
     return parts.astype({"layer": int, "head": int})
 
 
+def _long(adata: AnnData, mat: np.ndarray, columns: pd.Series, prefix: str, value: str) -> pd.DataFrame:
+    """A genes x ``"<prefix>_L{l}H{h}"`` matrix as rows ``gene, ensembl_id, <prefix>, layer, head, <value>``.
+
+    NaN entries (genes never seen) are left out.
+    """
+    heads = _heads(columns)
+    gi, ci = np.nonzero(~np.isnan(mat))
+    ens = adata.var["ensembl_id"] if "ensembl_id" in adata.var else adata.var_names
+    return pd.DataFrame({
+        "gene": adata.var_names.to_numpy(dtype=str)[gi], "ensembl_id": np.asarray(ens, dtype=str)[gi],
+        prefix: heads["prefix"].to_numpy()[ci], "layer": heads["layer"].to_numpy()[ci],
+        "head": heads["head"].to_numpy()[ci], value: mat[gi, ci],
+    })  # fmt: skip
+
+
 def gene_attention(
     adata: AnnData,
     *,
@@ -142,15 +157,10 @@ def gene_attention(
             msg = f"no group {group!r} in uns[{key!r}] (groups: {list(mats)})"
             raise InputError(msg)
         mats = {group: mats[group]}
-    heads = _heads(cols).rename(columns={"prefix": "model"})
-    ens = adata.var["ensembl_id"].astype(str).to_numpy() if "ensembl_id" in adata.var else adata.var_names
-    parts = []
-    for g, mat in mats.items():
-        gi, ci = np.nonzero(~np.isnan(mat))
-        parts.append(pd.DataFrame({"gene": adata.var_names.to_numpy(dtype=str)[gi], "ensembl_id": np.asarray(ens, dtype=str)[gi],
-                                   "group": g, "model": heads["model"].to_numpy()[ci], "layer": heads["layer"].to_numpy()[ci],
-                                   "head": heads["head"].to_numpy()[ci], "fold_mean": mat[gi, ci]}))  # fmt: skip
-    df = pd.concat(parts, ignore_index=True)
+    parts = [_long(adata, mat, cols, "model", "fold_mean").assign(group=g) for g, mat in mats.items()]
+    df = pd.concat(parts, ignore_index=True)[
+        ["gene", "ensembl_id", "group", "model", "layer", "head", "fold_mean"]
+    ]
     return (df[df["model"] == model] if model is not None else df).reset_index(drop=True)
 
 
@@ -196,13 +206,7 @@ def attention_change(
             df = df[df["group"].astype(str) == group]
     elif by == "gene":
         cols = pd.Series([str(c) for c in adata.uns[key]["columns"]])
-        heads = _heads(cols).rename(columns={"prefix": "metric"})
-        mat = np.asarray(adata.varm[key])
-        gi, ci = np.nonzero(~np.isnan(mat))
-        ens = adata.var["ensembl_id"].astype(str).to_numpy() if "ensembl_id" in adata.var else adata.var_names
-        df = pd.DataFrame({"gene": adata.var_names.to_numpy(dtype=str)[gi], "ensembl_id": np.asarray(ens, dtype=str)[gi],
-                           "metric": heads["metric"].to_numpy()[ci], "layer": heads["layer"].to_numpy()[ci],
-                           "head": heads["head"].to_numpy()[ci], "pct_change": mat[gi, ci]})  # fmt: skip
+        df = _long(adata, np.asarray(adata.varm[key]), cols, "metric", "pct_change")
     else:
         msg = f"by must be 'head' or 'gene', got {by!r}"
         raise InputError(msg)

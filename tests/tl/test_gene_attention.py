@@ -30,7 +30,12 @@ def test_writes_varm_var_and_params(annotated):
     assert annotated.varm["gene_attention_groups"].shape == (annotated.n_vars, 2, len(cols))
     assert list(uns["groups"]) == ["0.1", "10"]
     p = uns["params"]
-    assert p["groupby"] == "label" and p["n_cells"] == 12 and p["model_input_size"] == 256 and p["special_tokens"]
+    assert (
+        p["groupby"] == "label"
+        and p["n_cells"] == 12
+        and p["model_input_size"] == 256
+        and p["special_tokens"]
+    )
     seen = ~np.isnan(annotated.varm["gene_attention"]).all(axis=1)
     assert 100 < seen.sum() < annotated.n_vars  # genes expressed in none of the 12 cells stay NaN
     per_gene = np.nanmean(annotated.varm["gene_attention"][seen], axis=1)
@@ -43,7 +48,10 @@ def test_get_reads_a_tidy_frame(annotated, tmp_path):
     assert list(df.columns) == ["gene", "ensembl_id", "group", "model", "layer", "head", "fold_mean"]
     assert set(df["group"]) == {"__all__", "0.1", "10"} and df["fold_mean"].notna().all()
     # one row per (gene, group, layer, head) of a seen gene: as many as non-NaN cells of the matrices
-    n = np.isfinite(annotated.varm["gene_attention"]).sum() + np.isfinite(annotated.varm["gene_attention_groups"]).sum()
+    n = (
+        np.isfinite(annotated.varm["gene_attention"]).sum()
+        + np.isfinite(annotated.varm["gene_attention_groups"]).sum()
+    )
     assert len(df) == n
     annotated.write_h5ad(tmp_path / "a.h5ad")  # everything serialises
     back = ga.get.gene_attention(__import__("anndata").read_h5ad(tmp_path / "a.h5ad"), group="10")
@@ -64,7 +72,9 @@ def test_matches_the_study_table(annotated, small_adata):
     study = study[~study["ensembl_id"].astype(str).str.startswith("<")]
     mine = ga.get.gene_attention(annotated).rename(columns={"group": "label"})
     keys = ["ensembl_id", "label", "layer", "head"]
-    j = study.astype({"label": str}).merge(mine, on=keys, how="outer", suffixes=("_study", ""), indicator=True)
+    j = study.astype({"label": str}).merge(
+        mine, on=keys, how="outer", suffixes=("_study", ""), indicator=True
+    )
     assert (j["_merge"] == "both").all(), j["_merge"].value_counts()
     np.testing.assert_allclose(j["fold_mean"], j["fold_mean_study"], rtol=1e-6)
 

@@ -47,7 +47,9 @@ def _mark_ranks(ax: Axes, ranked: object, highlight: Sequence[str], n: int) -> N
     notes = [f"{h}: rank {int(np.flatnonzero(genes == h.upper())[0]) + 1}" for h in highlight
              if h.upper() in genes and int(np.flatnonzero(genes == h.upper())[0]) >= n]  # fmt: skip
     if notes:
-        ax.text(0.98, 0.02, "\n".join(notes), transform=ax.transAxes, ha="right", va="bottom", color="#d62728")
+        ax.text(
+            0.98, 0.02, "\n".join(notes), transform=ax.transAxes, ha="right", va="bottom", color="#d62728"
+        )
 
 
 def gene_attention(

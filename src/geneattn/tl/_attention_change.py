@@ -96,7 +96,9 @@ def attention_change(
     result = extract({REF: ts.path, OTHER: ft}, ds, ts.vocab, out=out, batch_size=batch_size,
                      label_key=groupby, device=device, store_tokens=False)  # fmt: skip
     labels = ["__all__", *_groups(result.tables["attention_by_gene"])]
-    tables = {g: compare(result, reference=REF, other=OTHER, bins=bins, label=g, metrics=metrics) for g in labels}
+    tables = {
+        g: compare(result, reference=REF, other=OTHER, bins=bins, label=g, metrics=metrics) for g in labels
+    }
     head = pd.concat([t["head_change"].assign(group=g) for g, t in tables.items()], ignore_index=True)
     head = head[["group", *(c for c in head.columns if c != "group")]]
     _write_genes(adata, tables["__all__"]["gene_change"], key_added)

@@ -122,4 +122,3 @@ def write_groups(adata: AnnData, result: AttentionResult, *, key_added: str) -> 
             adata.var[f"{key_added}_{model}_{g}"] = m[cols].mean(axis=1, skipna=False).to_numpy()
     adata.uns[key_added]["groups"] = np.asarray(groups, dtype=str)
     return groups
-

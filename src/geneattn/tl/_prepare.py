@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    import datasets
     from anndata import AnnData
+
+    import datasets
 
     from ..models import TokenSettings
 
