@@ -12,6 +12,7 @@ from .._classes import sort_classes  # torch-free: the one class order, re-expor
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._args import TrainArgs
+    from ._assess import classifier_labels, evaluate_classifier
     from ._builtin import BUILTIN, builtin_checkpoint, builtin_input_size
     from ._checkpoint import TokenSettings, geneformer_vocab, resolve_checkpoint, token_settings
     from ._finetune import FinetuneResult, finetune
@@ -27,6 +28,8 @@ _WHERE = {
     "BUILTIN": "_builtin",
     "builtin_checkpoint": "_builtin",
     "builtin_input_size": "_builtin",
+    "evaluate_classifier": "_assess",
+    "classifier_labels": "_assess",
     "TokenSettings": "_checkpoint",
     "geneformer_vocab": "_checkpoint",
     "resolve_checkpoint": "_checkpoint",
@@ -59,6 +62,8 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "builtin_checkpoint",
     "builtin_input_size",
     "check_vocab",
+    "classifier_labels",
+    "evaluate_classifier",
     "finetune",
     "geneformer_vocab",
     "load",
