@@ -101,6 +101,7 @@ def test_own_classifier_through_the_cli_and_toml(tmp_path):
     assert StudyConfig.from_dict(ga.study.load_toml(res.root / "config.toml")).finetuned == str(ft.model_dir)
 
 
+@pytest.mark.slow
 def test_labels_that_are_not_the_studys_are_said(tmp_path, shared_dir):
     pt, clf = _geneformer_pair(tmp_path, {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2", 3: "LABEL_3"})
     dicts = shared_dir / "geneformer-dictionaries" / "v1_gc30M"
