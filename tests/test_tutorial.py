@@ -33,11 +33,15 @@ def test_tutorial_runs_and_makes_the_study_figures(monkeypatch, tmp_path):
             pytest.fail(f"code cell {i} failed: {type(e).__name__}: {e}\n{src}")
     adata = ns["adata"]
     assert ns["SMALL"] and adata.n_obs == 32
-    assert {"gene_attention", "gene_attention_groups", "attention_change", "gene_attention_ft"} <= set(adata.varm)
+    assert {"gene_attention", "gene_attention_groups", "attention_change", "gene_attention_ft"} <= set(
+        adata.varm
+    )
     assert list(adata.uns["gene_attention"]["groups"]) == ["0.1", "0.5", "5", "10"]
     for name in ("fig_top", "fig_by_dose", "fig_change"):
         assert isinstance(ns[name], Figure), name
         plt.close(ns[name])
     assert set(ns["mdm2_rank"]) == {"pretrained", "fine-tuned"}
     assert all(1 <= r <= len(ns["before"]) for r in ns["mdm2_rank"].values())
-    assert (ns["ft"].model_dir / "metrics.json").is_file() and str(ns["ft"].model_dir).startswith(str(tmp_path))
+    assert (ns["ft"].model_dir / "metrics.json").is_file() and str(ns["ft"].model_dir).startswith(
+        str(tmp_path)
+    )

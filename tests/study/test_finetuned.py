@@ -34,7 +34,9 @@ def _geneformer_pair(root, id2label):
                num_attention_heads=4, intermediate_size=37, max_position_embeddings=2048)  # fmt: skip
     torch.manual_seed(0)
     mlm = BertForMaskedLM(BertConfig(**cfg))
-    clf = BertForSequenceClassification(BertConfig(**cfg, id2label=id2label, label2id={v: k for k, v in id2label.items()}))
+    clf = BertForSequenceClassification(
+        BertConfig(**cfg, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    )
     clf.bert.load_state_dict(mlm.bert.state_dict(), strict=False)
     mlm.save_pretrained(root / "pretrained")
     clf.save_pretrained(root / "classifier")
@@ -62,7 +64,9 @@ def geneformer_study(tmp_path_factory, shared_dir):
     root = tmp_path_factory.mktemp("byo")
     pt, clf = _geneformer_pair(root, {0: "10", 1: "0.1", 2: "5", 3: "0.5"})
     dicts = shared_dir / "geneformer-dictionaries" / "v1_gc30M"
-    cfg = StudyConfig(out=str(root / "res"), model=str(pt), dictionaries=str(dicts), finetuned=str(clf), **SMALL)
+    cfg = StudyConfig(
+        out=str(root / "res"), model=str(pt), dictionaries=str(dicts), finetuned=str(clf), **SMALL
+    )
     run_study(cfg, progress=False)
     return Results(root / "res"), clf
 
@@ -76,7 +80,9 @@ def test_geneformer_classifier_is_evaluated_not_trained(geneformer_study):
     splits = pd.read_parquet(res.model("finetuned") / "splits.parquet")
     acc, n_test = _naive_accuracy(clf, res.tokens, splits)
     assert m["classification"]["n_test"] == n_test > 0
-    assert m["classification"]["accuracy"] == pytest.approx(acc)  # the head was put in the study's class order
+    assert m["classification"]["accuracy"] == pytest.approx(
+        acc
+    )  # the head was put in the study's class order
     assert "controls" in m["skipped"] and "control fine-tunes" in m["skipped"]["controls"]
     assert m["verdict"]["task_change"]["tested"] is False
     abg = pd.read_parquet(res.attention / "attention_by_gene.parquet", columns=["model"])
@@ -88,16 +94,22 @@ def test_own_classifier_through_the_cli_and_toml(tmp_path):
     """A classifier saved by geneattn's fine-tune of the shipped checkpoint; ``finetuned`` in the TOML."""
     adata = ga.datasets.nutlin_sim(seed=3, cells_per_dose=12)
     adata = adata[adata.obs["label"].isin(["0.1", "0.5", "5", "10"])].copy()
-    ft = ga.tl.finetune(adata, "mini-nutlin", out=tmp_path / "ft", epochs=1, baselines=False, n_boot=10, device="cpu")
+    ft = ga.tl.finetune(
+        adata, "mini-nutlin", out=tmp_path / "ft", epochs=1, baselines=False, n_boot=10, device="cpu"
+    )
     toml = tmp_path / "study.toml"
-    toml.write_text(ga.study.dump_toml({**SMALL, "finetuned": str(ft.model_dir), "out": str(tmp_path / "res")}))
+    toml.write_text(
+        ga.study.dump_toml({**SMALL, "finetuned": str(ft.model_dir), "out": str(tmp_path / "res")})
+    )
     r = CliRunner().invoke(app, ["run", "--config", str(toml)])
     assert r.exit_code == 0, r.output
     res = Results(tmp_path / "res")
     m = res.read_metrics()
     assert m["classification"]["evaluated_only"]["model"] == str(ft.model_dir)
     assert "controls" in m["skipped"] and res.read_table("run_deltas").empty
-    assert len(res.read_table("head_ablation")) > 1  # every head ablated on the test cells: no training needed
+    assert (
+        len(res.read_table("head_ablation")) > 1
+    )  # every head ablated on the test cells: no training needed
     assert StudyConfig.from_dict(ga.study.load_toml(res.root / "config.toml")).finetuned == str(ft.model_dir)
 
 

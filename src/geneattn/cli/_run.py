@@ -54,7 +54,9 @@ def run(
     ] = None,
     finetuned: Annotated[
         Path | None,
-        typer.Option(help="An already fine-tuned classifier of the pretrained model: no fine-tuning, no control runs."),
+        typer.Option(
+            help="An already fine-tuned classifier of the pretrained model: no fine-tuning, no control runs."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Results directory (default results).")

@@ -95,7 +95,9 @@ def evaluate_classifier(
     cfg = config or FinetuneConfig()
     ds = as_dataset(tokens)
     data = _prepare(ds, label_key, cfg, seed, None)
-    splits = pd.DataFrame({"cell_id": data.cell_ids, "split": data.split.astype(str), "label": data.labels.astype(str)})
+    splits = pd.DataFrame(
+        {"cell_id": data.cell_ids, "split": data.split.astype(str), "label": data.labels.astype(str)}
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "splits.parquet") as tmp:  # the split does not depend on the model
@@ -107,8 +109,12 @@ def evaluate_classifier(
     clf = load(model, task="classifier").eval()
     _in_class_order(clf, data.classes)
     check_lengths(clf, int(data.lengths.max()), max_token_id(ds))
-    use_pooling(clf, _pooling(clf, data.ids))  # the classifier's own (config's, else first token), never cfg's
-    metrics = test_metrics(clf, data, cfg, groups=check_groups(groups, data.classes), state=LoopState(), seed=seed)
+    use_pooling(
+        clf, _pooling(clf, data.ids)
+    )  # the classifier's own (config's, else first token), never cfg's
+    metrics = test_metrics(
+        clf, data, cfg, groups=check_groups(groups, data.classes), state=LoopState(), seed=seed
+    )
     metrics["evaluated_only"] = {"model": str(model), "trained_here": False}
     write_json(out / "metrics.json", metrics)
     logger.info("evaluated %s on %d test cells: accuracy %.3f", model, metrics["n_test"], metrics["accuracy"])
