@@ -121,3 +121,29 @@ def test_bad_input(small_adata, tmp_path):
         ga.tl.gene_attention(small_adata.copy(), tmp_path)
     with pytest.raises(InputError, match="no varm"):
         ga.get.gene_attention(small_adata)
+
+
+def test_plots_return_figures(annotated):
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    ranked = ga.get.ranked_genes(annotated)
+    top = ga.pl.top_genes(annotated, n=5, highlight=["MDM2"])
+    assert isinstance(top, Figure)
+    bars = [t.get_text() for t in top.axes[0].get_yticklabels()]
+    assert bars == ranked["gene"].head(5).tolist()  # in rank order (rank 1 drawn on top)
+    mdm2 = int(ranked.loc[ranked["gene"] == "MDM2", "rank"].iloc[0])
+    assert mdm2 <= 5 or f"MDM2: rank {mdm2}" in [t.get_text() for t in top.axes[0].texts]
+    by_class = ga.pl.gene_attention(annotated, ["MDM2", "CDKN1A"])
+    heights = [p.get_height() for p in by_class.axes[0].patches]
+    want = ga.get.gene_attention(annotated, group="0.1")
+    want = want[want["gene"] == "MDM2"]["fold_mean"].mean()
+    assert heights[0] == pytest.approx(want)  # first bar: MDM2 in the first class
+    plt.close("all")
+
+
+def test_per_class_plot_needs_groupby(small_adata):
+    adata = small_adata[:3].copy()
+    ga.tl.gene_attention(adata, "mini-nutlin", device="cpu")
+    with pytest.raises(InputError, match="groupby"):
+        ga.pl.gene_attention(adata, ["MDM2"])

@@ -10,6 +10,7 @@ import numpy as np
 from .. import get
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
     from anndata import AnnData
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -41,11 +42,10 @@ def top_genes(
     return ax.figure
 
 
-def _mark_ranks(ax: Axes, ranked: object, highlight: Sequence[str], n: int) -> None:
+def _mark_ranks(ax: Axes, ranked: pd.DataFrame, highlight: Sequence[str], n: int) -> None:
     """Name highlighted genes outside the top ``n`` with their rank (e.g. ``MDM2: rank 31``)."""
-    genes = ranked["gene"].astype(str).str.upper().to_numpy()  # type: ignore[index]
-    notes = [f"{h}: rank {int(np.flatnonzero(genes == h.upper())[0]) + 1}" for h in highlight
-             if h.upper() in genes and int(np.flatnonzero(genes == h.upper())[0]) >= n]  # fmt: skip
+    rank = dict(zip(ranked["gene"].astype(str).str.upper(), ranked["rank"], strict=True))
+    notes = [f"{h}: rank {rank[h.upper()]}" for h in highlight if rank.get(h.upper(), 0) > n]
     if notes:
         ax.text(
             0.98, 0.02, "\n".join(notes), transform=ax.transAxes, ha="right", va="bottom", color="#d62728"
