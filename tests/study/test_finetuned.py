@@ -128,3 +128,11 @@ def test_labels_that_are_not_the_studys_are_said(tmp_path, shared_dir):
     assert record["evaluated"] is False and "LABEL_0" in record["reason"]
     m = res.read_metrics()
     assert set(m["skipped"]) == {"controls", "ablation"} and res.read_table("head_ablation").empty
+
+
+def test_missing_finetuned_is_refused_up_front(tmp_path):
+    r = CliRunner().invoke(
+        app, ["run", "--out", str(tmp_path / "res"), "--finetuned", str(tmp_path / "nope")]
+    )
+    assert r.exit_code == 2 and "fine-tuned model directory not found" in r.output
+    assert not (tmp_path / "res").exists()
