@@ -21,7 +21,7 @@ import geneattn
 
 SRC = Path(geneattn.__file__).parent
 NAMESPACES = ["io", "datasets", "tokenize", "models", "attention", "stats", "stats.de", "stats.agreement",
-              "stats.confounds", "stats.significance", "stats.attribution", "stats.nulls", "stats.per_class", "stats.baselines", "stats.incremental", "stats.adjust", "attention.ablation", "get", "plotting", "report", "study",
+              "stats.confounds", "stats.significance", "stats.attribution", "stats.nulls", "stats.per_class", "stats.baselines", "stats.incremental", "stats.adjust", "attention.ablation", "get", "tl", "pl", "plotting", "report", "study",
               "pipeline"]  # fmt: skip
 
 #: signatures that may keep ``Any`` for now, with the reason
@@ -101,3 +101,45 @@ def _import_fallbacks(path: Path) -> list[str]:
 def test_no_import_fallbacks_for_own_modules():
     bad = [b for p in sorted(SRC.rglob("*.py")) for b in _import_fallbacks(p)]
     assert not bad, bad
+
+
+#: the AnnData front door: every function takes ``adata`` first
+FRONT_DOOR = ["tl", "pl", "get.gene_attention", "get.ranked_genes", "get.attention_change"]
+
+
+def _front_door() -> list:
+    out = []
+    for name in FRONT_DOOR:
+        mod_name, _, attr = name.partition(".")
+        mod = importlib.import_module(f"geneattn.{mod_name}")
+        names = [attr] if attr else mod.__all__
+        out += [pytest.param(getattr(mod, n), f"{mod_name}.{n}", id=f"{mod_name}.{n}") for n in names]
+    return out
+
+
+@pytest.mark.parametrize(("f", "qualname"), _front_door())
+def test_front_door_conventions(f, qualname):
+    """tl/pl/get: AnnData first; tl writes under a keyword-only ``key_added`` with ``copy``; pl returns a Figure."""
+    sig = inspect.signature(f)
+    pos = _positional(sig)
+    assert pos and pos[0].name == "adata" and pos[0].annotation == "AnnData", qualname
+    assert len(pos) <= 3, qualname
+    if qualname.startswith("tl.") and qualname != "tl.finetune":  # finetune writes a model directory
+        for name in ("key_added", "copy"):
+            assert name in sig.parameters and sig.parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, (
+                qualname
+            )
+    if qualname.startswith("pl."):
+        assert sig.return_annotation == "Figure", f"{qualname} must return the Figure"
+    if qualname.startswith("get."):
+        assert sig.return_annotation == "pd.DataFrame", f"{qualname} returns a tidy DataFrame"
+
+
+def test_front_door_is_lazy():
+    """Importing geneattn, geneattn.tl and geneattn.pl runs nothing heavy (no torch, no matplotlib)."""
+    import subprocess
+    import sys
+
+    code = "import sys, geneattn as ga; ga.tl; ga.pl; ga.get; print(sorted({'torch', 'matplotlib', 'transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -21,6 +21,8 @@ _SUBMODULES = (
     "attention",
     "stats",
     "get",
+    "tl",
+    "pl",
     "plotting",
     "report",
     "pipeline",
@@ -37,10 +39,12 @@ if TYPE_CHECKING:  # pragma: no cover
         io,
         models,
         pipeline,
+        pl,
         plotting,
         report,
         stats,
         study,
+        tl,
         tokenize,
     )
 

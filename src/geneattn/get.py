@@ -22,6 +22,9 @@ __all__ = [
     "de_df",
     "gene_attention_df",
     "expression_by_class_df",
+    "gene_attention",
+    "ranked_genes",
+    "attention_change",
     "table",
     "attention_by_gene_df",
     "gene_scores_df",
@@ -104,6 +107,114 @@ def expression_by_class_df(
         .reset_index()
         .melt(id_vars="label", var_name="gene", value_name="mean_expr")
     )
+
+
+# ----------------------------------------------------------------- AnnData: geneattn.tl (front door)
+def _require(adata: AnnData, key: str, where: str, tool: str) -> None:
+    if key not in adata.uns or (where == "varm" and key not in adata.varm):
+        msg = f"AnnData has no {where}[{key!r}] (see geneattn.tl.{tool})"
+        raise InputError(msg)
+
+
+def _heads(columns: pd.Series) -> pd.DataFrame:
+    """``"<prefix>_L{l}H{h}"`` column names -> ``prefix, layer, head``."""
+    parts = columns.str.extract(r"^(?P<prefix>.+)_L(?P<layer>\d+)H(?P<head>\d+)$")
+    return parts.astype({"layer": int, "head": int})
+
+
+def _long(adata: AnnData, mat: np.ndarray, columns: pd.Series, prefix: str, value: str) -> pd.DataFrame:
+    """A genes x ``"<prefix>_L{l}H{h}"`` matrix as rows ``gene, ensembl_id, <prefix>, layer, head, <value>``.
+
+    NaN entries (genes never seen) are left out.
+    """
+    heads = _heads(columns)
+    gi, ci = np.nonzero(~np.isnan(mat))
+    ens = adata.var["ensembl_id"] if "ensembl_id" in adata.var else adata.var_names
+    return pd.DataFrame({
+        "gene": adata.var_names.to_numpy(dtype=str)[gi], "ensembl_id": np.asarray(ens, dtype=str)[gi],
+        prefix: heads["prefix"].to_numpy()[ci], "layer": heads["layer"].to_numpy()[ci],
+        "head": heads["head"].to_numpy()[ci], value: mat[gi, ci],
+    })  # fmt: skip
+
+
+def gene_attention(
+    adata: AnnData,
+    *,
+    key: str = "gene_attention",
+    group: str | None = None,
+    model: str | None = None,
+) -> pd.DataFrame:
+    """Per-gene attention written by `geneattn.tl.gene_attention`, tidy.
+
+    Columns ``gene, ensembl_id, group, model, layer, head, fold_mean``: group ``"__all__"`` for all
+    cells, and each class of ``groupby`` when it was given; genes the model never saw are left out.
+    ``group`` / ``model`` keep one class / model.
+    """
+    _require(adata, key, "varm", "gene_attention")
+    cols = pd.Series([str(c) for c in adata.uns[key]["columns"]])
+    mats = {"__all__": np.asarray(adata.varm[key])}
+    if f"{key}_groups" in adata.varm:
+        stack = np.asarray(adata.varm[f"{key}_groups"])  # [n_vars, n_groups, n_columns]
+        mats.update({str(g): stack[:, i, :] for i, g in enumerate(adata.uns[key]["groups"])})
+    if group is not None:
+        if group not in mats:
+            msg = f"no group {group!r} in uns[{key!r}] (groups: {list(mats)})"
+            raise InputError(msg)
+        mats = {group: mats[group]}
+    parts = [_long(adata, mat, cols, "model", "fold_mean").assign(group=g) for g, mat in mats.items()]
+    df = pd.concat(parts, ignore_index=True)[
+        ["gene", "ensembl_id", "group", "model", "layer", "head", "fold_mean"]
+    ]
+    return (df[df["model"] == model] if model is not None else df).reset_index(drop=True)
+
+
+def ranked_genes(
+    adata: AnnData,
+    *,
+    key: str = "gene_attention",
+    group: str = "__all__",
+    model: str | None = None,
+) -> pd.DataFrame:
+    """Genes ranked by ``fold_mean`` averaged over layers and heads (`geneattn.tl.gene_attention`).
+
+    Columns ``gene, ensembl_id, fold_mean, rank`` (1 = most attended) for one class (default all cells)
+    and one model (default: the only one).
+    """
+    df = gene_attention(adata, key=key, group=group, model=model)
+    if model is None and df["model"].nunique() > 1:
+        msg = f"several models in uns[{key!r}] ({sorted(df['model'].unique())}); pass model="
+        raise InputError(msg)
+    g = df.groupby(["gene", "ensembl_id"], as_index=False, sort=False)["fold_mean"].mean()
+    g = g.sort_values("fold_mean", ascending=False, kind="stable").reset_index(drop=True)
+    return g.assign(rank=np.arange(1, len(g) + 1))
+
+
+def attention_change(
+    adata: AnnData,
+    *,
+    key: str = "attention_change",
+    by: str = "head",
+    metric: str | None = None,
+    group: str | None = "__all__",
+) -> pd.DataFrame:
+    """Changes written by `geneattn.tl.attention_change`, tidy.
+
+    ``by="head"``: ``group, layer, head, bin_start, bin_end, metric, n_tokens, ref_mean, other_mean,
+    pct_change`` (``group`` None: every class). ``by="gene"``: ``gene, ensembl_id, metric, layer, head,
+    pct_change`` (all cells). ``metric`` keeps one metric (``fold``, ``norm``, ...).
+    """
+    _require(adata, key, "varm" if by == "gene" else "uns", "attention_change")
+    if by == "head":
+        df = pd.DataFrame(adata.uns[key]["head_change"])
+        if group is not None:
+            df = df[df["group"].astype(str) == group]
+    elif by == "gene":
+        cols = pd.Series([str(c) for c in adata.uns[key]["columns"]])
+        df = _long(adata, np.asarray(adata.varm[key]), cols, "metric", "pct_change")
+    else:
+        msg = f"by must be 'head' or 'gene', got {by!r}"
+        raise InputError(msg)
+    return (df[df["metric"] == metric] if metric is not None else df).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------ results

@@ -34,7 +34,7 @@ def _alternatives(tmp_path) -> dict[str, dict[str, object]]:
         "rank_bin": {"rank_bin": 50}, "n_boot": {"n_boot": 30}, "attribution_cells": {"attribution_cells": 3}, "n_seed_runs": {"n_seed_runs": 3},
         "n_permuted_runs": {"n_permuted_runs": 1}, "permute_labels": {"permute_labels": True},
         "ablation_top_k": {"ablation_top_k": 1}, "quick": {"quick": True},
-        "max_cells_per_class": {"max_cells_per_class": 50},
+        "max_cells_per_class": {"max_cells_per_class": 50}, "finetuned": {"finetuned": str(tmp_path / "m")},
     }  # fmt: skip
     alt["dictionaries"] = alt["model"]
     return alt

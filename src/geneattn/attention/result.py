@@ -264,6 +264,38 @@ class AttentionResult:
         return np.asarray(self.token_logfold[model][off[cell] : off[cell + 1]])
 
 
+def _column_order(column: str) -> tuple[str, int, int]:
+    model, lh = column.rsplit("_L", 1)
+    layer, head = lh.split("H")
+    return model, int(layer), int(head)
+
+
+def gene_matrix(
+    adata: AnnData, abg: pd.DataFrame, label: str = "__all__", *, value: str = "fold_mean", by: str = "model"
+) -> pd.DataFrame:
+    """``value`` of ``attention_by_gene`` for ``label``: one row per ``adata`` gene, one column per head.
+
+    Columns ``"<by>_L{l}H{h}"`` (sorted by ``by``, layer, head; ``by`` is the model, or e.g. the metric
+    of a ``gene_change`` table); NaN where the gene never occurs.
+    Genes are matched on ``var["ensembl_id"]`` when present, else on ``var_names`` vs gene symbols.
+    """
+    genes = abg[abg["label"].astype(str) == label] if "label" in abg else abg
+    if genes.empty:
+        msg = f"no attention_by_gene rows for label {label!r}"
+        raise InputError(msg)
+    genes = genes.assign(
+        column=genes[by].astype(str) + "_L" + genes["layer"].astype(str) + "H" + genes["head"].astype(str)
+    )
+    use_ens = "ensembl_id" in adata.var.columns
+    key = "ensembl_id" if use_ens else "gene"
+    wide = genes.pivot_table(index=key, columns="column", values=value, aggfunc="first")
+    columns = sorted(wide.columns, key=_column_order)
+    ids = (
+        adata.var["ensembl_id"].astype(str).to_numpy() if use_ens else np.asarray(adata.var_names, dtype=str)
+    )
+    return wide.reindex(index=ids, columns=columns)
+
+
 def gene_attention(
     adata: AnnData,
     result: AttentionResult,
@@ -285,24 +317,8 @@ def gene_attention(
     The annotated copy when ``copy``, else None.
     """
     adata = adata.copy() if copy else adata
-    genes = result.tables["attention_by_gene"]
-    genes = genes[genes["label"] == label]
-    if genes.empty:
-        msg = f"no attention_by_gene rows for label {label!r}"
-        raise InputError(msg)
-    genes = genes.assign(
-        column=genes["model"] + "_L" + genes["layer"].astype(str) + "H" + genes["head"].astype(str)
-    )
-    use_ens = "ensembl_id" in adata.var.columns
-    key = "ensembl_id" if use_ens else "gene"
-    wide = genes.pivot_table(index=key, columns="column", values="fold_mean", aggfunc="first")
-    columns = sorted(
-        wide.columns, key=lambda c: (c.rsplit("_L", 1)[0], *map(int, c.rsplit("_L", 1)[1].split("H")))
-    )
-    ids = (
-        adata.var["ensembl_id"].astype(str).to_numpy() if use_ens else np.asarray(adata.var_names, dtype=str)
-    )
-    mat = wide.reindex(index=ids, columns=columns)
+    mat = gene_matrix(adata, result.tables["attention_by_gene"], label)
+    columns = list(mat.columns)
     adata.varm[key_added] = mat.to_numpy(dtype=np.float64)
     models = list(dict.fromkeys(c.rsplit("_L", 1)[0] for c in columns))
     for model in models:

@@ -52,6 +52,12 @@ def run(
             "or mini-nutlin."
         ),  # fmt: skip
     ] = None,
+    finetuned: Annotated[
+        Path | None,
+        typer.Option(
+            help="An already fine-tuned classifier of the pretrained model: no fine-tuning, no control runs."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Results directory (default results).")
     ] = None,
@@ -141,7 +147,7 @@ def run(
         "dataset": dataset, "data": None if data is None else str(data), "layer": layer, "perturbation": perturbation,
         "label_key": label_key, "classes": _csv(classes), "groups": groups,
         "model": None if model is None else str(model), "dictionaries": None if dictionaries is None else str(dictionaries),
-        "checkpoint": checkpoint, "out": None if out is None else str(out), "seed": seed, "highlight": _csv(highlight), "preset": preset,
+        "checkpoint": checkpoint, "finetuned": None if finetuned is None else str(finetuned), "out": None if out is None else str(out), "seed": seed, "highlight": _csv(highlight), "preset": preset,
         "cells_per_dose": cells_per_dose, "min_cells_per_class": min_cells_per_class, "pretrain_epochs": pretrain_epochs, "finetune_epochs": finetune_epochs,
         "finetune_lr": finetune_lr, "finetune_head_lr": finetune_head_lr, "pooling": pooling,
         "batch_size": batch_size, "attention_batch_size": attention_batch_size, "device": device, "top_k": top_k,

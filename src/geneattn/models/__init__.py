@@ -12,12 +12,15 @@ from .._classes import sort_classes  # torch-free: the one class order, re-expor
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._args import TrainArgs
+    from ._assess import classifier_labels, evaluate_classifier
     from ._builtin import BUILTIN, builtin_checkpoint, builtin_input_size
+    from ._checkpoint import TokenSettings, geneformer_vocab, resolve_checkpoint, token_settings
     from ._finetune import FinetuneResult, finetune
     from ._ftconfig import FinetuneConfig
     from ._load import check_vocab, load, save_model
     from ._predict import predict
     from ._pretrain import PretrainConfig, pretrain
+    from ._recipe import recipe
     from .presets import PRESETS, make_config
     from .splits import make_splits, permute_labels
 
@@ -25,6 +28,13 @@ _WHERE = {
     "BUILTIN": "_builtin",
     "builtin_checkpoint": "_builtin",
     "builtin_input_size": "_builtin",
+    "evaluate_classifier": "_assess",
+    "classifier_labels": "_assess",
+    "TokenSettings": "_checkpoint",
+    "geneformer_vocab": "_checkpoint",
+    "resolve_checkpoint": "_checkpoint",
+    "token_settings": "_checkpoint",
+    "recipe": "_recipe",
     "PRESETS": "presets",
     "make_config": "presets",
     "load": "_load",
@@ -47,19 +57,26 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "FinetuneResult",
     "PRESETS",
     "PretrainConfig",
+    "TokenSettings",
     "TrainArgs",
     "builtin_checkpoint",
     "builtin_input_size",
     "check_vocab",
+    "classifier_labels",
+    "evaluate_classifier",
     "finetune",
+    "geneformer_vocab",
     "load",
     "make_config",
     "make_splits",
     "permute_labels",
     "predict",
     "pretrain",
+    "recipe",
+    "resolve_checkpoint",
     "save_model",
     "sort_classes",
+    "token_settings",
 ]
 
 

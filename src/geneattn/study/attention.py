@@ -6,13 +6,13 @@ import pandas as pd
 
 from .._results import OTHER, REF
 from ._stage import StageContext, stage
-from .training import device_of, pretrained_dir
+from .training import device_of, finetuned_dir, pretrained_dir
 
 #: attention tables also listed under tables/ (the results layout of design.md)
 LINKED_TABLES = ("attention_by_gene", "attention_by_position", "head_norms")
 
 
-@stage("attention", deps=("finetune",), reads=("model", "checkpoint", "attention_batch_size", "rank_bin", "device"),
+@stage("attention", deps=("finetune",), reads=("model", "checkpoint", "finetuned", "attention_batch_size", "rank_bin", "device"),
        outputs=("attention/params.json", "tables/head_change.parquet", "tables/top_genes.parquet"))  # fmt: skip
 def attention(ctx: StageContext) -> str:
     """Attention statistics of both models (``attention/``), pt-vs-ft change and top genes (``tables/``)."""
@@ -20,7 +20,7 @@ def attention(ctx: StageContext) -> str:
     from ..tokenize import load_vocab
 
     res, cfg = ctx.results, ctx.config
-    models = {REF: pretrained_dir(cfg, res), OTHER: res.model(OTHER)}
+    models = {REF: pretrained_dir(cfg, res), OTHER: finetuned_dir(cfg, res)}
     result = extract(models, res.tokens, load_vocab(res.tokens), out=res.attention,
                      batch_size=cfg.attention_batch_size, label_key="label", device=device_of(cfg))  # fmt: skip
     for name, df in compare(result, reference=REF, other=OTHER, bins=cfg.rank_bin).items():

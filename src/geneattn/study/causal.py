@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._results import OTHER, Results
+from .._results import Results
 from ._stage import StageContext, stage
 from .controls import held_out
+from .training import finetuned_dir, skipped_by_user_model
 
 
 def _test_cells(res: Results) -> tuple[object, np.ndarray]:
@@ -43,7 +44,7 @@ def most_changed_heads(deltas: pd.DataFrame, k: int) -> list[tuple[int, int]]:
     return [(int(u[1 : u.index("H")]), int(u[u.index("H") + 1 :])) for u in effect.index[:k]]
 
 
-@stage("ablation", deps=("controls",), reads=("seed", "n_boot", "ablation_top_k", "attention_batch_size"),
+@stage("ablation", deps=("controls",), reads=("seed", "n_boot", "ablation_top_k", "attention_batch_size", "finetuned"),
        outputs=("tables/head_ablation.parquet",))  # fmt: skip
 def ablation(ctx: StageContext) -> str:
     """Head ablation of the fine-tuned classifier on the test cells: ``tables/head_ablation.parquet``."""
@@ -51,7 +52,12 @@ def ablation(ctx: StageContext) -> str:
     from ..models import load
 
     res, cfg = ctx.results, ctx.config
-    model = load(res.model(OTHER), task="classifier")
+    reason = skipped_by_user_model(res).get("ablation")
+    if reason is not None:
+        cols = ["ablation", "layer", "head", "n_heads", "n_cells", "n_wells", "d_accuracy", "d_accuracy_high"]
+        ctx.write_table("head_ablation", pd.DataFrame(columns=cols), skipped=reason)
+        return f"skipped: {reason}"
+    model = load(finetuned_dir(cfg, res), task="classifier")
     ds, wells = _test_cells(res)
     combo = most_changed_heads(res.read_table("run_deltas"), cfg.ablation_top_k)
     table = head_ablation(model, ds["input_ids"], np.asarray(ds["label"]).astype(str), wells=wells,
@@ -93,7 +99,7 @@ def attribution_table(runs: dict, gene_map: pd.Series, *, n_boot: int, seed: int
     return pd.concat(parts, ignore_index=True)
 
 
-@stage("attribution", deps=("finetune",), reads=("seed", "attribution_cells", "n_boot"),
+@stage("attribution", deps=("finetune",), reads=("seed", "attribution_cells", "n_boot", "finetuned"),
        outputs=("tables/attribution.parquet",))  # fmt: skip
 def attribution(ctx: StageContext) -> str:
     """Attribution baselines on the test cells: ``tables/attribution.parquet`` (per method and gene)."""
@@ -118,7 +124,7 @@ def attribution(ctx: StageContext) -> str:
         return "skipped (attribution_cells = 0)"
     ds, _ = _test_cells(res)
     vocab = load_vocab(res.tokens)
-    model = load(res.model(OTHER), task="classifier")
+    model = load(finetuned_dir(cfg, res), task="classifier")
     cells = at.cells_from_tokens(ds, n_cells=min(cfg.attribution_cells, len(ds)), seed=cfg.seed)
     targets = at.targets_for(model, cells, pad_id=int(vocab.pad_id))
     runs = at.attribute_all(

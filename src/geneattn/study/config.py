@@ -49,6 +49,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,),
     "dictionaries": (str,),
     "checkpoint": (str,),
+    "finetuned": (str,),
     "seed": (int,),
     "out": (str,),
     "highlight": (list,),
@@ -84,6 +85,7 @@ _OPTIONAL = {
     "groups",
     "model",
     "dictionaries",
+    "finetuned",
     "cells_per_dose",
     "finetune_lr",
     "finetune_head_lr",
@@ -121,6 +123,11 @@ class StudyConfig:
         The pretrained model without ``model``: ``"auto"`` (the shipped ``mini-nutlin`` for the
         nutlin-sim study, else ``"pretrain"``), a shipped checkpoint's name (its vocabulary covers
         only the simulator's genes), or ``"pretrain"``: a ``preset`` model pretrained on the corpus.
+    finetuned
+        An already fine-tuned classifier of the pretrained model (``geneattn finetune``'s output, or a
+        Geneformer-format ``BertForSequenceClassification`` directory): no fine-tuning here; it is
+        evaluated on the study's test split when its labels are the study's classes, and the analyses
+        that need control fine-tunes (the run-level null) are skipped.
     seed
         Seed of every stochastic step.
     out
@@ -191,6 +198,7 @@ class StudyConfig:
     model: str | None = None
     dictionaries: str | None = None
     checkpoint: str = "auto"
+    finetuned: str | None = None
     seed: int = 0
     out: str = "results"
     highlight: list[str] = dataclasses.field(default_factory=lambda: ["MDM2"])
@@ -325,7 +333,7 @@ class StudyConfig:
         for name, value in recipe.items():
             if getattr(c, name) is None:
                 setattr(c, name, value)
-        for name in ("data", "model", "dictionaries", "out"):
+        for name in ("data", "model", "dictionaries", "finetuned", "out"):
             value = getattr(c, name)
             if value is not None:
                 setattr(c, name, str(Path(value).expanduser().resolve()))
@@ -372,7 +380,8 @@ QUICK = {
 
 _POSITIVE = ("n_seed_runs", "min_cells_per_class", "model_input_size", "pretrain_epochs", "finetune_epochs", "batch_size",
              "attention_batch_size", "top_k", "rank_bin", "n_boot")  # fmt: skip
-_INPUT_PATHS = {"data": "data file", "model": "model directory", "dictionaries": "dictionaries directory"}
+_INPUT_PATHS = {"data": "data file", "model": "model directory", "dictionaries": "dictionaries directory",
+                "finetuned": "fine-tuned model directory"}  # fmt: skip
 
 
 def _check_paths(c: StudyConfig) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 from .._atomic import write_json
 from .._results import OTHER, REF, Results
 from ._stage import ConfigView, StageContext, stage
-from .training import FINETUNE_READS, device_of, finetune_config, pretrained_dir
+from .training import FINETUNE_READS, device_of, finetune_config, pretrained_dir, skipped_by_user_model
 
 __all__ = ["control_runs", "held_out"]
 
@@ -104,10 +104,13 @@ def controls(ctx: StageContext) -> str:
 
     res = ctx.results
     runs = control_runs(ctx.config)
-    if ctx.config.n_permuted_runs == 0:  # no null side: nothing to compare the real runs with
+    skipped = skipped_by_user_model(res).get("controls") if ctx.config.finetuned is not None else None
+    if ctx.config.n_permuted_runs == 0 or skipped:  # no null side: nothing to compare the real runs with
         ctx.write_table("run_deltas", pd.DataFrame(columns=["family", "run", "kind", "unit", "value"]))
-        write_json(res.runs / "runs.json", {"runs": {}, "n_held_out_cells": 0})
-        return "no permuted-label runs (n_permuted_runs = 0): run-level null skipped"
+        ctx.write_table("run_scores", pd.DataFrame(columns=["run", "kind", "accuracy"]))
+        why = skipped or "no permuted-label runs (n_permuted_runs = 0)"
+        write_json(res.runs / "runs.json", {"runs": {}, "n_held_out_cells": 0, "skipped": why})
+        return f"run-level null skipped: {why}"
     from .ensemble import failed_runs
 
     metrics = _train_runs(ctx, runs)

@@ -205,6 +205,7 @@ def compute_metrics(
     real-label runs' mean with a run-level interval), ``methods``, ``incremental``, ``heads`` (ablation),
     ``highlight_by_class``, ``stats_timings_s``, ``highlight``.
     """
+    from .training import skipped_by_user_model
     from .verdict import verdict
 
     fm = results.model(OTHER) / "metrics.json"
@@ -228,6 +229,7 @@ def compute_metrics(
         else {},
         "stats_timings_s": dict(timings or {}),
         "highlight": list(highlight),
+        "skipped": skipped_by_user_model(results),  # analyses a study of the user's classifier cannot run
     }
     metrics = jsonable(metrics)
     return {"verdict": verdict(metrics), **metrics}

@@ -285,7 +285,7 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight, top_k=top_k,
                               timings=timings, task=null_summary, ensemble=task.ensemble_summary(results))  # fmt: skip
     metrics["skipped"] = {**_skipped(out, null_summary), **skipped}
-    if not results.has_table("run_scores"):  # written by the controls stage
+    if not results.has_table("run_scores") or results.read_table("run_scores").empty:  # the controls stage's
         metrics["skipped"]["run_scores"] = null_summary.get(task.NULL_KEY, {}).get("skipped") or "no control runs"
     results.write_metrics({**metrics, **{k: v for k, v in results.read_metrics().items() if k == "timings"}})
     return out

@@ -176,9 +176,9 @@ def ensemble_summary(res: Results) -> dict:
     """``metrics["ensemble"]``: every run against the true labels; the real-label runs' mean and interval."""
     from .ensemble import summarise
 
-    if not res.has_table("run_scores"):
+    scores = res.read_table("run_scores") if res.has_table("run_scores") else pd.DataFrame()
+    if scores.empty:
         return {}
-    scores = res.read_table("run_scores")
     path = res.runs / "runs.json"
     failed = res.read_json(path).get("failed", []) if path.is_file() else []
     clf_path = res.model(OTHER) / "metrics.json"

@@ -2,58 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from .. import _keys as K
-from ..errors import InputError
-from ..models.presets import V1_VOCAB_SIZE, V2_VOCAB_SIZE
 from ..tokenize import GeneVocab
 from ._stage import ConfigView, StageContext, stage
 
 
-def geneformer_vocab(model: str, dictionaries: str) -> GeneVocab:
-    """Geneformer's dictionaries under ``dictionaries`` that match ``model``'s vocabulary size."""
-    mcfg = Path(model) / "config.json"
-    if not mcfg.is_file():
-        msg = f"{model} is not a model directory (no config.json)"
-        raise InputError(msg)
-    n = int(json.loads(mcfg.read_text(encoding="utf-8"))["vocab_size"])
-    tag = {V1_VOCAB_SIZE: "gc30M", V2_VOCAB_SIZE: "gc104M"}.get(n)
-    root = Path(dictionaries)
-    tok = sorted(root.rglob(f"token_dictionary_{tag}.pkl" if tag else "token_dictionary*.pkl"))
-    if not tok:
-        msg = f"no Geneformer token dictionary for a model with {n} tokens under {root}"
-        raise InputError(msg)
-    d, suffix = tok[0].parent, tok[0].stem.removeprefix("token_dictionary")
-    mapping = d / f"ensembl_mapping_dict{suffix}.pkl"
-    vocab = GeneVocab.from_geneformer(
-        tok[0], d / f"gene_median_dictionary{suffix}.pkl", mapping if mapping.is_file() else None
-    )
-    vocab.check_model_vocab_size(n)
-    return vocab
-
-
 def _vocab(cfg: ConfigView, corpus: Path) -> tuple[GeneVocab, bool, int]:
-    """(vocabulary, special tokens, input size): Geneformer's, the shipped checkpoint's, or the corpus's."""
+    """(vocabulary, special tokens, input size): the checkpoint's own (`token_settings`), or the corpus's."""
+    from ..models import token_settings
     from ..tokenize import build_vocab, geneformer_settings
 
-    if cfg.builtin is not None:
-        from ..models import builtin_checkpoint, builtin_input_size
-
-        path = builtin_checkpoint(cfg.builtin)
-        vocab = GeneVocab.from_json(path / "vocab.json")
-        special, _ = geneformer_settings(vocab)
-        return vocab, special, min(cfg.model_input_size, builtin_input_size(cfg.builtin))
-    if cfg.model is None:
+    if cfg.builtin is None and cfg.model is None:
         vocab = build_vocab(str(corpus), special_tokens=False)
         return vocab, *geneformer_settings(vocab, model_input_size=cfg.model_input_size)
-    vocab = geneformer_vocab(cfg.model, cfg.dictionaries)
-    special, size = geneformer_settings(vocab)  # V1: 2,048 tokens; V2: <cls> ... <eos>, 4,096
-    return vocab, special, min(cfg.model_input_size, size)
+    model = cfg.builtin if cfg.builtin is not None else cfg.model
+    ts = token_settings(model, dictionaries=cfg.dictionaries, model_input_size=cfg.model_input_size)
+    return ts.vocab, ts.special_tokens, ts.model_input_size
 
 
 @stage(
