@@ -139,7 +139,9 @@ def _capped_store(n_cells=200, cap=30, seed=7):
     offsets = np.arange(n_cells + 1) * cap
     toks = np.concatenate([rng.permutation(np.arange(100, 160))[:cap] for _ in range(n_cells)])
     lf = -0.8 * np.log(np.repeat(n_genes, cap)) + rng.normal(0, 0.3, size=n_cells * cap)
-    store = TokenStore(lf[:, None, None].astype(np.float32), offsets, toks, np.array([f"c{i}" for i in range(n_cells)]))
+    store = TokenStore(
+        lf[:, None, None].astype(np.float32), offsets, toks, np.array([f"c{i}" for i in range(n_cells)])
+    )
     return store, n_genes
 
 

@@ -167,7 +167,9 @@ def test_expressed_cut_shares_and_well_interval_vs_naive():
         in_input[df[df.tok == tid].cell.to_numpy()] = True
         expressed[g] = in_input | (rng.random(len(labels)) < 0.33)
     n_boot, seed = 200, 4
-    res = pc.position_by_class(store, labels, wells, genes=genes, expressed=expressed, n_boot=n_boot, seed=seed)
+    res = pc.position_by_class(
+        store, labels, wells, genes=genes, expressed=expressed, n_boot=n_boot, seed=seed
+    )
     boot_rng = np.random.default_rng(seed)  # the function draws one multinomial block per (class, gene)
     for cls in ["0.1", "10"]:
         in_cls = labels == cls
@@ -184,7 +186,9 @@ def test_expressed_cut_shares_and_well_interval_vs_naive():
             assert r.in_input_share == pytest.approx(in_input.mean()) == r.detection
             assert r.cut_share == pytest.approx(cut.mean()) and cut.sum() > 0
             assert r.cut_share_of_expressing == pytest.approx(cut.sum() / expr.sum())
-            np.testing.assert_allclose([r.cut_share_low, r.cut_share_high], _naive_boot(cut, wcode, n_w, counts_rows))
+            np.testing.assert_allclose(
+                [r.cut_share_low, r.cut_share_high], _naive_boot(cut, wcode, n_w, counts_rows)
+            )
             np.testing.assert_allclose([r.expressed_share_low, r.expressed_share_high],
                                        _naive_boot(expr, wcode, n_w, counts_rows))  # fmt: skip
             t = df[(df.tok == tid) & (df.cls == cls)]
