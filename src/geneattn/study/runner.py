@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..pipeline import Context, Stage, order, read_manifest, run_stages
 from ._stage import STAGES, StageContext, StageSpec, key_params
 from .config import StudyConfig, dump_toml
-from .tokens import input_size_note
+from .tokens import annotate_input_size, input_size_note
 
 __all__ = ["run_study", "stages", "rebuild_report"]
 
@@ -170,7 +170,7 @@ def _run_locked(cfg: StudyConfig, res: Results, *, created: bool, force: bool, p
     header = (
         f"geneattn {__version__} resolved study configuration\nreproduce: geneattn run --config {res.config}"
     ) + input_size_note(cfg)
-    write_text(res.config, dump_toml(cfg.to_dict(), header=header))
+    write_text(res.config, annotate_input_size(dump_toml(cfg.to_dict(), header=header), cfg))
     first = _ancestors(all_stages, "plan")  # the plan within the first minute, before the heavy stages
     run_stages(
         first, res.root, ctx=ctx, force=[s.name for s in first[1:]] if force else False, progress=progress

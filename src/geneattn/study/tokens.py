@@ -85,7 +85,7 @@ def effective_input_size(cfg: ConfigView) -> int:
 
 
 def input_size_note(cfg: ConfigView) -> str:
-    """A line for ``config.toml``'s header when the model caps ``model_input_size`` ("" otherwise)."""
+    """A header line for ``config.toml`` when the model caps ``model_input_size`` ("" otherwise)."""
     size = effective_input_size(cfg)
     if size == cfg.model_input_size:
         return ""
@@ -93,6 +93,20 @@ def input_size_note(cfg: ConfigView) -> str:
         f"\nmodel_input_size = {cfg.model_input_size} was requested; the model has {size} positions, "
         f"so cells are cut to {size} tokens (effective model_input_size = {size}; see tokens/{INPUT_FILE})"
     )
+
+
+def annotate_input_size(toml_text: str, cfg: ConfigView) -> str:
+    """``config.toml`` text with the effective input size beside ``model_input_size`` when the model caps it.
+
+    The key keeps the requested value (``geneattn run --config`` reproduces the run either way); the
+    comment on its line and the header line (`input_size_note`) give the value used.
+    """
+    size = effective_input_size(cfg)
+    if size == cfg.model_input_size:
+        return toml_text
+    line = f"model_input_size = {cfg.model_input_size}"
+    comment = f"  # requested; effective {size}: the model has {size} positions (tokens/{INPUT_FILE})"
+    return "\n".join(x + comment if x == line else x for x in toml_text.split("\n"))
 
 
 def input_summary(
