@@ -104,7 +104,8 @@ def test_length_confound_and_mitigation():
     raw, fold = dep.loc[("0", "0", "raw")], dep.loc[("0", "0", "fold")]
     assert raw.spearman_vs_length < -0.5 and raw.loglength_slope == pytest.approx(-1, abs=0.25)
     assert abs(fold.loglength_slope) < 0.3
-    assert raw.cell_mean_raw_vs_length < -0.9
+    assert raw.cell_mean_raw_vs_tokens < -0.9
+    assert (dep["length_variable"] == "tokens").all()  # no n_genes given: the token count, named so
     assert dep.loc[("0", "0", "fold")].spearman_vs_position < -0.3
     assert abs(dep.loc[("0", "0", "residual")].spearman_vs_position) < 0.1
 
@@ -126,3 +127,41 @@ def test_confounds_table_residual_recovers_planted():
         r.loc["fold", "spearman_vs_de"] > 0.5
         and abs(r.loc["residual", "spearman_vs_de"]) < r.loc["fold", "spearman_vs_de"]
     )
+
+
+def _capped_store(n_cells=200, cap=30, seed=7):
+    """Every cell cut to ``cap`` tokens, while the genes it expressed (``n_genes``) vary 40-400.
+
+    The log fold of every token falls with log n_genes (a depth effect the capped length cannot see).
+    """
+    rng = np.random.default_rng(seed)
+    n_genes = rng.integers(40, 400, size=n_cells).astype(float)
+    offsets = np.arange(n_cells + 1) * cap
+    toks = np.concatenate([rng.permutation(np.arange(100, 160))[:cap] for _ in range(n_cells)])
+    lf = -0.8 * np.log(np.repeat(n_genes, cap)) + rng.normal(0, 0.3, size=n_cells * cap)
+    store = TokenStore(
+        lf[:, None, None].astype(np.float32), offsets, toks, np.array([f"c{i}" for i in range(n_cells)])
+    )
+    return store, n_genes
+
+
+def test_confound_variable_is_n_genes_not_capped_tokens():
+    s, n_genes = _capped_store()
+    dep = cf.length_dependence(s, n_genes=n_genes).set_index("score_type")
+    fold = dep.loc["fold"]
+    # naive Spearman of the per-token fold with its cell's n_genes (all tokens: no subsample at this size)
+    naive = pd.Series(np.exp(s.logfold[:, 0, 0])).corr(pd.Series(n_genes[s.cell_of_token]), method="spearman")
+    assert fold.length_variable == "n_genes"
+    assert fold.spearman_vs_length == pytest.approx(naive, abs=1e-9) and naive < -0.7
+    assert fold.loglength_slope == pytest.approx(-0.8, abs=0.1)
+    assert np.isnan(fold.spearman_vs_tokens)  # the token count is constant: no information
+    # the token count alone would have hidden the dependence
+    dep_tok = cf.length_dependence(s).set_index("score_type")
+    assert np.isnan(dep_tok.loc["fold", "spearman_vs_length"])
+    # the confound table carries n_genes in the "vs genes expressed" column, the token count beside it
+    t = cf.confounds_table({"m": s}, n_genes={"m": n_genes}, heads=[("0", "0")])
+    r = t.set_index("score_type").loc["fold"]
+    assert r.length_variable == "n_genes" and r.spearman_vs_length == pytest.approx(naive, abs=1e-9)
+    assert np.isnan(r.spearman_vs_tokens)
+    with pytest.raises(cf.InputError, match="n_genes"):
+        cf.length_dependence(s, n_genes=n_genes[:-1])

@@ -134,3 +134,71 @@ def test_per_class_input_errors():
         pc.attention_rank_by_class({"a": store, "b": other}, labels, {"A": 100})
     with pytest.raises(InputError, match="pretrained"):
         pc.highlighted_by_class({"a": store}, {"a": "real"}, labels, wells=wells, genes={"A": 100})
+
+
+def _naive_boot(per_cell_value, cell_well, n_w, counts_rows):
+    """Share of the class's cells with the value, in each bootstrap resample of wells (a loop over draws)."""
+    out = []
+    for counts in counts_rows:
+        num = sum(counts[w] * per_cell_value[cell_well == w].sum() for w in range(n_w))
+        den = sum(counts[w] * (cell_well == w).sum() for w in range(n_w))
+        out.append(num / den)
+    return np.quantile(out, [0.025, 0.975])
+
+
+def _naive_lower_median_boot(pos, tok_well, n_w, counts_rows):
+    """Lower median of the positions with each well's tokens repeated ``counts[w]`` times."""
+    meds = []
+    for counts in counts_rows:
+        rep = np.sort(np.concatenate([np.repeat(pos[tok_well == w], int(counts[w])) for w in range(n_w)]))
+        meds.append(rep[int(np.ceil(len(rep) / 2)) - 1] if len(rep) else np.nan)
+    return np.nanquantile(meds, [0.025, 0.975])
+
+
+def test_expressed_cut_shares_and_well_interval_vs_naive():
+    store, labels, wells, planted = _design(n_cells=160, seed=3)
+    genes = {"A": int(planted[0]), "B": 145}  # both cut from some cells' inputs
+    rng = np.random.default_rng(9)
+    df = _tokens_frame(store, labels, wells)
+    # expressed: in the input, or cut (expressed beyond the input) in a random third of the other cells
+    expressed = {}
+    for g, tid in genes.items():
+        in_input = np.zeros(len(labels), bool)
+        in_input[df[df.tok == tid].cell.to_numpy()] = True
+        expressed[g] = in_input | (rng.random(len(labels)) < 0.33)
+    n_boot, seed = 200, 4
+    res = pc.position_by_class(
+        store, labels, wells, genes=genes, expressed=expressed, n_boot=n_boot, seed=seed
+    )
+    boot_rng = np.random.default_rng(seed)  # the function draws one multinomial block per (class, gene)
+    for cls in ["0.1", "10"]:
+        in_cls = labels == cls
+        wcode, wnames = pd.factorize(wells[in_cls])
+        n_w = len(wnames)
+        for g, tid in genes.items():
+            r = res[(res["class"] == cls) & (res.gene == g)].iloc[0]
+            counts_rows = boot_rng.multinomial(n_w, np.full(n_w, 1 / n_w), size=n_boot)
+            cells = np.flatnonzero(in_cls)
+            in_input = np.isin(cells, df[(df.tok == tid)].cell.to_numpy())
+            expr = expressed[g][cells]
+            cut = expr & ~in_input
+            assert r.expressed_share == pytest.approx(expr.mean())
+            assert r.in_input_share == pytest.approx(in_input.mean()) == r.detection
+            assert r.cut_share == pytest.approx(cut.mean()) and cut.sum() > 0
+            assert r.cut_share_of_expressing == pytest.approx(cut.sum() / expr.sum())
+            np.testing.assert_allclose(
+                [r.cut_share_low, r.cut_share_high], _naive_boot(cut, wcode, n_w, counts_rows)
+            )
+            np.testing.assert_allclose([r.expressed_share_low, r.expressed_share_high],
+                                       _naive_boot(expr, wcode, n_w, counts_rows))  # fmt: skip
+            t = df[(df.tok == tid) & (df.cls == cls)]
+            tok_well = pd.Index(wnames).get_indexer(t.well.to_numpy())
+            np.testing.assert_allclose([r.position_low, r.position_high],
+                                       _naive_lower_median_boot(t.pos.to_numpy(), tok_well, n_w, counts_rows))  # fmt: skip
+            assert r.interval_unit.startswith("well")
+    # without `expressed` the shares of expression are absent, the rest unchanged
+    plain = pc.position_by_class(store, labels, wells, genes=genes, n_boot=n_boot, seed=seed)
+    assert "cut_share" not in plain
+    pd.testing.assert_frame_equal(plain, res[plain.columns])
+    with pytest.raises(InputError, match="expressed"):
+        pc.position_by_class(store, labels, wells, genes=genes, expressed={"A": expressed["A"][:-1]})

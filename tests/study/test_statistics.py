@@ -30,6 +30,7 @@ def results(tmp_path_factory):
     res = Results(root)
     ad = make_counts(n_cells=48, n_genes=30, n_markers=4, n_wells=8, seed=2)
     x = ad.X.toarray()
+    ad.obs["n_genes"] = (x > 0).sum(axis=1)  # every expressed gene is in the input here (no cut)
     ids = [(2 + np.argsort(-row, kind="stable")[: int((row > 0).sum())]).tolist() for row in x]
     ds = Dataset.from_dict({"input_ids": ids, "length": [len(i) for i in ids], "cell_id": list(ad.obs_names),
                             "label": ad.obs["label"].astype(str).tolist()})  # fmt: skip
@@ -68,6 +69,22 @@ def test_inputs_gene_map_and_table_route(results):
     np.testing.assert_allclose(m.residual_t, m.residual_s, atol=1e-4)
 
 
+def test_inputs_n_genes_expressed_and_well_check(results):
+    inp = load_inputs(results)
+    store = inp.stores["finetuned"]
+    obs = inp.adata.obs
+    ids = np.asarray(store.cell_ids).astype(str)
+    np.testing.assert_array_equal(inp.n_genes(store), obs.loc[ids, "n_genes"].to_numpy(float))
+    x = inp.adata.X.toarray()
+    got = inp.expressed(store, ["G1", "G3", "absent"])
+    assert set(got) == {"G1", "G3"}
+    for j, g in ((1, "G1"), (3, "G3")):
+        np.testing.assert_array_equal(got[g], x[obs.index.get_indexer(ids), j] > 0)
+    wc = inp.well_confounds()
+    assert set(wc["model"]) == {"pretrained", "finetuned"} and set(wc["adjustment"]) == {"none", "n_genes"}
+    assert wc["n_wells"].eq(8).all() and wc["rho_pc1_log_dose"].isna().all()  # labels a/b: no dose
+
+
 def test_stats_stage_writes_tables_metrics_and_annotations(results):
     summary = stats_of_results(str(results.root), n_boot=20, attribution_cells=6, top_k=5)
     assert "verdict" in summary
@@ -81,6 +98,14 @@ def test_stats_stage_writes_tables_metrics_and_annotations(results):
     assert out["methods"].attrs["params"]["stage"] == "stats"
     assert list(out["confounds"].columns) == cf.CONFOUND_COLUMNS
     assert set(out["confounds"].score_type) == {"raw", "fold", "residual"}
+    conf = out["confounds"]
+    assert (conf["length_variable"] == "n_genes").all()  # obs n_genes, not the token count
+    np.testing.assert_allclose(conf["spearman_vs_length"], conf["spearman_vs_tokens"])  # no cell was cut here
+    wells = results.read_table("confound_wells")
+    assert len(wells) == 4 and set(results.read_metrics()["confound_wells"]) == {
+        f"{m}/{a}" for m in ("pretrained", "finetuned") for a in ("none", "n_genes")
+    }
+    assert results.read_metrics()["input"] == {}  # no tokenize stage ran here
     assert list(out["significance"].columns) == sg.SIGNIFICANCE_COLUMNS
     assert {"paired_gene", "paired_head", "between_class"} <= set(out["significance"].test)
     m = out["methods"]

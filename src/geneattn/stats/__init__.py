@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["de", "agreement", "confounds", "significance", "between_class", "attribution", "nulls", "run_deltas", "per_class", "baselines", "incremental", "adjust", "rank_genes", "de_df", "pseudobulk",
+__all__ = ["de", "agreement", "confounds", "significance", "between_class", "attribution", "nulls", "run_deltas", "per_class", "baselines", "incremental", "adjust", "wells", "rank_genes", "de_df", "pseudobulk",
            "normalize", "umap"]  # fmt: skip
 
 _SUBMODULES = (
@@ -25,6 +25,7 @@ _SUBMODULES = (
     "baselines",
     "incremental",
     "adjust",
+    "wells",
 )
 _FUNCS = {"rank_genes": "de", "de_df": "de", "pseudobulk": "de", "normalize": "de", "umap": "de"}
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
         nulls,
         per_class,
         significance,
+        wells,
     )
     from .de import de_df, normalize, pseudobulk, rank_genes, umap
 

@@ -1,7 +1,7 @@
 """Attention adjusted for genes expressed per cell (length) and well, without conditioning on rank.
 
-Wells differ in sequencing depth, so in the number of genes a cell expresses (its token-sequence
-length ``n_c``), and attention depends on length in a gene-specific way (statistics review 2026-12
+Wells differ in sequencing depth, so in the number of genes a cell expresses (``n_c``, counted
+before the input is cut to the model's size: `TokenLayout.lengths`), and attention depends on length in a gene-specific way (statistics review 2026-12
 §4: PC1 of the well × gene residual matrix has ρ −0.96 with the well's median length). Dose classes
 differ in length partly by chance well depth, so the length effect leaks into class comparisons.
 
@@ -61,7 +61,10 @@ class TokenLayout:
     cell_of_token
         ``[n_tokens]`` index of each token's cell into ``lengths`` and ``wells``.
     lengths
-        ``[n_cells]`` genes expressed per cell (sequence length ``n_c``).
+        ``[n_cells]`` genes expressed per cell *before* the input was cut to the model's size
+        (``obs["n_genes"]``). Not the token count: it is capped at the model's input (254 genes for
+        93 % of the default study's cells), and a slope estimated from a capped length comes from the
+        few uncut cells.
     wells
         ``[n_cells]`` well of each cell (any hashable labels).
     """

@@ -1,7 +1,9 @@
 """The sequence-length and rank-position confound of attention, and its mitigations (methods §7.1–7.2).
 
 Attention received by a token, averaged over queries, is ``a = 1/n_c`` under uniform attention,
-so raw attention per gene scales with ``1/n_c`` (the number of genes expressed by the cell).
+so raw attention per gene scales with ``1/n_c`` (the number of genes in the cell's input). The
+confound checks (`length_dependence`) correlate scores with the genes a cell expresses *before* the
+input is cut to the model's size (``obs["n_genes"]``), since the token count is capped.
 Mitigations:
 
 * ``fold = n_c · a`` (uniform attention → 1): length-normalised attention;
@@ -49,10 +51,12 @@ CONFOUND_COLUMNS = [
     "head",
     "score_type",
     "n_genes",
+    "length_variable",
     "spearman_vs_length",
     "loglength_slope",
+    "spearman_vs_tokens",
     "spearman_vs_position",
-    "cell_mean_raw_vs_length",
+    "cell_mean_raw_vs_tokens",
     "spearman_vs_mean_rank",
     "auroc_planted",
     "auprc_planted",
@@ -299,48 +303,77 @@ def _subsample(n: int, max_n: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, max_n, replace=False))
 
 
-def length_dependence(
-    store: TokenStore, *, max_tokens: int = 100_000, seed: int = 0, n_length_bins: int = 10
-) -> pd.DataFrame:
-    """How attention depends on cell length ``n_c`` and on rank position, per layer/head and score type.
+def _cell_lengths(store: TokenStore, n_genes: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """Genes expressed per cell before truncation (``n_genes``), else the token count, and its name."""
+    if n_genes is None:
+        return np.asarray(store.lengths, dtype=np.float64), "tokens"
+    n = np.asarray(n_genes, dtype=np.float64)
+    if n.shape != (store.n_cells,) or not np.all(np.isfinite(n)) or np.any(n < 1):
+        msg = f"n_genes needs one finite value >= 1 per cell of the store ({store.n_cells}), got shape {n.shape}"
+        raise InputError(msg)
+    return n, "n_genes"
 
-    Token level (a seeded subsample of ``max_tokens`` tokens): Spearman of each per-token score with
-    ``n_c`` and with position, and the OLS slope of ``log score`` on ``log n_c`` (raw attention ≈ −1
-    under uniform attention; fold ≈ 0). Residuals have no log slope (reported for ``log fold``).
+
+def length_dependence(
+    store: TokenStore,
+    *,
+    n_genes: np.ndarray | None = None,
+    max_tokens: int = 100_000,
+    seed: int = 0,
+    n_length_bins: int = 10,
+) -> pd.DataFrame:
+    """How attention depends on the genes a cell expresses and on rank position, per layer/head and score.
+
+    The confound variable is ``n_genes``, the genes expressed per cell *before* the input was cut to
+    the model's size: the token count is capped (at 254 genes for 93 % of the default study's cells),
+    so a correlation with it is ≈ 0 whatever attention does. Token level (a seeded subsample of
+    ``max_tokens`` tokens): Spearman of each per-token score with ``n_genes`` (``spearman_vs_length``),
+    with the token count (``spearman_vs_tokens``) and with position, and the OLS slope of ``log score``
+    on ``log n_genes`` (raw attention ≈ −1 under uniform attention over uncut cells; fold ≈ 0).
+    Residuals have no log slope (reported for ``log fold``).
+
+    Parameters
+    ----------
+    store
+        Token store of one model.
+    n_genes
+        Genes expressed per cell before truncation, in the store's cell order (None: the token count,
+        named so in ``length_variable``).
+    max_tokens, seed
+        Size and seed of the token subsample.
+    n_length_bins
+        Token-count bins of the position expectation (residual scores).
 
     Returns
     -------
-    DataFrame ``layer, head, score_type, spearman_vs_length, loglength_slope, spearman_vs_position,
-    cell_mean_raw_vs_length`` (the last: Spearman over cells of the per-cell mean raw attention vs
-    ``n_c``; since ``Σ_j a_j = 1`` the mean is ``1/n_c`` and this is −1 by construction: a check
-    of the store and the plainest statement of the confound).
+    DataFrame ``layer, head, score_type, length_variable, spearman_vs_length, loglength_slope,
+    spearman_vs_tokens, spearman_vs_position, cell_mean_raw_vs_tokens`` (the last: Spearman over
+    cells of the per-cell mean raw attention vs the token count; since ``Σ_j a_j = 1`` the mean is
+    ``1/n_tokens`` and this is −1 by construction: a check of the store).
     """
     ix = _Index.build(store, length_bins(store.lengths, n_length_bins))
+    cell_n, variable = _cell_lengths(store, n_genes)
     idx = _subsample(len(ix.pos), max_tokens, seed)
-    logn = np.log(ix.n_tok[idx])
-    r_len, r_pos = stats.rankdata(ix.n_tok[idx]), stats.rankdata(ix.pos[idx])  # Spearman = Pearson of ranks
-    cell_of_token = store.cell_of_token
+    n_c = cell_n[store.cell_of_token[idx]]
+    logn = np.log(n_c)
+    r_len, r_tok = stats.rankdata(n_c), stats.rankdata(ix.n_tok[idx])  # Spearman = Pearson of ranks
+    r_pos = stats.rankdata(ix.pos[idx])
     rows = []
     for layer, head, lf in iter_columns(store):
         sc = _scores_for(lf, ix)
-        cell_raw = np.bincount(cell_of_token, weights=sc["raw"], minlength=store.n_cells) / store.lengths
+        cell_raw = (
+            np.bincount(store.cell_of_token, weights=sc["raw"], minlength=store.n_cells) / store.lengths
+        )
         r_cell = _spear(cell_raw, store.lengths)
         for st in SCORE_TYPES:
             v = sc[st][idx]
             logv = np.log(v) if st != "residual" else v
             slope = float(np.polyfit(logn, logv, 1)[0]) if np.ptp(logn) > 0 else float("nan")
             r_v = stats.rankdata(v)
-            rows.append(
-                {
-                    "layer": layer,
-                    "head": head,
-                    "score_type": st,
-                    "spearman_vs_length": _pearson(r_v, r_len),
-                    "loglength_slope": slope,
-                    "spearman_vs_position": _pearson(r_v, r_pos),
-                    "cell_mean_raw_vs_length": r_cell,
-                }
-            )
+            rows.append({"layer": layer, "head": head, "score_type": st, "length_variable": variable,
+                         "spearman_vs_length": _pearson(r_v, r_len), "loglength_slope": slope,
+                         "spearman_vs_tokens": _pearson(r_v, r_tok), "spearman_vs_position": _pearson(r_v, r_pos),
+                         "cell_mean_raw_vs_tokens": r_cell})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -356,7 +389,8 @@ def _spear(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
-_DEPENDENCE = ("spearman_vs_length", "loglength_slope", "spearman_vs_position", "cell_mean_raw_vs_length")
+_DEPENDENCE = ("length_variable", "spearman_vs_length", "loglength_slope", "spearman_vs_tokens", "spearman_vs_position",
+               "cell_mean_raw_vs_tokens")  # fmt: skip
 
 
 def _agreement_columns(
@@ -393,6 +427,7 @@ def confounds_table(
     max_tokens: int = 100_000,
     heads: Sequence[tuple[str, str]] | None = None,
     precomputed: Mapping[str, pd.DataFrame] | None = None,
+    n_genes: Mapping[str, np.ndarray | None] | None = None,
 ) -> pd.DataFrame:
     """Length/position dependence, agreement with DE and planted-gene recovery of each score type.
 
@@ -422,6 +457,10 @@ def confounds_table(
         Restrict to these ``(layer, head)`` string pairs (default all, plus means).
     precomputed
         `gene_scores` output per model (same ``n_length_bins`` and ``gene_map``), to skip recomputing.
+    n_genes
+        Per model: genes expressed per cell before truncation, in the store's cell order (the
+        confound variable of `length_dependence`; a model left out falls back to the token count,
+        named in the ``length_variable`` column).
 
     Returns
     -------
@@ -432,7 +471,8 @@ def confounds_table(
         gs = (precomputed or {}).get(model)
         if gs is None:
             gs = gene_scores(store, n_length_bins=n_length_bins, gene_map=gene_map)
-        dep = length_dependence(store, max_tokens=max_tokens, seed=seed, n_length_bins=n_length_bins)
+        dep = length_dependence(store, n_genes=(n_genes or {}).get(model), max_tokens=max_tokens, seed=seed,
+                                n_length_bins=n_length_bins)  # fmt: skip
         dep = dep.set_index(["layer", "head", "score_type"])
         for (layer, head), g in gs.groupby(["layer", "head"], sort=False):
             if heads is not None and (layer, head) not in set(heads):

@@ -4,10 +4,15 @@ A gene's position and detection differ by class (MDM2: median position 492 at do
 cells express it, 16 at dose 10 where all do), so a pooled "mean position" describes no cell and is
 not reported here. Per class and gene:
 
-* ``detection`` (fraction of the class's cells expressing the gene) and ``median_position`` (0 =
-  top-ranked token) among expressing cells, with percentile intervals from resampling the class's
-  wells (the unit: cells of one well share culture and depth). These are properties of the cells,
-  the same for every model.
+* ``detection`` (= ``in_input_share``: fraction of the class's cells whose *input* holds the gene)
+  and ``median_position`` (0 = top-ranked token) among those cells, with percentile intervals from
+  resampling the class's wells (the unit: cells of one well share culture and depth). These are
+  properties of the cells, the same for every model.
+* When the per-cell expression is given (``expressed``): ``expressed_share`` (cells expressing the
+  gene before truncation), ``cut_share`` (expressed but beyond the model's input: the cell was cut
+  before the gene's rank) and ``cut_share_of_expressing`` (``cut_share / expressed_share``), with
+  well-bootstrap intervals. A gene's median position is then conditional on having survived the cut:
+  MDM2 at low dose is expressed in ~40 % of cells but in the 254-gene input of ~4 %.
 * ``mean_fold`` (mean over expressing cells of the per-token fold, ``exp`` of the head column's log
   fold) and ``rank`` (1 = most attended among the genes expressed in at least ``min_cells`` of the
   class's cells), for the pretrained model and each fine-tuned run. The interval of the fine-tuned
@@ -82,35 +87,46 @@ def _weighted_median(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.where(total[:, 0] > 0, x[np.minimum(idx, len(x) - 1)], np.nan)
 
 
+def _share_rows(
+    name: str, per_well: np.ndarray, n_cells_well: np.ndarray, counts: np.ndarray
+) -> dict[str, float]:
+    """``name``, ``name_low``, ``name_high``: a share of the class's cells and its well-bootstrap percentiles."""
+    boot = (counts @ per_well) / (counts @ n_cells_well)
+    lo, hi = np.nanquantile(boot, [0.025, 0.975])
+    return {name: float(per_well.sum() / n_cells_well.sum()), f"{name}_low": lo, f"{name}_high": hi}
+
+
 def _gene_class_rows(
     pos: np.ndarray,
     tok_cell_well: np.ndarray,
     n_cells_well: np.ndarray,
     n_boot: int,
     rng: np.random.Generator,
+    expressed_well: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Detection and median position of one gene in one class, and their well-bootstrap percentiles.
 
     ``pos``: positions of the gene's tokens in the class's cells, ``tok_cell_well``: their well index
-    (0..W-1), ``n_cells_well [W]``: cells per well.
+    (0..W-1), ``n_cells_well [W]``: cells per well, ``expressed_well [W]``: cells per well expressing
+    the gene before truncation (None: unknown).
     """
     n_w = len(n_cells_well)
     order = np.argsort(pos, kind="mergesort")
     x, wk = pos[order].astype(float), tok_cell_well[order]
     counts = rng.multinomial(n_w, np.full(n_w, 1 / n_w), size=n_boot).astype(float)  # [B, W]
-    det = (counts @ np.bincount(wk, minlength=n_w)) / (counts @ n_cells_well)
+    in_well = np.bincount(wk, minlength=n_w).astype(float)
+    det = _share_rows("detection", in_well, n_cells_well, counts)
     med = _weighted_median(x, counts[:, wk]) if len(x) else np.full(n_boot, np.nan)
-    d_lo, d_hi = np.nanquantile(det, [0.025, 0.975])
     p_lo, p_hi = np.nanquantile(med, [0.025, 0.975]) if np.isfinite(med).any() else (np.nan, np.nan)
-    return {
-        "n_expressing": len(x),
-        "detection": len(x) / n_cells_well.sum(),
-        "detection_low": d_lo,
-        "detection_high": d_hi,
-        "median_position": float(np.median(x)) if len(x) else np.nan,
-        "position_low": p_lo,
-        "position_high": p_hi,
-    }
+    row = {"n_expressing": len(x), **det, "in_input_share": det["detection"],
+           "median_position": float(np.median(x)) if len(x) else np.nan, "position_low": p_lo,
+           "position_high": p_hi}  # fmt: skip
+    if expressed_well is not None:
+        row.update(_share_rows("expressed_share", expressed_well, n_cells_well, counts))
+        row.update(_share_rows("cut_share", np.maximum(expressed_well - in_well, 0), n_cells_well, counts))
+        e = row["expressed_share"]
+        row["cut_share_of_expressing"] = row["cut_share"] / e if e > 0 else np.nan
+    return row
 
 
 def position_by_class(
@@ -119,6 +135,7 @@ def position_by_class(
     wells: Sequence | np.ndarray,
     *,
     genes: Mapping[str, int],
+    expressed: Mapping[str, Sequence | np.ndarray] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -132,6 +149,9 @@ def position_by_class(
         Class and well per cell. Wells are resampled within each class (a (class, well) pair is a unit).
     genes
         Gene name -> token id.
+    expressed
+        Gene name -> whether each cell expresses it before truncation (bool per cell, the store's
+        order). Adds the expressed and cut shares (module docstring); genes left out get NaN.
     n_boot
         Bootstrap resamples of wells.
     seed
@@ -140,7 +160,9 @@ def position_by_class(
     Returns
     -------
     DataFrame ``class, gene, token_id, n_cells, n_wells, n_expressing, detection, detection_low,
-    detection_high, median_position, position_low, position_high`` (positions among expressing cells).
+    detection_high, in_input_share, median_position, position_low, position_high, interval_unit``
+    (positions among the cells whose input holds the gene; ``n_expressing`` counts them) and, with
+    ``expressed``, ``expressed_share(_low/_high), cut_share(_low/_high), cut_share_of_expressing``.
     """
     labels, wells = _per_cell(store, labels, "labels"), _per_cell(store, wells, "wells")
     lengths = _lengths(store)
@@ -157,9 +179,16 @@ def position_by_class(
         n_cells_well = np.bincount(wcode, minlength=len(wnames)).astype(float)
         for name, tid in genes.items():
             sel = (tok == tid) & in_cls[cell]
-            stats_ = _gene_class_rows(positions[sel], cell_well[cell[sel]], n_cells_well, n_boot, rng)
+            ew = None
+            if name in (expressed or {}):
+                e = np.asarray(expressed[name], dtype=bool)
+                if len(e) != len(labels):
+                    msg = f"expressed[{name!r}] has {len(e)} entries for {len(labels)} cells"
+                    raise InputError(msg)
+                ew = np.bincount(wcode, weights=e[in_cls].astype(float), minlength=len(wnames))
+            stats_ = _gene_class_rows(positions[sel], cell_well[cell[sel]], n_cells_well, n_boot, rng, ew)
             rows.append({"class": cls, "gene": name, "token_id": int(tid), "n_cells": int(in_cls.sum()),
-                         "n_wells": len(wnames), **stats_})  # fmt: skip
+                         "n_wells": len(wnames), **stats_, "interval_unit": "well (bootstrap within class)"})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -227,6 +256,7 @@ def highlighted_by_class(
     *,
     wells: Sequence | np.ndarray,
     genes: Mapping[str, int],
+    expressed: Mapping[str, Sequence | np.ndarray] | None = None,
     head: tuple[str | int, str | int] = ("mean", "mean"),
     min_cells: int = 10,
     n_boot: int = 1000,
@@ -244,6 +274,8 @@ def highlighted_by_class(
         Class and well per cell.
     genes
         Gene name -> token id.
+    expressed
+        As in `position_by_class` (expressed and cut shares).
     head, min_cells
         As in `attention_rank_by_class`.
     n_boot, seed
@@ -261,7 +293,8 @@ def highlighted_by_class(
     if bad or len(pre) != 1 or set(kinds) != set(stores):
         msg = "kinds must name every store once: exactly one 'pretrained', others 'real' or 'permuted'"
         raise InputError(msg)
-    pos = position_by_class(stores[pre[0]], labels, wells, genes=genes, n_boot=n_boot, seed=seed)
+    pos = position_by_class(stores[pre[0]], labels, wells, genes=genes, expressed=expressed, n_boot=n_boot,
+                            seed=seed)  # fmt: skip
     att = attention_rank_by_class(stores, labels, genes, head=head, min_cells=min_cells)
     att["kind"] = att["run"].map(kinds)
     base = att[att.kind == "pretrained"].set_index(["class", "gene"])

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import ENSEMBL_ID, PLANTED, WELL
+from .._keys import ENSEMBL_ID, LABEL, N_GENES, PLANTED, WELL
 from .._results import Results
 from ..attention.store import TokenStore, token_store_path
 from ..stats.adjust import TokenLayout, adjusted_gene_scores
 from ..stats.baselines import gene_covariates
 from ..stats.confounds import gene_scores
 from ..stats.incremental import expression_strata
+from ..stats.wells import WELL_CONFOUND_COLUMNS, well_confound
 
 __all__ = ["StudyInputs", "load_inputs", "gene_map_of"]
 
@@ -63,17 +65,61 @@ class StudyInputs:
             return self.adata.var["stratum"].astype(str)
         return expression_strata(self.covariates["log_mean"])
 
+    def n_genes(self, store: TokenStore) -> np.ndarray | None:
+        """Genes expressed per cell before truncation (``obs["n_genes"]``), in the store's cell order.
+
+        None when ``obs`` has no ``n_genes`` or the store's cells are not all in ``obs``.
+        """
+        col = self.cell_obs(store, N_GENES)
+        return None if col is None else col.astype(np.float64)
+
+    def expressed(self, store: TokenStore, genes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per gene of ``genes`` in ``var_names``: whether each of the store's cells expresses it (count > 0)."""
+        ids = pd.Index(np.asarray(store.cell_ids).astype(str))
+        rows = pd.Index(self.adata.obs_names.astype(str)).get_indexer(ids)
+        genes = [g for g in genes if g in self.adata.var_names]
+        if not genes or (rows < 0).any():
+            return {}
+        x = self.adata[:, genes].X
+        x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+        return {g: x[rows, j] > 0 for j, g in enumerate(genes)}
+
     def adjusted_scores(self, model: str) -> pd.Series:
-        """Per gene: head-mean log fold adjusted for length within wells (`geneattn.stats.adjust`)."""
+        """Per gene: head-mean log fold adjusted within wells for genes expressed before truncation.
+
+        The length is ``obs["n_genes"]`` (`geneattn.stats.adjust`), the token count only when the
+        study AnnData has none.
+        """
         store = self.stores[model]
         wells = self.cell_obs(store, WELL)
         wells = wells if wells is not None else np.asarray(store.cell_ids).astype(str)
-        layout = TokenLayout(store.token_ids, store.cell_of_token, store.lengths, wells)
+        n_genes = self.n_genes(store)
+        lengths = n_genes if n_genes is not None else store.lengths
+        layout = TokenLayout(store.token_ids, store.cell_of_token, lengths, wells)
         values = np.asarray(store.logfold, dtype=np.float64).reshape(len(store.token_ids), -1).mean(1)
         g = adjusted_gene_scores(values, layout)
         return pd.Series(
             g["adjusted"].to_numpy(), index=g["token_id"].map(self.gene_map).fillna(g["token_id"].astype(str))
         )
+
+    def well_confounds(self) -> pd.DataFrame:
+        """Per model: PC1 of well-level attention vs well median ``n_genes`` and dose (`geneattn.stats.wells`).
+
+        Empty without wells, labels or ``n_genes``.
+        """
+        parts = []
+        for model, store in self.stores.items():
+            wells, labels, n_genes = (
+                self.cell_obs(store, WELL),
+                self.cell_obs(store, LABEL),
+                self.n_genes(store),
+            )
+            if wells is None or labels is None or n_genes is None:
+                continue
+            layout = TokenLayout(store.token_ids, store.cell_of_token, n_genes, wells)
+            values = np.asarray(store.logfold, dtype=np.float64).reshape(len(store.token_ids), -1).mean(1)
+            parts.append(well_confound(values, layout, labels, model=model))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=WELL_CONFOUND_COLUMNS)
 
     @property
     def attention_seconds_per_cell(self) -> float:

@@ -18,6 +18,7 @@ from ..pipeline import MANIFEST_VERSION, Context, Stage, hashes, order, read_man
 from ._stage import STAGES, StageContext, StageSpec, key_params
 from .config import StudyConfig, dump_toml, load_toml, merge
 from .preflight import check_config, check_results_files
+from .tokens import annotate_input_size, input_size_note
 
 __all__ = [
     "run_study",
@@ -197,8 +198,8 @@ def _write_config(res: Results, cfg: StudyConfig) -> None:
     """``config.toml``: the resolved configuration (``geneattn run --config`` reproduces the run)."""
     header = (
         f"geneattn {__version__} resolved study configuration\nreproduce: geneattn run --config {res.config}"
-    )
-    write_text(res.config, dump_toml(cfg.to_dict(), header=header))
+    ) + input_size_note(cfg)
+    write_text(res.config, annotate_input_size(dump_toml(cfg.to_dict(), header=header), cfg))
 
 
 def _check_results_dir(res: Results) -> None:

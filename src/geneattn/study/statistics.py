@@ -36,6 +36,7 @@ from ._stage import StageContext, stage
 from .inputs import StudyInputs, load_inputs
 from .methods import de_score, gene_baselines, incremental_tables, methods_table
 from .metrics import compute_metrics
+from .tokens import read_input_summary
 
 __all__ = ["run_stats", "agreement_table", "significance_tables", "gene_tables", "STATS_READS"]
 
@@ -153,7 +154,7 @@ def _per_class(inp: StudyInputs, highlight: tuple[str, ...], *, n_boot: int, see
     if not genes:
         return pd.DataFrame()
     return highlighted_by_class(stores, {REF: "pretrained", **kinds}, labels, wells=wells, genes=genes,
-                                n_boot=n_boot, seed=seed)  # fmt: skip
+                                expressed=inp.expressed(ref, list(genes)), n_boot=n_boot, seed=seed)  # fmt: skip
 
 
 def _head_table(res: Results, sig: pd.DataFrame, task_heads: pd.DataFrame | None) -> pd.DataFrame:
@@ -259,7 +260,9 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     )
     out["confounds"] = timed("confounds", confounds_table, inp.stores, gene_map=inp.gene_map, de_score=de_score(de),
                              planted=inp.planted, k=top_k, seed=seed, fallback=empty,
+                             n_genes={m: inp.n_genes(s) for m, s in inp.stores.items()},
                              precomputed={m: inp.gene_scores(m) for m in inp.stores})  # fmt: skip
+    out["confound_wells"] = timed("confound_wells", inp.well_confounds, fallback=empty)
     out["significance"], out["change_ci"], calib = timed(
         "significance", significance_tables, inp, seed=seed, n_boot=n_boot,
         fallback=(pd.DataFrame(columns=sg.SIGNIFICANCE_COLUMNS), empty, {}),
@@ -287,6 +290,10 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     metrics["skipped"] = {**_skipped(out, null_summary), **skipped}
     if not results.has_table("run_scores") or results.read_table("run_scores").empty:  # the controls stage's
         metrics["skipped"]["run_scores"] = null_summary.get(task.NULL_KEY, {}).get("skipped") or "no control runs"
+    metrics["input"] = read_input_summary(results)  # the cut of the cells to the model's input
+    metrics["confound_wells"] = {
+        f"{r['model']}/{r['adjustment']}": r for r in out["confound_wells"].to_dict("records")
+    }
     results.write_metrics({**metrics, **{k: v for k, v in results.read_metrics().items() if k == "timings"}})
     return out
 
