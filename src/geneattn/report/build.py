@@ -57,7 +57,8 @@ INCREMENTAL_COLUMNS = ["method", "uses_labels", "n_genes", "auroc", "stratified_
 PREREG_COLUMNS = ["contrast", "n_real", "n_permuted", "mean_real", "mean_permuted", "effect", "ci_low", "ci_high",
                   "pval_adj", "margin", "eq_low", "eq_high", "mde", "decision"]  # fmt: skip
 RUN_COLUMNS = ["run", "kind", "accuracy", "group_accuracy", "within_low_accuracy", "within_high_accuracy"]
-CLASS_COLUMNS = ["gene", "class", "detection", "detection_low", "detection_high", "median_position", "position_low",
+CLASS_COLUMNS = ["gene", "class", "expressed_share", "detection", "detection_low", "detection_high", "cut_share",
+                 "cut_share_of_expressing", "median_position", "position_low",
                  "position_high", "pretrained_rank", "finetuned_rank_min", "finetuned_rank_max", "permuted_rank_min",
                  "permuted_rank_max"]  # fmt: skip
 _VERSIONED = ("numpy", "pandas", "scanpy", "anndata", "torch", "transformers", "datasets", "matplotlib")
@@ -85,6 +86,18 @@ REPORT_TABLES: dict[str, TableSpec] = {
     "highlight_by_class": TableSpec(tuple(CLASS_COLUMNS), 40),
     "preregistered": TableSpec(tuple(PREREG_COLUMNS)),
     "run_scores": TableSpec(tuple(RUN_COLUMNS), 40),
+    "confound_wells": TableSpec(
+        (
+            "model",
+            "adjustment",
+            "n_wells",
+            "n_genes_used",
+            "pc1_share",
+            "rho_pc1_n_genes",
+            "rho_pc1_log_dose",
+            "unit",
+        )
+    ),
     "power": TableSpec(("contrast", "sd", "margin", *(f"power_k{k}" for k in (2, 3, 4, 6, 8, 10, 15, 20)))),
     "heads": TableSpec(tuple(HEAD_COLUMNS), 60),
     "incremental": TableSpec(tuple(INCREMENTAL_COLUMNS), 40),
@@ -103,7 +116,7 @@ REPORT_TABLES: dict[str, TableSpec] = {
 }
 #: the sections of ``metrics.json`` the page reads (each must be present, possibly empty)
 REPORT_METRICS = ("verdict", "data", "pretraining", "classification", "runs", "ensemble", "attention", "agreement",
-                  "confounds", "task_attributable", "significance", "highlight")  # fmt: skip
+                  "confounds", "task_attributable", "significance", "highlight", "input", "skipped")  # fmt: skip
 SECTIONS = (
     Section("verdict", "Verdict"),
     Section("data", "1. Data"),
@@ -111,7 +124,7 @@ SECTIONS = (
     Section("moved", "3. Where attention moved"),
     Section("genes", "4. Which genes", ("highlight_by_class",)),
     Section("de", "5. Agreement with differential expression"),
-    Section("confound", "6. The confound: genes expressed per cell"),
+    Section("confound", "6. The confound: genes expressed per cell", ("confound_wells",)),
     Section("task", "7. Is the change about the task?", ("preregistered", "power")),
     Section("heads", "8. Heads: norm change and causal ablation", ("heads",)),
     Section("methods", "9. Method comparison and incremental value", ("incremental", "methods", "top_genes")),
