@@ -45,8 +45,9 @@ def family_tables(deltas: pd.DataFrame) -> dict[str, pd.DataFrame]:
         d = deltas[deltas["family"] == family]
         if d.empty or set(d["kind"]) != {"real", "permuted"}:
             continue
-        n_units = d["unit"].nunique()
-        out[family] = nulls.task_attributable(d[["run", "kind", "unit", "value"]], normalize=n_units >= 10)
+        big = d["unit"].nunique() >= nulls.MIN_FACTOR_UNITS  # run normalisation and factors need enough units
+        out[family] = nulls.task_attributable(d[["run", "kind", "unit", "value"]], normalize=big,
+                                              n_factors=None if big else 0)  # fmt: skip
     return out
 
 
