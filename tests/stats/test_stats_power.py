@@ -90,8 +90,9 @@ def test_fit_run_model_recovers_a_known_model_and_simulate_is_its_inverse():
     assert refit.prior_var == pytest.approx(fit.prior_var, rel=0.1)
     assert np.corrcoef(refit.mean, fit.mean)[0, 1] > 0.95
     # the model's SD of the set contrast matches the simulated between-run SD
-    vals = [power._set_contrast(power.simulate(fit, 1, 1, seed=s).pivot(index="run", columns="unit", values="value")
-                                .to_numpy(), (np.arange(20), np.arange(20, 60)))[0] for s in range(300)]  # fmt: skip
+    idx = (np.arange(20), np.arange(20, 60))  # the units are simulated in the model's (sorted) order
+    sims = [power.simulate(fit, 1, 1, seed=s)["value"].to_numpy().reshape(2, -1) for s in range(250)]
+    vals = [power._set_contrast(y, idx)[0] for y in sims]
     assert np.std(vals, ddof=1) == pytest.approx(power.contrast_sd(fit, *SET_A, name="A"), rel=0.15)
 
 
