@@ -146,6 +146,18 @@ def main() -> None:
         "\n## MDE (80 % power) by runs per arm K\n"
         + mt.pivot(index="test", columns="k", values="mde").round(3).to_string()
     )
+    print(f"\n## Analytic power at the review's effects (pooled t, alpha / {len(specs)} contrasts)")
+    for n, e in EFFECTS.items():
+        if n in specs:
+            sd = power.contrast_sd(models["genes"], *specs[n][1:], name=n)
+            pw = [
+                power.t_power(e, sd * np.sqrt(2 / k), 2 * k - 2, alpha=a.alpha / len(specs))
+                for k in _ks(a.ks)
+            ]
+            print(
+                f"{n} +{e:g} (run SD {sd:.3f}): "
+                + " ".join(f"K={k}: {p:.2f}" for k, p in zip(_ks(a.ks), pw, strict=True))
+            )
     t0 = time.perf_counter()
     lvl = power.simulate_level_and_power(
         models, ks=_ks(a.family_ks), n_sim=a.n_sim, alpha=a.alpha, seed=a.seed
