@@ -13,6 +13,17 @@ reads each contrast against an **equivalence margin** stated in advance:
 
 A discovery is read before equivalence: an effect that is significant but smaller than the margin is
 a discovery (the table keeps the interval, so its size is visible).
+
+Example (one call per family, then one table; ``deltas`` is ``tables/run_deltas.parquet``)::
+
+    fam = {f: d[["run", "kind", "unit", "value"]] for f, d in deltas.groupby("family")}
+    values = pd.concat([
+        set_contrast_values(fam["genes"], programme_sets(var, fam["genes"]["unit"].unique())
+                            | {"MDM2": (["MDM2"], [])}),
+        set_contrast_values(fam["rank_bins"], {"<cls> rank bin": (["0-0"], [])}),
+        set_contrast_values(fam["heads"], {"mean head-norm change": (fam["heads"]["unit"].unique(), [])}),
+    ])
+    table = set_contrasts(values, margins={"p53 targets": 0.1, ...})
 """
 
 from __future__ import annotations
