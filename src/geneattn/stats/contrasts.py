@@ -13,6 +13,17 @@ reads each contrast against an **equivalence margin** stated in advance:
 
 A discovery is read before equivalence: an effect that is significant but smaller than the margin is
 a discovery (the table keeps the interval, so its size is visible).
+
+Example (one call per family, then one table; ``deltas`` is ``tables/run_deltas.parquet``)::
+
+    fam = {f: d[["run", "kind", "unit", "value"]] for f, d in deltas.groupby("family")}
+    values = pd.concat([
+        set_contrast_values(fam["genes"], programme_sets(var, fam["genes"]["unit"].unique())
+                            | {"MDM2": (["MDM2"], [])}),
+        set_contrast_values(fam["rank_bins"], {"<cls> rank bin": (["0-0"], [])}),
+        set_contrast_values(fam["heads"], {"mean head-norm change": (fam["heads"]["unit"].unique(), [])}),
+    ])
+    table = set_contrasts(values, margins={"p53 targets": 0.1, ...})
 """
 
 from __future__ import annotations
@@ -128,7 +139,9 @@ def _two_sample(a: np.ndarray, b: np.ndarray, *, equal_var: bool) -> tuple[float
     return a.mean() - b.mean(), np.sqrt(qa + qb), df, np.nan
 
 
-def _contrast_row(g: pd.DataFrame, margin: float, alpha: float, n_tests: int, *, equal_var: bool) -> dict:
+def _contrast_row(
+    g: pd.DataFrame, margin: float, alpha: float, n_tests: int, *, equal_var: bool, with_mde: bool
+) -> dict:
     from .power import mde  # power imports this module at its top
 
     v = g["value"].to_numpy(dtype=float)
@@ -147,7 +160,7 @@ def _contrast_row(g: pd.DataFrame, margin: float, alpha: float, n_tests: int, *,
         "eq_low": eff - q2 * se, "eq_high": eff + q2 * se, "pval": 2 * stats.t.sf(abs(eff) / se, df),
         # TOST: H0 effect <= -margin or effect >= margin; p = the larger one-sided p
         "p_equiv": max(stats.t.sf((eff + margin) / se, df), stats.t.cdf((eff - margin) / se, df)),
-        "mde": mde(*sds, len(a), len(b), alpha=alpha, n_tests=n_tests, df=df),
+        "mde": mde(*sds, len(a), len(b), alpha=alpha, n_tests=n_tests, df=df) if with_mde else np.nan,
     }  # fmt: skip
 
 
@@ -193,10 +206,23 @@ def set_contrasts(
     if bad or not 0 < alpha < 0.5:
         msg = f"every contrast needs a positive margin stated in advance (missing or invalid: {bad}) and 0 < alpha < 0.5"
         raise InputError(msg)
+    return _contrast_table(values, names, margins, alpha, equal_var=equal_var, with_mde=True)
+
+
+def _contrast_table(
+    values: pd.DataFrame,
+    names: list[str],
+    margins: Mapping[str, float],
+    alpha: float,
+    *,
+    equal_var: bool,
+    with_mde: bool,
+) -> pd.DataFrame:
+    """`set_contrasts` on checked input; ``with_mde=False`` skips the (slow) mde, e.g. in simulations."""
     groups = dict(tuple(values.groupby(values["contrast"].astype(str), sort=False)))
-    rows = {
-        n: _contrast_row(groups[n], float(margins[n]), alpha, len(names), equal_var=equal_var) for n in names
-    }
+    n = len(names)
+    rows = {c: _contrast_row(groups[c], float(margins[c]), alpha, n, equal_var=equal_var, with_mde=with_mde)
+            for c in names}  # fmt: skip
     out = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=list(CONTRAST_COLUMNS))
     out.index.name = "contrast"
     out["pval_adj"] = holm(out["pval"].to_numpy(dtype=float))

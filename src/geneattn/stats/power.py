@@ -318,7 +318,8 @@ def _one_study(models, sims, sets, margins, targets, alpha, *, families: bool) -
         values = pd.concat(
             [contrasts.set_contrast_values(sims[f], s) for f, s in by_fam.items()], ignore_index=True
         )
-        res = contrasts.set_contrasts(values, margins=margins, alpha=alpha)
+        names = list(dict.fromkeys(values["contrast"]))
+        res = contrasts._contrast_table(values, names, margins, alpha, equal_var=True, with_mde=False)
         for name, r in res.iterrows():
             out.append((str(name), "contrast", {"p_reject": float(r["decision"] == contrasts.DECISIONS[0]),
                         "p_raw": float(r["pval"] < alpha), "p_equivalent": float(r["decision"] == contrasts.DECISIONS[1])}))  # fmt: skip
@@ -376,8 +377,12 @@ def simulate_level_and_power(
     ``alpha``), ``p_equivalent`` (contrast: P("no change within the margin")).
     """
     sets = dict(sets or {})
-    margins = dict(margins or dict.fromkeys(sets, 0.1))
+    margins = dict.fromkeys(sets, 0.1) | dict(margins or {})
     scenarios = {"null": {}} | dict(effects or {})
+    needed = [f for f in models if families or any(s[0] == f for s in sets.values())]
+    if unknown := sorted({s[0] for s in sets.values()} - set(models)):
+        msg = f"sets name families without a model: {unknown}"
+        raise InputError(msg)
     acc: dict[tuple, list] = {}
     for k in ks:
         for i in range(n_sim):
@@ -385,9 +390,7 @@ def simulate_level_and_power(
                 zip(models, np.random.SeedSequence([seed, k, i]).spawn(len(models)), strict=True)
             )
             for scen, eff in scenarios.items():
-                sims = {
-                    f: simulate(mod, k, k, effect=eff.get(f), seed=fam_seeds[f]) for f, mod in models.items()
-                }
+                sims = {f: simulate(models[f], k, k, effect=eff.get(f), seed=fam_seeds[f]) for f in needed}
                 targets = {f: list(e) for f, e in eff.items()}
                 for test, what, vals in _one_study(
                     models, sims, sets, margins, targets, alpha, families=families
