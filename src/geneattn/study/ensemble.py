@@ -87,13 +87,21 @@ def score_runs(
     return pd.DataFrame(rows)
 
 
-def run_interval(values: Sequence[float], level: float = 0.95) -> dict[str, float | int]:
-    """Mean, t-interval over runs and n (the interval is NaN with fewer than 2 runs)."""
+def run_interval(
+    values: Sequence[float], level: float = 0.95, *, bounds: tuple[float, float] | None = None
+) -> dict[str, float | int]:
+    """Mean, t-interval over runs and n (the interval is NaN with fewer than 2 runs).
+
+    ``bounds``: clip the interval to the range the quantity can take (e.g. ``(0, 1)`` for an accuracy).
+    """
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     out: dict[str, float | int] = {"mean": float(v.mean()) if len(v) else float("nan"), "n_runs": len(v)}
     if len(v) >= 2:
         half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-        out |= {"ci_low": out["mean"] - half, "ci_high": out["mean"] + half, "sd": float(v.std(ddof=1))}
+        lo, hi = out["mean"] - half, out["mean"] + half
+        if bounds is not None:
+            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+        out |= {"ci_low": lo, "ci_high": hi, "sd": float(v.std(ddof=1))}
     else:
         out |= {"ci_low": float("nan"), "ci_high": float("nan"), "sd": float("nan")}
     return out
@@ -129,7 +137,8 @@ def summarise(scores: pd.DataFrame, *, logreg: Mapping[str, float] | None = None
     scores = scores.melt(id_vars=["run", "kind"], var_name="metric", value_name="value").dropna(subset=["value"])
     for kind in ("real", "permuted"):
         sub = scores[(scores["kind"] == kind) & ~scores["run"].isin(failed)]
-        out[kind] = {m: run_interval(g["value"].tolist()) for m, g in sub.groupby("metric", sort=False)}
+        out[kind] = {m: run_interval(g["value"].tolist(), bounds=(0.0, 1.0))
+                     for m, g in sub.groupby("metric", sort=False)}  # fmt: skip
     if logreg:
         real = scores[(scores["kind"] == "real") & ~scores["run"].isin(failed)]
         out["real_minus_logreg"] = {
