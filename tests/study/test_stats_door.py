@@ -102,3 +102,12 @@ def test_an_option_that_rekeys_the_upstream_stages_is_refused(study, tmp_path):
     line = _error_line(runner.invoke(app, ["stats", str(res.root), "--seed", "3"]))
     assert "data" in line and "geneattn run --config" in line and "--seed" in line
     assert _listing(res.root) == before
+
+
+def test_cells_h5ad_has_one_writer():
+    from geneattn.study import STAGES, StudyConfig
+
+    cfg = StudyConfig(device="cpu")
+    writers = [s.name for s in STAGES.values() if "cells.h5ad" in s.output_paths(cfg)]
+    assert writers == ["stats"]
+    assert "data/qc.h5ad" in STAGES["qc"].output_paths(cfg)
