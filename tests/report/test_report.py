@@ -107,6 +107,14 @@ def test_missing_inputs_are_an_error_not_a_blank(tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
+def test_a_missing_metrics_key_is_an_error_not_n_a(tmp_path):
+    m = _metrics()
+    del m["attention"]["n_bins_compared"]  # section 3 prints it beside largest_change
+    tables = {n: synthetic_tables()[n] for n in ("top_genes", "incremental", "methods")}
+    with pytest.raises(report.ReportInputMissing, match="n_bins_compared"):
+        report.build({}, tables, tmp_path, metrics=m, config=StudyConfig().to_dict())
+
+
 def test_skipped_tables_say_why(built):
     html = built[1].read_text()
     for name, why in _metrics()["skipped"].items():

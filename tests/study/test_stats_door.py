@@ -66,6 +66,11 @@ def test_stats_then_run_continues_from_the_saved_config(study, tmp_path):
     assert r.exit_code == 0, r.output
     last = _entries(res)
     assert last["stats"]["params"]["n_boot"] == 6 and last["stats"]["finished"] != again["stats"]["finished"]
+    # `geneattn report`: the figures and the page again, through the engine, nothing upstream
+    r = runner.invoke(app, ["report", str(res.root)])
+    assert r.exit_code == 0, r.output
+    final = _entries(res)
+    assert final["report"]["finished"] != last["report"]["finished"] and final["stats"] == last["stats"]
 
 
 def get_n_boot(res: Results, table: str) -> int:

@@ -18,7 +18,7 @@ def stats(
     results_dir: Annotated[
         Path,
         typer.Argument(
-            help="Results directory of the earlier stages (cells.h5ad, tokens/, models/, attention/)."
+            help="A results directory written by `geneattn run` (its config.toml and manifest.json)."
         ),
     ],
     seed: Annotated[int | None, typer.Option(help="Seed of subsamples, bootstrap and permutations.")] = None,
