@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 from pathlib import Path
@@ -10,46 +9,10 @@ from typing import Annotated
 
 import typer
 
+from ._options import study_options, study_values
 from .app import app
 
 logger = logging.getLogger(__name__)
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _default_note(f: dataclasses.Field) -> str:
-    """`` (default X)`` for a field with a fixed default (None defaults explain themselves in the help)."""
-    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if value is None or isinstance(value, bool):
-        return ""
-    return f" (default {','.join(value) if isinstance(value, list) else value})"
-
-
-def _option(f: dataclasses.Field) -> inspect.Parameter:
-    """The ``geneattn run`` option of one `StudyConfig` field, from its `setting` metadata."""
-    from ..study.config import field_types
-
-    base, meta = field_types()[f.name][0][0], f.metadata
-    flag = "--" + f.name.replace("_", "-")
-    decls = [f"{flag}/--no-{flag[2:]}" if base is bool else flag, *([meta["short"]] if meta["short"] else [])]
-    kind = Path if meta["path"] else (str if base is list else base)
-    option = typer.Option(*decls, help=meta["help"] + _default_note(f), show_default=False)
-    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                             annotation=Annotated[kind | None, option])  # fmt: skip
-
-
-def _cli_values(values: dict[str, object]) -> dict[str, object]:
-    """Flag values as `StudyConfig` values: comma lists split, paths as strings, None = not given."""
-    from ..study.config import field_types
-
-    out = {}
-    for name, v in values.items():
-        if v is not None and field_types()[name][0][0] is list:
-            v = _csv(v)
-        out[name] = str(v) if isinstance(v, Path) else v
-    return out
 
 
 def run(config: Path | None = None, force: bool = False, **settings: object) -> None:  # noqa: FBT001, FBT002
@@ -60,7 +23,7 @@ def run(config: Path | None = None, force: bool = False, **settings: object) -> 
     """
     from ..study import load_toml, merge, run_study
 
-    cfg = merge(load_toml(config) if config is not None else None, _cli_values(settings))
+    cfg = merge(load_toml(config) if config is not None else None, study_values(settings))
     manifest = run_study(cfg, force=force)
     total = sum(float(s.get("seconds") or 0) for s in manifest["stages"].values())
     logger.info("done: %s/report.html (stages: %.0fs)", cfg.out, total)
@@ -68,13 +31,11 @@ def run(config: Path | None = None, force: bool = False, **settings: object) -> 
 
 def _run_signature() -> inspect.Signature:
     """``--config``, one option per `StudyConfig` field (in field order), ``--force``."""
-    from ..study.config import StudyConfig
-
     config = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
         Path | None, typer.Option("--config", "-c", help="Study config (TOML); flags override it.")])  # fmt: skip
     force = inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
         bool, typer.Option("--force", help="Redo every stage (ignore the cache).")])  # fmt: skip
-    return inspect.Signature([config, *map(_option, dataclasses.fields(StudyConfig)), force])
+    return inspect.Signature([config, *study_options(), force])
 
 
 run.__signature__ = _run_signature()  # typer reads the options from the signature
