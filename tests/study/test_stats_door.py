@@ -105,7 +105,7 @@ def test_an_option_that_rekeys_the_upstream_stages_is_refused(study, tmp_path):
     res = Results(copy_of(study, tmp_path))
     before = _listing(res.root)
     line = _error_line(runner.invoke(app, ["stats", str(res.root), "--seed", "3"]))
-    assert "data" in line and "geneattn run --config" in line and "--seed" in line
+    assert "data" in line and "geneattn run --config" in line and "--seed 3`" in line
     assert _listing(res.root) == before
 
 
