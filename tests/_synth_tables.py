@@ -86,3 +86,32 @@ def synthetic_tables(seed: int = 0, labels=LABELS) -> dict[str, pd.DataFrame]:
                         "d_loglik_high": d + 0.02})  # fmt: skip
     t["head_ablation"] = pd.DataFrame(abl)
     return t
+
+
+def report_metrics(evil: str) -> dict:
+    """A complete ``metrics.json`` for report tests, ``evil`` in user-controlled strings."""
+    return {
+        "data": {"n_cells": 1234, "n_genes": 987, "classes": {"0.1": 300, evil: 12},
+                 "genes_per_cell": {"median": 1500.0, "min": 200.0, "max": 4000.0}},
+        "classification": {"accuracy": 0.4321, "macro_f1": 0.4, "n_train": 900, "n_val": 100, "n_test": 110,
+                           "n_test_units": 4, "epochs_run": 4, "best_epoch": 3, "pooling": "cls", "split_grouped_by": "well",
+                           "accuracy_ci": [0.4, 0.45],
+                           "confusion": {"labels": ["0.1", evil], "matrix": [[5, 1], [2, 3]]},
+                           "groups": {"accuracy": 0.8771, "accuracy_ci": [0.8, 0.9], "confusion": {"labels": ["low", "high"], "matrix": [[5, 1], [1, 5]]}},
+                           "baselines": {n: {"accuracy": a, "accuracy_ci": [a, a], "macro_f1": a, "groups": {"accuracy": a, "accuracy_ci": [a, a]}}
+                                         for n, a in (("majority", 0.25), ("logreg", 0.5))}},
+        "attention": {"top_genes_finetuned": ["G0", evil, "MDM2"], "highlight_rank_finetuned": {"MDM2": 6},
+                      "highlight_rank_pretrained": {"MDM2": 40}, "n_genes_scored": 31, "n_bins_compared": 192, "highlight_mean_position": {"MDM2": 200.0},
+                      "largest_change": {"layer": "3", "head": "1", "bin_start": 200, "bin_end": 224, "pct_change": 17.25},
+                      "peak_bin_mean_abs_change": {"bin_start": 200, "mean_abs_pct_change": 9.5}},
+        "agreement": {"fold": {"spearman_vs_de": 0.123, "topk_overlap_de": 3, "topk_expected": 1.1, "k": 20}},
+        "confounds": {"finetuned/raw": {"spearman_vs_length": -0.8, "auroc_planted": 0.6}},
+        "significance": {"heads": {"n_heads": 24, "n_significant": 11, "max_abs_pct_change": 30.0}, "calibration": {"fpr": 0.04}},
+        "methods": {"metric": "auroc_planted", "values": {"attention/raw": 0.61}, "best": "de/raw", "best_value": 0.99},
+        "highlight": ["MDM2"],
+        "verdict": {"learned": {"learned": True, "text": "learned"}, "task_change": {"text": "t"},
+                    "heads": {"text": "h"}, "truth": {"text": "u"}},
+        "pretraining": {}, "runs": {}, "task_attributable": {},
+        "skipped": {"heads": "no head-ablation table", "preregistered": "no control runs",
+                    "highlight_by_class": "no control runs"},
+    }  # fmt: skip

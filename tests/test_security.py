@@ -124,13 +124,19 @@ def test_report_escapes_gene_names_and_labels(tmp_path):
 
     top = pd.DataFrame({"model": ["finetuned"] * 2, "rank": [1, 2], "gene": [EVIL, "MDM2"],
                         "fold_mean": [2.0, 1.5], "n_cells": [10, 10]})  # fmt: skip
-    metrics = {
-        "data": {"n_cells": 10, "n_genes": 2, "classes": {EVIL: 5, "b": 5}},
-        "attention": {"top_genes_finetuned": [EVIL, "MDM2"], "highlight_rank_finetuned": {EVIL: 1}},
-        "highlight": [EVIL],
-    }
-    path = report.build({}, {"top_genes": top}, tmp_path, metrics=metrics,
-                        config={"highlight": [EVIL], "label_key": EVIL}, manifest=None)  # fmt: skip
+    from _synth_tables import report_metrics
+    from geneattn.study import StudyConfig
+
+    metrics = report_metrics(EVIL)
+    metrics["attention"].update(
+        top_genes_finetuned=[EVIL, "MDM2"],
+        highlight_rank_finetuned={EVIL: 1},
+        highlight_rank_pretrained={EVIL: 3},
+    )
+    metrics["highlight"] = [EVIL]
+    metrics["skipped"].update(incremental="test", methods="test")
+    config = {**StudyConfig().to_dict(), "highlight": [EVIL], "label_key": EVIL}
+    path = report.build({}, {"top_genes": top}, tmp_path, metrics=metrics, config=config)
     html = path.read_text()
     assert "<script" not in html.lower() and "<img" not in html.lower()
     assert "&lt;img src=x onerror=alert(1)&gt;" in html  # the gene name is shown, escaped

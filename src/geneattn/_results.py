@@ -9,6 +9,7 @@ Layout (design.md, "Results directory")::
 
     config.toml  manifest.json  metrics.json  report.html  cells.h5ad  plan.json
     data/study.h5ad  data/corpus.h5ad       the study's cells; the pretraining corpus
+    data/qc.h5ad                            after QC/UMAP/DE (cells.h5ad: + the statistics' annotations)
     tokens/  corpus_tokens/                 tokenized cells (HF datasets) + vocab.json
     models/pretrained/  models/finetuned/   HuggingFace model directories (+ models/pretrained.json),
                                             with metrics.json, splits.parquet, train_log.json
@@ -103,8 +104,16 @@ class Results:
 
     @property
     def cells(self) -> Path:
-        """``cells.h5ad``: the study's AnnData with QC, UMAP, DE and per-gene attention."""
+        """``cells.h5ad``: the study's AnnData with QC, UMAP, DE and per-gene attention (the stats stage writes it)."""
         return self.root / "cells.h5ad"
+
+    @property
+    def qc_h5ad(self) -> Path:
+        """``data/qc.h5ad``: the study's cells after QC, UMAP and DE (the qc stage's output).
+
+        ``cells.h5ad`` is this plus the statistics' annotations, written once by the stats stage.
+        """
+        return self.root / "data" / "qc.h5ad"
 
     @property
     def study_h5ad(self) -> Path:
@@ -257,6 +266,15 @@ class Results:
             msg = f"{self.root} is not a results directory (cells.h5ad missing); run the earlier stages first"
             raise MissingResult(msg)
         return ad.read_h5ad(self.cells, backed="r" if backed else None)
+
+    def read_qc(self, *, backed: bool = False) -> AnnData:
+        """``data/qc.h5ad`` (in memory, or backed read-only)."""
+        import anndata as ad
+
+        if not self.qc_h5ad.is_file():
+            msg = f"{self.qc_h5ad} missing; run the qc stage first (`geneattn run`)"
+            raise MissingResult(msg)
+        return ad.read_h5ad(self.qc_h5ad, backed="r" if backed else None)
 
     def read_study(self) -> AnnData:
         """``data/study.h5ad`` (the study's cells as loaded; backed read-only)."""

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from _synth_tables import synthetic_tables  # noqa: E402
+from _synth_tables import report_metrics, synthetic_tables  # noqa: E402
 from geneattn import plotting as pl  # noqa: E402
 from geneattn import report  # noqa: E402
 from geneattn.study import StudyConfig  # noqa: E402
@@ -24,31 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def _metrics():
-    return {
-        "data": {"n_cells": 1234, "n_genes": 987, "classes": {"0.1": 300, EVIL: 12},
-                 "genes_per_cell": {"median": 1500.0, "min": 200.0, "max": 4000.0}},
-        "classification": {"accuracy": 0.4321, "macro_f1": 0.4, "n_train": 900, "n_val": 100, "n_test": 110,
-                           "n_test_units": 4, "epochs_run": 4, "best_epoch": 3, "pooling": "cls", "split_grouped_by": "well",
-                           "accuracy_ci": [0.4, 0.45],
-                           "confusion": {"labels": ["0.1", EVIL], "matrix": [[5, 1], [2, 3]]},
-                           "groups": {"accuracy": 0.8771, "accuracy_ci": [0.8, 0.9], "confusion": {"labels": ["low", "high"], "matrix": [[5, 1], [1, 5]]}},
-                           "baselines": {n: {"accuracy": a, "accuracy_ci": [a, a], "macro_f1": a, "groups": {"accuracy": a, "accuracy_ci": [a, a]}}
-                                         for n, a in (("majority", 0.25), ("logreg", 0.5))}},
-        "attention": {"top_genes_finetuned": ["G0", EVIL, "MDM2"], "highlight_rank_finetuned": {"MDM2": 6},
-                      "highlight_rank_pretrained": {"MDM2": 40}, "n_genes_scored": 31, "n_bins_compared": 192, "highlight_mean_position": {"MDM2": 200.0},
-                      "largest_change": {"layer": "3", "head": "1", "bin_start": 200, "bin_end": 224, "pct_change": 17.25},
-                      "peak_bin_mean_abs_change": {"bin_start": 200, "mean_abs_pct_change": 9.5}},
-        "agreement": {"fold": {"spearman_vs_de": 0.123, "topk_overlap_de": 3, "topk_expected": 1.1, "k": 20}},
-        "confounds": {"finetuned/raw": {"spearman_vs_length": -0.8, "auroc_planted": 0.6}},
-        "significance": {"heads": {"n_heads": 24, "n_significant": 11, "max_abs_pct_change": 30.0}, "calibration": {"fpr": 0.04}},
-        "methods": {"metric": "auroc_planted", "values": {"attention/raw": 0.61}, "best": "de/raw", "best_value": 0.99},
-        "highlight": ["MDM2"],
-        "verdict": {"learned": {"learned": True, "text": "learned"}, "task_change": {"text": "t"},
-                    "heads": {"text": "h"}, "truth": {"text": "u"}},
-        "pretraining": {}, "runs": {}, "task_attributable": {},
-        "skipped": {"heads": "no head-ablation table", "preregistered": "no control runs",
-                    "highlight_by_class": "no control runs"},
-    }  # fmt: skip
+    return report_metrics(EVIL)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +81,14 @@ def test_missing_inputs_are_an_error_not_a_blank(tmp_path):
     with pytest.raises(report.ReportInputMissing, match="preregistered.*metrics.json\\['verdict'\\]"):
         report.build({}, {}, tmp_path, metrics={})
     assert not (tmp_path / "report.html").exists()
+
+
+def test_a_missing_metrics_key_is_an_error_not_n_a(tmp_path):
+    m = _metrics()
+    del m["attention"]["n_bins_compared"]  # section 3 prints it beside largest_change
+    tables = {n: synthetic_tables()[n] for n in ("top_genes", "incremental", "methods")}
+    with pytest.raises(report.ReportInputMissing, match="n_bins_compared"):
+        report.build({}, tables, tmp_path, metrics=m, config=StudyConfig().to_dict())
 
 
 def test_skipped_tables_say_why(built):

@@ -49,7 +49,7 @@ def results(tmp_path_factory):
     split.to_parquet(res.model("finetuned") / "splits.parquet")
     extract({"pretrained": m0, "finetuned": m1}, ds, vocab, out=res.attention, batch_size=16, device="cpu")
     res.write_table("de", study_de(ad))
-    res.write_h5ad(res.cells, ad)
+    res.write_h5ad(res.qc_h5ad, ad)
     as_study(res, n_permuted_runs=0, n_boot=20)
     return res
 
@@ -133,7 +133,7 @@ def test_cli_stats_same_schema(results, tmp_path):
     from geneattn.cli import app
 
     before = set(results.read_metrics())
-    x0 = results.read_cells().X.copy()
+    x0 = results.read_qc().X.copy()
     r = CliRunner().invoke(app, ["stats", str(results.root), "--attribution-cells", "0", "--top-k", "4"])
     assert r.exit_code == 0, r.output
     assert set(results.read_metrics()) == before  # one metrics.json schema

@@ -66,6 +66,11 @@ def test_stats_then_run_continues_from_the_saved_config(study, tmp_path):
     assert r.exit_code == 0, r.output
     last = _entries(res)
     assert last["stats"]["params"]["n_boot"] == 6 and last["stats"]["finished"] != again["stats"]["finished"]
+    # `geneattn report`: the figures and the page again, through the engine, nothing upstream
+    r = runner.invoke(app, ["report", str(res.root)])
+    assert r.exit_code == 0, r.output
+    final = _entries(res)
+    assert final["report"]["finished"] != last["report"]["finished"] and final["stats"] == last["stats"]
 
 
 def get_n_boot(res: Results, table: str) -> int:
@@ -100,5 +105,14 @@ def test_an_option_that_rekeys_the_upstream_stages_is_refused(study, tmp_path):
     res = Results(copy_of(study, tmp_path))
     before = _listing(res.root)
     line = _error_line(runner.invoke(app, ["stats", str(res.root), "--seed", "3"]))
-    assert "data" in line and "geneattn run --config" in line and "--seed" in line
+    assert "data" in line and "geneattn run --config" in line and "--seed 3`" in line
     assert _listing(res.root) == before
+
+
+def test_cells_h5ad_has_one_writer():
+    from geneattn.study import STAGES, StudyConfig
+
+    cfg = StudyConfig(device="cpu")
+    writers = [s.name for s in STAGES.values() if "cells.h5ad" in s.output_paths(cfg)]
+    assert writers == ["stats"]
+    assert "data/qc.h5ad" in STAGES["qc"].output_paths(cfg)

@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ._options import study_options, study_values
 from .app import app
 
 logger = logging.getLogger("geneattn.cli")
 
 
-@app.command()
-def stats(
-    results_dir: Annotated[
-        Path,
-        typer.Argument(
-            help="Results directory of the earlier stages (cells.h5ad, tokens/, models/, attention/)."
-        ),
-    ],
-    seed: Annotated[int | None, typer.Option(help="Seed of subsamples, bootstrap and permutations.")] = None,
-    top_k: Annotated[int | None, typer.Option(help="Top genes reported and compared with DE.")] = None,
-    n_boot: Annotated[int | None, typer.Option(help="Bootstrap resamples.")] = None,
-    attribution_cells: Annotated[
-        int | None, typer.Option(help="Cells for the attribution baselines (0: skip them).")
-    ] = None,
-    highlight: Annotated[str | None, typer.Option(help="Comma-separated genes to highlight.")] = None,
-) -> None:
+#: the settings `geneattn stats` may change (the ones its stages read; the rest would re-key upstream stages)
+STATS_SETTINGS = ("seed", "top_k", "n_boot", "attribution_cells", "highlight")
+
+
+def stats(results_dir: Path, **settings: object) -> None:
     """Re-run the statistics of a results directory through the engine (same tables, same metrics.json).
 
     Settings not given are those of the directory's config.toml; the ones given are written back to it
@@ -36,7 +27,11 @@ def stats(
     """
     from ..study import stats_of_results
 
-    hl = None if highlight is None else [h.strip() for h in highlight.split(",") if h.strip()]
-    summary = stats_of_results(str(results_dir), seed=seed, top_k=top_k, n_boot=n_boot,
-                               attribution_cells=attribution_cells, highlight=hl)  # fmt: skip
+    summary = stats_of_results(str(results_dir), **study_values(settings))
     logger.info("stats: %s", summary)
+
+
+_DIR = inspect.Parameter("results_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[
+    Path, typer.Argument(help="A results directory written by `geneattn run` (its config.toml and manifest.json).")])  # fmt: skip
+stats.__signature__ = inspect.Signature([_DIR, *study_options(STATS_SETTINGS, note_default=False)])
+app.command()(stats)

@@ -71,7 +71,9 @@ def de_vs_attention(
     Parameters
     ----------
     table
-        One row per gene: ``gene, <x>, <y>`` (+ optional ``planted`` bool).
+        One row per gene: ``gene, <x>, <y>`` (+ optional ``planted`` bool), e.g. the stats stage's
+        ``de_vs_attention`` table (``geneattn.get.table(results, "de_vs_attention")``), where the DE
+        score is computed; the plot computes nothing.
     x, y
         Columns on the axes.
     highlight

@@ -7,9 +7,12 @@ Precedence is CLI flag > config file > default (`merge`). The resolved config is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,210 +30,180 @@ __all__ = [
     "merge",
     "NUTLIN_CLASSES",
     "NUTLIN_GROUPS",
+    "setting",
+    "field_types",
 ]
 
 DATASETS = ("nutlin-sim", "pbmc68k")
 NUTLIN_CLASSES = ("0.1", "0.5", "5", "10")
 NUTLIN_GROUPS = "low=0.1,0.5;high=5,10"
 _DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
 #: largest study seed: numpy's legacy and sklearn seeds take 32 bits, and the control runs' seeds are the
 #: study's plus offsets (``seed + 1000 i``, ``seed + 7919 i``), which must stay below 2**32
 MAX_SEED = 2**31 - 1
 
-# field -> accepted Python types (checked in __post_init__; TOML gives int for whole numbers)
-_TYPES: dict[str, tuple[type, ...]] = {
-    "dataset": (str,),
-    "data": (str,),
-    "layer": (str,),
-    "perturbation": (str,),
-    "label_key": (str,),
-    "classes": (list,),
-    "groups": (str,),
-    "model": (str,),
-    "dictionaries": (str,),
-    "checkpoint": (str,),
-    "finetuned": (str,),
-    "seed": (int,),
-    "out": (str,),
-    "highlight": (list,),
-    "preset": (str,),
-    "cells_per_dose": (int,),
-    "min_cells_per_class": (int,),
-    "model_input_size": (int,),
-    "pretrain_epochs": (int,),
-    "finetune_epochs": (int,),
-    "pooling": (str,),
-    "finetune_lr": (float, int),
-    "finetune_head_lr": (float, int),
-    "batch_size": (int,),
-    "attention_batch_size": (int,),
-    "device": (str,),
-    "top_k": (int,),
-    "rank_bin": (int,),
-    "n_boot": (int,),
-    "attribution_cells": (int,),
-    "n_seed_runs": (int,),
-    "n_permuted_runs": (int,),
-    "permute_labels": (bool,),
-    "ablation_top_k": (int,),
-    "quick": (bool,),
-    "max_cells_per_class": (int,),
-}
-_OPTIONAL = {
-    "max_cells_per_class",
-    "data",
-    "layer",
-    "perturbation",
-    "classes",
-    "groups",
-    "model",
-    "dictionaries",
-    "finetuned",
-    "cells_per_dose",
-    "finetune_lr",
-    "finetune_head_lr",
-    "pretrain_epochs",
-    "finetune_epochs",
-    "pooling",
-}
+
+def setting(
+    default: object, help: str, *, doc: str = "", short: str | None = None, path: bool = False
+) -> Any:  # noqa: A002
+    """A `StudyConfig` field with its one declaration of help and flag (``dataclasses.field`` metadata).
+
+    Parameters
+    ----------
+    default
+        The default (a list is copied for every instance).
+    help
+        One sentence for ``geneattn run --help`` (the default is appended there).
+    doc
+        More detail for the class docstring (after ``help``).
+    short
+        A one-letter alias of the flag (``-o``); the flag itself is always ``--<name-with-dashes>``.
+    path
+        The value is a path (the CLI takes a path and stores it as a string).
+    """
+    meta = {"help": help, "doc": doc, "short": short, "path": path}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclasses.dataclass
 class StudyConfig:
-    """Settings of one study (every `geneattn run` flag has a field of the same name).
+    """Settings of one study: every field is a `geneattn run` flag (``--<name-with-dashes>``) and a TOML key.
 
-    Attributes
-    ----------
-    dataset
-        Built-in dataset, ``"nutlin-sim"`` (simulated sci-Plex-2 nutlin-3a) or ``"pbmc68k"``; ignored
-        when ``data`` is given.
-    data
-        An ``.h5ad`` file (canonical, scPerturb or Kaggle sci-Plex-2 layout) instead of a built-in dataset.
-    layer
-        ``data`` only: the layer holding raw counts (e.g. ``"counts"``) when ``X`` is normalised.
-    perturbation
-        sci-Plex drug to keep, e.g. ``"Nutlin"``.
-    label_key
-        obs column with the class to predict.
-    classes
-        Classes to keep, in order (nutlin-sim default: 0.1, 0.5, 5, 10).
-    groups
-        Coarse groups of classes, ``"low=0.1,0.5;high=5,10"`` (nutlin-sim default).
-    model, dictionaries
-        A real Geneformer checkpoint directory and the directory with its dictionaries (both or
-        neither); they replace ``checkpoint``.
-    checkpoint
-        The pretrained model without ``model``: ``"auto"`` (the shipped ``mini-nutlin`` for the
-        nutlin-sim study, else ``"pretrain"``), a shipped checkpoint's name (its vocabulary covers
-        only the simulator's genes), or ``"pretrain"``: a ``preset`` model pretrained on the corpus.
-    finetuned
-        An already fine-tuned classifier of the pretrained model (``geneattn finetune``'s output, or a
-        Geneformer-format ``BertForSequenceClassification`` directory): no fine-tuning here; it is
-        evaluated on the study's test split when its labels are the study's classes, and the analyses
-        that need control fine-tunes (the run-level null) are skipped.
-    seed
-        Seed of every stochastic step.
-    out
-        Results directory.
-    highlight
-        Genes highlighted in the figures and reported by rank (nutlin-3a's target MDM2).
-    preset
-        Model size pretrained when no ``model`` is given.
-    cells_per_dose
-        nutlin-sim only: cells per dose (default: the simulator's).
-    min_cells_per_class
-        Classes with fewer cells are an input error.
-    model_input_size
-        Maximum tokens per cell (Geneformer V1: 2048).
-    pretrain_epochs, finetune_epochs
-        Passes over the corpus and over the training cells; None: the dataset's recipe
-        (`RECIPES`: 1 and 4, and 40 and 25 for ``pbmc68k``, whose 692 cells give 40 steps an epoch).
-    pooling
-        How the classifier summarises a cell: ``auto`` (the checkpoint's ``<cls>``, or the first
-        gene of Geneformer V1 tokens), ``cls``, ``first`` or ``mean`` (masked mean of the last
-        hidden states); None: the dataset's recipe (``auto``; ``mean`` for ``pbmc68k``).
-    batch_size
-        Cells per training step.
-    finetune_lr
-        Fine-tuning learning rate; default 1e-3 for a mini model pretrained here (a small model
-        needs it: at 1e-4 it does not learn within a few epochs) and Geneformer's 5e-5 with ``--model``.
-    finetune_head_lr
-        Learning rate of the new pooler and classification head; None: the dataset's recipe (1e-3;
-        3e-3 for ``pbmc68k``, whose encoder rate is then 3e-4).
-    attention_batch_size
-        Cells per forward pass when extracting attention.
-    device
-        ``auto``, ``cpu`` or ``cuda``.
-    top_k
-        Number of top attended genes reported and compared with DE.
-    rank_bin
-        Width of the rank-position bins of the change-by-rank curves.
-    n_boot
-        Bootstrap resamples of the change-by-rank bands.
-    attribution_cells
-        Test cells for the attribution baselines of the method comparison (0 skips them; at most the
-        whole test split).
-    n_seed_runs
-        Fine-tunes on the real labels (the study's and ``n_seed_runs - 1`` more seeds): the real side of
-        the run-level null.
-    n_permuted_runs
-        Fine-tunes on dose labels permuted between wells: the null side (0 skips the run-level null).
-    permute_labels
-        A null study: permute the study's labels between wells before anything else (each well keeps
-        its cells); a sound analysis then finds that the model did not learn and nothing task-specific.
-    ablation_top_k
-        Most-changed heads ablated together, besides every head alone (0: single heads only).
-    quick
-        A quick look (e.g. a real file on a CPU): unless set otherwise, at most 300 cells per class
-        (every well kept), 256 tokens per cell for a model pretrained here, 1 pretraining epoch, 50
-        attribution cells and 100 bootstrap resamples (`QUICK`); the report says so.
-    max_cells_per_class
-        Subsample each class to at most this many cells, drawn within every well (wells stay units).
+    Each field declares its help once (`setting`); the CLI options, the TOML type checks and the
+    attribute list below are made from it.
     """
 
-    dataset: str = "nutlin-sim"
-    data: str | None = None
-    layer: str | None = None
-    perturbation: str | None = None
-    label_key: str = "label"
-    classes: list[str] | None = None
-    groups: str | None = None
-    model: str | None = None
-    dictionaries: str | None = None
-    checkpoint: str = "auto"
-    finetuned: str | None = None
-    seed: int = 0
-    out: str = "results"
-    highlight: list[str] = dataclasses.field(default_factory=lambda: ["MDM2"])
-    preset: str = "mini"
-    cells_per_dose: int | None = None
-    min_cells_per_class: int = 10
-    model_input_size: int = 2048
-    pretrain_epochs: int | None = None
-    finetune_epochs: int | None = None
-    pooling: str | None = None
-    finetune_lr: float | None = None
-    finetune_head_lr: float | None = None
-    batch_size: int = 16
-    attention_batch_size: int = 16
-    device: str = "auto"
-    top_k: int = 20
-    rank_bin: int = 25
-    n_boot: int = 200
-    attribution_cells: int = 200
-    n_seed_runs: int = 4
-    n_permuted_runs: int = 4
-    permute_labels: bool = False
-    ablation_top_k: int = 3
-    quick: bool = False
-    max_cells_per_class: int | None = None
+    dataset: str = setting(
+        "nutlin-sim",
+        "Built-in dataset: nutlin-sim (simulated sci-Plex-2 nutlin-3a) or pbmc68k.",
+        doc="Ignored when data is given.",
+    )
+    data: str | None = setting(
+        None,
+        "An .h5ad file (canonical, scPerturb or sci-Plex-2 layout) instead of a built-in dataset.",
+        path=True,
+    )
+    layer: str | None = setting(
+        None, "With --data: the layer with raw counts when X is normalised, e.g. counts."
+    )
+    perturbation: str | None = setting(None, "sci-Plex drug to keep, e.g. Nutlin.")
+    label_key: str = setting("label", "obs column with the class to predict.")
+    classes: list[str] | None = setting(
+        None,
+        "Comma-separated classes to keep, in order, e.g. 0.1,0.5,5,10.",
+        doc="nutlin-sim default: 0.1, 0.5, 5, 10.",
+    )
+    groups: str | None = setting(
+        None,
+        "Coarse groups of classes, e.g. 'low=0.1,0.5;high=5,10'.",
+        doc="nutlin-sim default: low=0.1,0.5;high=5,10.",
+    )
+    model: str | None = setting(
+        None,
+        "A Geneformer checkpoint directory (skips pretraining; needs --dictionaries).",
+        doc="It replaces checkpoint.",
+        path=True,
+    )
+    dictionaries: str | None = setting(
+        None, "Directory with the Geneformer dictionaries of --model.", path=True
+    )
+    checkpoint: str = setting(
+        "auto",
+        "Pretrained model without --model: auto, pretrain or a shipped checkpoint (mini-nutlin).",
+        doc="auto: the shipped mini-nutlin for the nutlin-sim study (its vocabulary covers only the "
+        "simulator's genes), else pretrain: a preset model pretrained on the corpus.",
+    )
+    finetuned: str | None = setting(
+        None,
+        "An already fine-tuned classifier of the pretrained model: analysed without fine-tuning here.",
+        doc="geneattn finetune's output, or a Geneformer-format BertForSequenceClassification directory; it is "
+        "evaluated on the study's test split when its labels are the study's classes, and the analyses that "
+        "need control fine-tunes (the run-level null) are skipped.",
+        path=True,
+    )
+    seed: int = setting(0, "Seed of every stochastic step.")
+    out: str = setting("results", "Results directory.", short="-o", path=True)
+    highlight: list[str] = setting(
+        ["MDM2"],
+        "Comma-separated genes highlighted in the figures and reported by rank.",
+        doc="The default is nutlin-3a's target MDM2.",
+    )
+    preset: str = setting("mini", "Model size pretrained without --model.")
+    cells_per_dose: int | None = setting(None, "nutlin-sim only: cells per dose (default: the simulator's).")
+    min_cells_per_class: int = setting(10, "Classes with fewer cells are an input error.")
+    model_input_size: int = setting(
+        2048,
+        "Maximum tokens per cell (Geneformer V1: 2048).",
+        doc="The shipped checkpoint and a Geneformer model cap it at their own input size.",
+    )
+    pretrain_epochs: int | None = setting(
+        None, "Pretraining epochs (default: the dataset's recipe, 1; pbmc68k 40)."
+    )
+    finetune_epochs: int | None = setting(
+        None, "Fine-tuning epochs (default: the dataset's recipe, 4; pbmc68k 25)."
+    )
+    pooling: str | None = setting(
+        None,
+        "Classifier pooling: auto, cls, first or mean (default: the recipe, auto; pbmc68k mean).",
+        doc="auto: the checkpoint's <cls>, or the first gene of Geneformer V1 tokens; mean: masked "
+        "mean of the last hidden states.",
+    )
+    finetune_lr: float | None = setting(
+        None,
+        "Fine-tuning learning rate (default 1e-3 for a mini model, pbmc68k 3e-4, 5e-5 with --model).",
+        doc="A small model needs 1e-3: at 1e-4 it does not learn within a few epochs.",
+    )
+    finetune_head_lr: float | None = setting(
+        None, "Learning rate of the classifier head (default: the recipe, 1e-3; pbmc68k 3e-3)."
+    )
+    batch_size: int = setting(16, "Cells per training step.")
+    attention_batch_size: int = setting(16, "Cells per forward pass when extracting attention.")
+    device: str = setting("auto", "auto, cpu, cuda or mps.")
+    top_k: int = setting(20, "Top attended genes reported and compared with DE.")
+    rank_bin: int = setting(25, "Width of the rank-position bins of the change-by-rank curves.")
+    n_boot: int = setting(200, "Bootstrap resamples (change-by-rank bands, intervals).")
+    attribution_cells: int = setting(
+        200, "Test cells for the attribution baselines (0 skips them).", doc="At most the whole test split."
+    )
+    n_seed_runs: int = setting(
+        4,
+        "Real-label fine-tunes of the run-level null (the study's and more seeds).",
+        doc="4 + 4 runs by default: the power calculation in the report (tables/power) and BENCHMARKS.md.",
+    )
+    n_permuted_runs: int = setting(
+        4,
+        "Permuted-label fine-tunes of the run-level null (0 skips it).",
+        doc="Labels permuted between wells by a restricted permutation that carries no label information.",
+    )
+    permute_labels: bool = setting(
+        False,
+        "A null study: labels permuted between wells before anything else.",
+        doc="Each well keeps its cells; a sound analysis then finds that the model did not "
+        "learn and nothing task-specific.",
+    )
+    ablation_top_k: int = setting(
+        3, "Most-changed heads ablated together, besides every head alone (0: single heads only)."
+    )
+    quick: bool = setting(
+        False,
+        "A quick look: fewer cells (every well kept), shorter inputs for a model pretrained here.",
+        doc="Unless set otherwise: at most 300 cells per class, 256 tokens per cell, 1 pretraining "
+        "epoch, 50 attribution cells and 100 bootstrap resamples (QUICK); the report says so.",
+    )
+    max_cells_per_class: int | None = setting(
+        None, "Subsample each class to at most this many cells (every well kept)."
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name in _OPTIONAL:
+            ok, optional = field_types()[f.name]
+            if value is None and optional:
                 continue
-            ok = _TYPES[f.name]
             if (isinstance(value, bool) and bool not in ok) or not isinstance(value, ok):
                 msg = f"config: {f.name} must be {' or '.join(t.__name__ for t in ok)}, got {value!r}"
                 raise InputError(msg)
@@ -354,6 +327,35 @@ class StudyConfig:
             msg = f"config: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}"
             raise InputError(msg)
         return cls(**dict(d))
+
+
+@functools.cache
+def field_types() -> dict[str, tuple[tuple[type, ...], bool]]:
+    """Field -> (accepted Python types, whether None is allowed), from `StudyConfig`'s annotations.
+
+    TOML gives ``int`` for whole numbers, so a ``float`` field accepts ``int`` too.
+    """
+    out = {}
+    for name, hint in typing.get_type_hints(StudyConfig).items():
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        base = next(a for a in args if a is not type(None))
+        base = typing.get_origin(base) or base
+        out[name] = ((float, int) if base is float else (base,), type(None) in args)
+    return out
+
+
+def _attributes_doc() -> str:
+    """The ``Attributes`` section of `StudyConfig`'s docstring, from each field's `setting`."""
+    lines = ["", "    Attributes", "    ----------"]
+    for f in dataclasses.fields(StudyConfig):
+        lines += [
+            f"    {f.name}",
+            f"        {' '.join(filter(None, (f.metadata['help'], f.metadata['doc'])))}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+StudyConfig.__doc__ = (StudyConfig.__doc__ or "").rstrip() + "\n" + _attributes_doc()
 
 
 #: the training recipe of a model pretrained here, by dataset, for the fields the user did not set

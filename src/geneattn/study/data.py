@@ -141,10 +141,13 @@ def data(ctx: StageContext) -> str:
 
 
 @stage(
-    "qc", deps=("data",), reads=("seed",), outputs=("cells.h5ad", "tables/de.parquet", "tables/umap.parquet")
+    "qc",
+    deps=("data",),
+    reads=("seed",),
+    outputs=("data/qc.h5ad", "tables/de.parquet", "tables/umap.parquet"),
 )
 def qc(ctx: StageContext) -> str:
-    """QC, log-normalisation, UMAP and Wilcoxon DE: ``cells.h5ad``, ``tables/{de,umap}.parquet``."""
+    """QC, log-normalisation, UMAP and Wilcoxon DE: ``data/qc.h5ad``, ``tables/{de,umap}.parquet``."""
     import anndata as ad
 
     from ..stats import de as de_mod
@@ -159,6 +162,6 @@ def qc(ctx: StageContext) -> str:
                          "n_genes": adata.obs[K.N_GENES].to_numpy()})  # fmt: skip
     ctx.write_table("de", de)
     ctx.write_table("umap", umap)
-    res.write_h5ad(res.cells, adata)
+    res.write_h5ad(res.qc_h5ad, adata)
     n_sig = int((de[de["method"] == "wilcoxon"]["pval_adj"] < 0.05).sum())
     return f"UMAP of {adata.n_obs} cells; {n_sig} (gene, class) Wilcoxon tests with adjusted p < 0.05 (cells as units)"

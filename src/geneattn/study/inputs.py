@@ -24,7 +24,7 @@ __all__ = ["StudyInputs", "load_inputs", "gene_map_of"]
 
 @dataclasses.dataclass
 class StudyInputs:
-    """``cells.h5ad``, the attention tables and the per-token stores of one results directory.
+    """The study's cells (``data/qc.h5ad``), the attention tables and the per-token stores of one results directory.
 
     Attributes
     ----------
@@ -125,9 +125,7 @@ class StudyInputs:
     def attention_seconds_per_cell(self) -> float:
         """Seconds per cell and model of the attention stage (from its params and the manifest)."""
         res = self.results
-        params = (
-            res.read_json(res.attention / "params.json") if (res.attention / "params.json").is_file() else {}
-        )
+        params = res.read_json_or_empty(res.attention_params)
         manifest = res.read_json(res.manifest) if res.manifest.is_file() else {}
         seconds = (manifest.get("stages", {}).get("attention") or {}).get("seconds")
         n = params.get("n_cells")
@@ -164,8 +162,8 @@ def gene_map_of(adata: AnnData, abg: pd.DataFrame | None) -> pd.Series:
 
 
 def load_inputs(results: Results) -> StudyInputs:
-    """Read ``cells.h5ad``, the attention tables and the token stores of ``results``."""
-    adata = results.read_cells()
+    """Read ``data/qc.h5ad``, the attention tables and the token stores of ``results``."""
+    adata = results.read_qc()
     att = results.attention
     tables = {p.stem: pd.read_parquet(p) for p in sorted(att.glob("*.parquet"))} if att.is_dir() else {}
     names = [

@@ -36,9 +36,9 @@ def _overall(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _data(res: Results) -> dict[str, Any]:
-    if not res.cells.is_file():
+    if not res.qc_h5ad.is_file():
         return {}
-    a = res.read_cells(backed=True)
+    a = res.read_qc(backed=True)
     try:
         obs = a.obs
         out: dict[str, Any] = {"n_cells": int(a.n_obs), "n_genes": int(a.n_vars)}
@@ -208,8 +208,7 @@ def compute_metrics(
     from .training import skipped_by_user_model
     from .verdict import verdict
 
-    fm = results.model(OTHER) / "metrics.json"
-    clf = results.read_json(fm) if fm.is_file() else {}
+    clf = results.read_json_or_empty(results.model_metrics(OTHER))
     metrics = {
         "data": _data(results),
         "pretraining": _pretraining(results),
@@ -224,9 +223,7 @@ def compute_metrics(
         "incremental": _incremental(tables.get("incremental")),
         "heads": _heads(tables.get("heads")),
         "highlight_by_class": _records(tables.get("highlight_by_class")),
-        "runs": results.read_json(results.runs / "runs.json")
-        if (results.runs / "runs.json").is_file()
-        else {},
+        "runs": results.read_json_or_empty(results.runs_json),
         "stats_timings_s": dict(timings or {}),
         "highlight": list(highlight),
         "skipped": skipped_by_user_model(results),  # analyses a study of the user's classifier cannot run
@@ -237,11 +234,9 @@ def compute_metrics(
 
 def _pretraining(results: Results) -> dict[str, Any]:
     """Where the pretrained model came from and its held-out masked-gene accuracy (vs gene frequency)."""
-    rec_path = results.model_record(REF)
-    rec = results.read_json(rec_path) if rec_path.is_file() else {}
+    rec = results.read_json_or_empty(results.model_record(REF))
     path, root = Path(str(rec.get("path", results.model(REF)))).resolve(), results.root.resolve()
-    log_path = path / "train_log.json"
-    m = (results.read_json(log_path) if log_path.is_file() else {}).get("masked_gene") or {}
+    m = results.read_json_or_empty(Results.train_log(path)).get("masked_gene") or {}
     shown = path.relative_to(root) if path.is_relative_to(root) else path
     out: dict[str, Any] = {"source": rec.get("source"), "path": str(shown)}
     if m:

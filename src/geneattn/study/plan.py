@@ -213,5 +213,5 @@ def plan(ctx: StageContext) -> str:
                          "uses a GPU; --quick gives a first answer in minutes. The shipped checkpoint covers only the "
                          "simulator's gene vocabulary, so it is not used for other data.")  # fmt: skip
         logger.warning("%s", out["advice"])
-    write_json(res.root / "plan.json", out)
+    write_json(res.plan, out)
     return out["summary"]

@@ -248,7 +248,8 @@ def run_part(
         ]
         stale = [s.name for s in need if s not in run and not _is_done(manifest, s.name, keys[s.name])]
         if stale:
-            opts = " ".join(f"--{k.replace('_', '-')}" for k in sorted(given))
+            opts = " ".join(f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
+                            for k, v in sorted(given.items()))  # fmt: skip
             msg = (f"stage(s) {', '.join(stale)} of {res.root} are not done for these settings; run "
                    f"`geneattn run --config {res.config}{' ' + opts if opts else ''}` instead")  # fmt: skip
             raise InputError(msg)

@@ -174,13 +174,12 @@ def _head_table(res: Results, sig: pd.DataFrame, task_heads: pd.DataFrame | None
 
 
 def _annotate_cells(inp: StudyInputs) -> None:
-    """Write per-gene attention into ``cells.h5ad`` (``varm``/``var``/``uns["gene_attention"]``)."""
+    """``cells.h5ad`` (its one writer): the QC'd cells with per-gene attention (``varm``/``var``/``uns``)."""
     res = inp.results
-    if "attention_by_gene" not in inp.tables:
-        return
-    params = res.read_json(res.attention / "params.json") if (res.attention / "params.json").is_file() else {}
-    result = AttentionResult({"attention_by_gene": inp.tables["attention_by_gene"]}, params)
-    gene_attention(inp.adata, result, key_added="gene_attention")
+    if "attention_by_gene" in inp.tables:
+        params = res.read_json_or_empty(res.attention_params)
+        result = AttentionResult({"attention_by_gene": inp.tables["attention_by_gene"]}, params)
+        gene_attention(inp.adata, result, key_added="gene_attention")
     res.write_h5ad(res.cells, inp.adata)
 
 
@@ -223,11 +222,7 @@ def _skipped(out: dict[str, pd.DataFrame], null_summary: dict) -> dict[str, str]
 
 def _learned(res: Results) -> bool:
     """Whether the study's classifier beat the majority class (interval over test wells)."""
-    clf = (
-        res.read_json(res.model(OTHER) / "metrics.json")
-        if (res.model(OTHER) / "metrics.json").is_file()
-        else {}
-    )
+    clf = res.read_json_or_empty(res.model_metrics(OTHER))
     return bool((clf.get("flags") or {}).get("learned"))
 
 
@@ -299,7 +294,7 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
 
 
 @stage("stats", deps=("qc", "attention", "controls", "ablation", "attribution"), reads=STATS_READS,
-       outputs=("metrics.json", "tables/significance.parquet", "tables/methods.parquet", "tables/incremental.parquet"))  # fmt: skip
+       outputs=("metrics.json", "cells.h5ad", "tables/significance.parquet", "tables/methods.parquet", "tables/incremental.parquet"))  # fmt: skip
 def stats(ctx: StageContext) -> str:
     """Every statistic the report quotes: ``tables/`` and ``metrics.json``."""
     cfg = ctx.config
