@@ -36,6 +36,7 @@ import pandas as pd
 from scipy import special, stats
 
 from ..errors import InputError
+from ._flexible import cluster_wald, flexible_design
 from .agreement import auroc
 from .baselines import LABEL_USE
 
@@ -47,6 +48,7 @@ __all__ = [
     "recovery_by_effect_size",
     "expression_strata",
     "INCREMENTAL_COLUMNS",
+    "NEGATIVE_CONTROLS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,12 @@ INCREMENTAL_COLUMNS = [
     "lr_chi2",
     "lr_df",
     "lr_pvalue",
+    "coef_score",
+    "wald_pvalue",
+    "n_clusters",
+    "pvalue",
+    "control",
+    "unit",
     "separation",
     "auroc_covariates",
     "auroc_full",
@@ -68,6 +76,8 @@ INCREMENTAL_COLUMNS = [
     "delta_lo",
     "delta_hi",
 ]
+#: scores that are functions of the covariates or label-free: they must come out null
+NEGATIVE_CONTROLS = ("detection", "variance", "mean_rank", "mean_expression", "hvg_residual", "covariate_plus_noise")
 _ETA_SEPARATION = 20.0  # |linear predictor| beyond which a gene is fitted as p = 0 or 1 (1e-9)
 
 
@@ -196,6 +206,7 @@ def _design(frame: pd.DataFrame) -> np.ndarray:
 def _frames(
     truth: pd.Series, covariates: pd.DataFrame, score: pd.Series | pd.DataFrame
 ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """``(y, covariates, scores)`` over the genes with all three (frames keep the gene index)."""
     sc = score.to_frame("score") if isinstance(score, pd.Series) else score
     if not isinstance(covariates, pd.DataFrame) or not isinstance(truth, pd.Series):
         msg = "truth must be a Series and covariates a DataFrame, both indexed by gene"
@@ -209,10 +220,31 @@ def _frames(
     return df["__truth__"].to_numpy(dtype=float), df[covariates.columns], df[sc.columns]
 
 
+def _designs(
+    cov: pd.DataFrame, sc: pd.DataFrame, strata: pd.Series | None, spline_df: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Null design (intercept, covariate splines, strata) and the full design (+ z-scored scores)."""
+    g = None if strata is None else strata.reindex(cov.index).fillna(-1).to_numpy()
+    x0 = flexible_design(cov, None if g is None else pd.Series(g, index=cov.index), df=spline_df)
+    return x0, np.column_stack([x0, _design(_normal_scores(sc))[:, 1:]])
+
+
+def _normal_scores(sc: pd.DataFrame) -> pd.DataFrame:
+    """Rank-based inverse-normal transform of each score column (Blom): a few extreme genes cannot lever the fit."""
+    n = len(sc)
+    return sc.rank(method="average").apply(lambda r: special.ndtri((r - 0.375) / (n + 0.25)))
+
+
 def nested_lrt(
-    truth: pd.Series, covariates: pd.DataFrame, score: pd.Series | pd.DataFrame
+    truth: pd.Series,
+    covariates: pd.DataFrame,
+    score: pd.Series | pd.DataFrame,
+    *,
+    strata: pd.Series | None = None,
+    clusters: pd.Series | None = None,
+    spline_df: int = 5,
 ) -> dict[str, float | int | bool]:
-    """Likelihood-ratio test of ``planted ~ covariates`` against ``planted ~ covariates + score``.
+    """Likelihood-ratio test of ``planted ~ f(covariates) [+ stratum]`` against ``... + score``.
 
     Parameters
     ----------
@@ -222,22 +254,33 @@ def nested_lrt(
         Gene covariates (columns of `baselines.gene_covariates`, e.g. `baselines.FIELD_COVARIATES`).
     score
         The score(s) tested for incremental value; genes missing anywhere are dropped.
+    strata
+        Optional stratum per gene (e.g. the simulator's matched-set stratum): indicator columns.
+    clusters
+        Optional resampling unit per gene (`gene_clusters`): adds a cluster-robust Wald test of the
+        (first) score coefficient.
+    spline_df
+        Natural-spline df per covariate (`flexible_design`); 1 = the linear-logit design.
 
     Returns
     -------
     dict
         ``lr_chi2, lr_df, lr_pvalue, ll_null, ll_full, coef_score`` (per SD of the score, first score
-        column), ``n_genes, n_planted, separation`` (some gene fitted with p within 1e-9 of 0 or 1:
-        coefficients are not finite MLEs, the LR still is) and ``converged``.
+        column), ``wald_pvalue, n_clusters`` (NaN / 0 without clusters), ``n_genes, n_planted,
+        separation`` (some gene fitted with p within 1e-9 of 0 or 1: coefficients are not finite
+        MLEs, the LR still is) and ``converged``.
     """
     y, cov, sc = _frames(truth, covariates, score)
-    x0 = _design(cov)
-    x1 = np.column_stack([x0, _design(sc)[:, 1:]])
+    x0, x1 = _designs(cov, sc, strata, spline_df)
     b0, ll0, c0 = _logit_fit(x0, y)
     b1, ll1, c1 = _logit_fit(x1, y)
     lr = max(2.0 * (ll1 - ll0), 0.0)
     df = sc.shape[1]
     sep = bool(np.abs(x1 @ b1).max() > _ETA_SEPARATION or np.abs(x0 @ b0).max() > _ETA_SEPARATION)
+    wald_p, n_cl = float("nan"), 0
+    if clusters is not None:
+        cl = clusters.reindex(cov.index).fillna(pd.Series(cov.index.astype(str), index=cov.index))
+        _, wald_p, n_cl = cluster_wald(x1, y, b1, x0.shape[1], cl.to_numpy())
     return {
         "lr_chi2": lr,
         "lr_df": df,
@@ -245,6 +288,8 @@ def nested_lrt(
         "ll_null": ll0,
         "ll_full": ll1,
         "coef_score": float(b1[x0.shape[1]]),
+        "wald_pvalue": wald_p,
+        "n_clusters": n_cl,
         "n_genes": len(y),
         "n_planted": int(y.sum()),
         "separation": sep,
@@ -283,26 +328,40 @@ def _boot_auroc(score: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.nda
         return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
+def _cluster_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Gene multiplicity weights ``[n_boot, n]``: clusters resampled with replacement (genes ride along)."""
+    codes = pd.factorize(clusters)[0]
+    g = int(codes.max()) + 1
+    w = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot)
+    return w[:, codes]
+
+
 def delta_auroc(
     truth: pd.Series,
     covariates: pd.DataFrame,
     score: pd.Series | pd.DataFrame,
     *,
+    strata: pd.Series | None = None,
+    clusters: pd.Series | None = None,
+    spline_df: int = 5,
     n_folds: int = 5,
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict[str, float | int]:
-    """Cross-validated AUROC gain of adding ``score`` to the covariates, with a bootstrap CI over genes.
+    """Cross-validated AUROC gain of adding ``score`` to the covariates, with a cluster-bootstrap CI.
 
     Parameters
     ----------
-    truth, covariates, score
+    truth, covariates, score, strata, spline_df
         As in `nested_lrt`.
+    clusters
+        Resampling unit per gene (`gene_clusters`: programme blocks, matched sets); ``None``: genes.
+        The out-of-fold predictions are held fixed and the clusters are resampled.
     n_folds
         Stratified folds over genes.
     n_boot
-        Bootstrap resamples of the genes (percentile interval).
+        Bootstrap resamples (percentile interval).
     seed
         Seeds the folds and the resamples.
     alpha
@@ -319,11 +378,11 @@ def delta_auroc(
         raise InputError(msg)
     rng = np.random.default_rng(seed)
     fold = _folds(y, n_folds, rng)
-    x0 = _design(cov)
-    p0 = _oof(x0, y, fold)
-    p1 = _oof(np.column_stack([x0, _design(sc)[:, 1:]]), y, fold)
+    x0, x1 = _designs(cov, sc, strata, spline_df)
+    p0, p1 = _oof(x0, y, fold), _oof(x1, y, fold)
     a0, a1 = auroc(p0, y), auroc(p1, y)
-    weights = rng.multinomial(len(y), np.full(len(y), 1.0 / len(y)), size=n_boot)
+    units = np.arange(len(y)) if clusters is None else clusters.reindex(cov.index).astype(str).to_numpy()
+    weights = _cluster_weights(units, n_boot, rng)
     d = _boot_auroc(p1, y, weights) - _boot_auroc(p0, y, weights)
     lo, hi = np.nanquantile(d, [alpha / 2, 1 - alpha / 2]) if n_boot else (np.nan, np.nan)
     return {
@@ -337,56 +396,74 @@ def delta_auroc(
     }
 
 
+def _method_row(
+    method: str, score: pd.Series, truth: pd.Series, covariates: pd.DataFrame, *, strata: pd.Series,
+    clusters: pd.Series | None, model_strata: pd.Series | None, spline_df: int, n_boot: int, seed: int,
+    n_folds: int,
+) -> dict:  # fmt: skip
+    s = score[~score.index.duplicated()].astype(float).dropna()
+    genes = s.index.intersection(truth.index).intersection(covariates.dropna().index)
+    y, s = truth.reindex(genes).astype(bool), s.reindex(genes)
+    row = {"method": method, "uses_labels": LABEL_USE.get(method, (pd.NA,))[0],
+           "control": method in NEGATIVE_CONTROLS, "unit": "gene" if clusters is None else "programme block",
+           "auroc": auroc(s.to_numpy(), y.to_numpy()),
+           "stratified_auroc": stratified_auroc(s, y, strata.reindex(genes))}  # fmt: skip
+    kw = {"strata": model_strata, "spline_df": spline_df}
+    lrt = nested_lrt(y, covariates.loc[genes], s, clusters=clusters, **kw)
+    row |= {k: lrt[k] for k in ("lr_chi2", "lr_df", "lr_pvalue", "coef_score", "wald_pvalue", "n_clusters",
+                                "separation", "n_genes", "n_planted")}  # fmt: skip
+    row["pvalue"] = lrt["wald_pvalue"] if clusters is not None else lrt["lr_pvalue"]
+    d = delta_auroc(y, covariates.loc[genes], s, clusters=clusters, n_folds=n_folds, n_boot=n_boot, seed=seed, **kw)
+    return row | {k: d[k] for k in ("auroc_covariates", "auroc_full", "delta_auroc", "delta_lo", "delta_hi")}
+
+
 def incremental_table(
     scores: Mapping[str, pd.Series],
     truth: pd.Series,
     covariates: pd.DataFrame,
     *,
     strata: pd.Series,
+    clusters: pd.Series | None = None,
+    model_strata: pd.Series | None = None,
+    spline_df: int = 5,
     n_boot: int = 1000,
     seed: int = 0,
     n_folds: int = 5,
 ) -> pd.DataFrame:
-    """Per method: raw and stratified AUROC, nested LR test and ΔAUROC (CI) over the covariates.
+    """Per method: raw and stratified AUROC, nested LR and cluster Wald tests, ΔAUROC (CI) over covariates.
 
     Parameters
     ----------
     scores
-        ``method -> Series`` (gene → score, higher = more important; NaN = not scored).
+        ``method -> Series`` (gene → score, higher = more important; NaN = not scored). Methods named
+        in `NEGATIVE_CONTROLS` are flagged ``control`` (they must come out null).
     truth
         Boolean per gene (``var["planted"]``).
     covariates
-        Gene covariates the score must beat (e.g. ``gene_covariates(adata)[list(FIELD_COVARIATES)]``).
+        Gene covariates the score must beat (e.g. ``gene_covariates(adata)[list(FIELD_COVARIATES)]``),
+        entered as natural splines with ``spline_df`` df each.
     strata
-        Expression stratum per gene (e.g. `expression_strata` of ``log_mean``, or ``var["stratum"]``).
-    n_boot, seed, n_folds
+        Expression stratum per gene for the stratified AUROC.
+    clusters
+        Resampling unit per gene (`gene_clusters`); ``None``: genes are the units.
+    model_strata
+        Optional stratum per gene entered in the logistic models as indicators (``var["stratum"]``).
+    spline_df, n_boot, seed, n_folds
         As in `delta_auroc`.
 
     Returns
     -------
     pandas.DataFrame
         `INCREMENTAL_COLUMNS`, one row per method, each over the genes that method scores
-        (``n_genes``). ``uses_labels`` comes from `baselines.uses_labels` (NA when unregistered).
+        (``n_genes``). ``pvalue`` is the cluster-robust Wald p when clusters are given, else the LR p.
     """
     rows = []
     for method, score in scores.items():
-        s = score[~score.index.duplicated()].astype(float).dropna()
-        genes = s.index.intersection(truth.index).intersection(covariates.dropna().index)
-        y = truth.reindex(genes).astype(bool)
-        row = {
-            "method": method,
-            "uses_labels": LABEL_USE.get(method, (pd.NA,))[0],
-            "auroc": auroc(s.reindex(genes).to_numpy(), y.to_numpy()),
-            "stratified_auroc": stratified_auroc(s.reindex(genes), y, strata.reindex(genes)),
-        }
-        lrt = nested_lrt(y, covariates.loc[genes], s.reindex(genes))
-        row |= {k: lrt[k] for k in ("lr_chi2", "lr_df", "lr_pvalue", "separation", "n_genes", "n_planted")}
-        d = delta_auroc(y, covariates.loc[genes], s.reindex(genes), n_folds=n_folds, n_boot=n_boot, seed=seed)
-        row |= {k: d[k] for k in ("auroc_covariates", "auroc_full", "delta_auroc", "delta_lo", "delta_hi")}
+        row = _method_row(method, score, truth, covariates, strata=strata, clusters=clusters,
+                          model_strata=model_strata, spline_df=spline_df, n_boot=n_boot, seed=seed,
+                          n_folds=n_folds)  # fmt: skip
         rows.append(row)
-        logger.info(
-            "incremental value of %s: LR p %.3g, ΔAUROC %.3f", method, row["lr_pvalue"], row["delta_auroc"]
-        )
+        logger.info("incremental value of %s: p %.3g, ΔAUROC %.3f", method, row["pvalue"], row["delta_auroc"])
     return pd.DataFrame(rows, columns=INCREMENTAL_COLUMNS)
 
 
