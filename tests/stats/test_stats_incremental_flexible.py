@@ -125,7 +125,9 @@ def test_cluster_bootstrap_widens_the_interval_and_cluster_labels():
     cl = fx.gene_clusters(var, pd.Index(list("abcdef")))
     assert cl.tolist() == ["p53_pulse", "decoy_pulse", "set:3", "set:3", "e", "f"]
     t, c, s, _ = _blocked(0)
-    clusters = pd.Series(np.where(np.arange(len(t)) < 360, (np.arange(len(t)) // 60).astype(str), t.index), index=t.index)
+    clusters = pd.Series(
+        np.where(np.arange(len(t)) < 360, (np.arange(len(t)) // 60).astype(str), t.index), index=t.index
+    )
     genes = inc.delta_auroc(t, c, s, n_boot=300, seed=0)
     blocks = inc.delta_auroc(t, c, s, clusters=clusters, n_boot=300, seed=0)
     assert blocks["delta_auroc"] == genes["delta_auroc"]  # the estimate is the same; only the units change

@@ -22,7 +22,9 @@ def _metrics(*, learned: bool, delta_lo: float, n_sig: int = 3) -> dict:
                   "combos": [], "causal": ["L1H2"], "n_cells": 400, "n_wells": 8},
         "incremental": {"methods": {"attention_fold": {"auroc": 0.6, "stratified_auroc": 0.55, "delta_auroc": delta_lo + 0.02,
                                                        "delta_lo": delta_lo, "delta_hi": delta_lo + 0.04, "lr_pvalue": 0.01 if delta_lo > 0 else 0.6},
-                                    "detection": {"auroc": 0.51}}},
+                                    "detection": {"auroc": 0.51, "pvalue": 0.4}},
+                        "run_level": {"effect": delta_lo + 0.1, "ci_low": delta_lo, "ci_high": delta_lo + 0.2,
+                                      "n_real": 3, "n_permuted": 3}},
     }  # fmt: skip
 
 
@@ -34,7 +36,9 @@ def test_a_model_that_did_not_learn_is_called_so_and_nothing_is_attributed():
         v["task_change"]["n_discoveries"] == 0
         and "not attributable to the task" in v["task_change"]["text"].lower()
     )
-    assert "adds nothing over detection rate" in v["truth"]["text"]
+    assert "Undetermined whether fine-tuning on the dose labels adds" in v["truth"]["text"]
+    assert "includes 0" in v["truth"]["text"] and v["truth"]["call"] == "undetermined"
+    assert "detection p 0.4" in v["truth"]["text"]
     assert v["headline"].startswith("model did not learn")
 
 
@@ -45,7 +49,10 @@ def test_a_model_that_learned_gets_its_discoveries_and_caveats():
         v["task_change"]["n_discoveries"] == 6
         and "beyond what fine-tuning on permuted labels" in v["task_change"]["text"]
     )
-    assert v["truth"]["adds_beyond_covariates"] and "adds information beyond" in v["truth"]["text"]
+    assert (
+        v["truth"]["adds_beyond_covariates"]
+        and "Fine-tuning on the dose labels adds to it" in v["truth"]["text"]
+    )
     assert "L1H2" in v["heads"]["text"]
 
 
@@ -69,3 +76,48 @@ def test_the_units_are_named_wells_or_cells():
     v = verdict(m)
     assert "8 test cells (the units: no wells)" in v["learned"]["text"]
     assert "each cell its own unit: no wells" in v["heads"]["text"]
+
+
+def test_truth_line_without_runs_or_with_one_run_per_arm_is_undetermined():
+    m = _metrics(learned=True, delta_lo=0.01)
+    del m["incremental"]["run_level"]
+    assert "no control runs" in verdict(m)["truth"]["text"]
+    m["incremental"]["run_level"] = {
+        "effect": 0.3,
+        "ci_low": None,
+        "ci_high": None,
+        "n_real": 1,
+        "n_permuted": 1,
+    }
+    v = verdict(m)
+    assert v["truth"]["call"] == "undetermined" and "1 + 1" in v["truth"]["text"]
+    assert "task-specific recovery undetermined" in v["headline"]
+
+
+def test_truth_line_is_identical_across_20_stats_seeds():
+    """The stats stage's seed moves the folds and the bootstraps; the truth line must not move with it."""
+    from scipy import special
+
+    from geneattn.stats import incremental as inc
+    from geneattn.stats import incremental_sets as isets
+    from geneattn.study.metrics import _incremental
+
+    rng = np.random.default_rng(0)
+    n = 600
+    idx = pd.Index([f"g{i}" for i in range(n)])
+    cov = pd.DataFrame({"log_mean": rng.normal(size=n), "logit_detection": rng.normal(size=n)}, index=idx)
+    truth = pd.Series(rng.random(n) < special.expit(-1.5 + 0.5 * cov["log_mean"]), index=idx)
+    scores = {"attention_fold": pd.Series(0.3 * truth + rng.normal(size=n), index=idx),
+              "detection": special.expit(cov["logit_detection"])}  # fmt: skip
+    runs = pd.DataFrame({"run": ["r1", "r2", "p1", "p2"], "kind": ["real", "real", "permuted", "permuted"],
+                         "coef_score": [0.16, 0.11, -0.01, 0.02]})  # fmt: skip
+    contrast = isets.run_contrast(runs)
+    texts = set()
+    for seed in range(20):
+        t = inc.incremental_table(scores, truth, cov, strata=inc.expression_strata(cov["log_mean"]), n_boot=50,
+                                  seed=seed)  # fmt: skip
+        m = _metrics(learned=True, delta_lo=0.0)
+        m["incremental"] = _incremental(t, None, runs, contrast)
+        texts.add(verdict(m)["truth"]["text"])
+    assert len(texts) == 1
+    assert "includes 0" in next(iter(texts))  # 2 + 2 runs: the interval is wide

@@ -23,6 +23,8 @@ __all__ = ["natural_spline_basis", "flexible_design", "gene_clusters", "cluster_
 
 #: simulator programmes whose genes share one programme-level fluctuation: one cluster each
 PROGRAMME_BLOCKS = ("p53_pulse", "decoy_pulse", "cell_cycle", "decoy_cycle")
+
+
 def natural_spline_basis(x: np.ndarray, df: int = 5) -> np.ndarray:
     """Natural cubic spline basis ``[n, <= df]`` of ``x`` (no intercept column).
 

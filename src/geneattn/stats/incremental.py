@@ -77,7 +77,14 @@ INCREMENTAL_COLUMNS = [
     "delta_hi",
 ]
 #: scores that are functions of the covariates or label-free: they must come out null
-NEGATIVE_CONTROLS = ("detection", "variance", "mean_rank", "mean_expression", "hvg_residual", "covariate_plus_noise")
+NEGATIVE_CONTROLS = (
+    "detection",
+    "variance",
+    "mean_rank",
+    "mean_expression",
+    "hvg_residual",
+    "covariate_plus_noise",
+)
 _ETA_SEPARATION = 20.0  # |linear predictor| beyond which a gene is fitted as p = 0 or 1 (1e-9)
 
 
@@ -413,7 +420,9 @@ def _method_row(
     row |= {k: lrt[k] for k in ("lr_chi2", "lr_df", "lr_pvalue", "coef_score", "wald_pvalue", "n_clusters",
                                 "separation", "n_genes", "n_planted")}  # fmt: skip
     row["pvalue"] = lrt["wald_pvalue"] if clusters is not None else lrt["lr_pvalue"]
-    d = delta_auroc(y, covariates.loc[genes], s, clusters=clusters, n_folds=n_folds, n_boot=n_boot, seed=seed, **kw)
+    d = delta_auroc(
+        y, covariates.loc[genes], s, clusters=clusters, n_folds=n_folds, n_boot=n_boot, seed=seed, **kw
+    )
     return row | {k: d[k] for k in ("auroc_covariates", "auroc_full", "delta_auroc", "delta_lo", "delta_hi")}
 
 

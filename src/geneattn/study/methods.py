@@ -15,12 +15,16 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .._results import OTHER, Results
+from .._results import OTHER, REF, Results
 from ..stats import agreement as ag
 from ..stats import attribution as at
 from ..stats import baselines as bl
 from ..stats import incremental as inc
+from ..stats import incremental_sets as isets
+from ..stats._flexible import gene_clusters
 from ..stats.confounds import SCORE_TYPES
+from ..stats.run_deltas import gene_means
+from . import task
 from .inputs import StudyInputs
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "attention_scores",
     "methods_table",
     "incremental_tables",
+    "run_increment_table",
     "EFFECT_BINS",
 ]
 
@@ -117,30 +122,73 @@ def methods_table(inp: StudyInputs, de: pd.DataFrame, *, k: int) -> pd.DataFrame
     return table
 
 
+def _controls(inp: StudyInputs, scores: dict[str, pd.Series], seed: int) -> dict[str, pd.Series]:
+    """The scores plus the negative control "covariate plus noise" (log mean + N(0, its SD), seeded)."""
+    lm = inp.covariates["log_mean"].astype(float)
+    noise = np.random.default_rng([seed, 7]).normal(0.0, float(lm.std()), len(lm))
+    return {**scores, "covariate_plus_noise": lm + noise}
+
+
+def _units(inp: StudyInputs) -> tuple[pd.Series | None, pd.Series | None]:
+    """``(clusters, model strata)``: programme blocks / matched sets and the simulator's stratum, when known."""
+    var = inp.adata.var
+    if "matched_set" not in var:
+        return None, None
+    strata = var["stratum"] if "stratum" in var else None
+    return gene_clusters(var, var.index), strata
+
+
 def incremental_tables(
     inp: StudyInputs, de: pd.DataFrame, *, n_boot: int, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(incremental, recovery)``: incremental value over the gene covariates, and recovery by effect size.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``(incremental, recovery, incremental_programmes)`` over the gene covariates (splines).
 
+    The covariates enter as natural splines (`geneattn.stats._flexible`), plus the simulator's
+    stratum; the units are programme blocks and matched sets where the data name them (genes
+    otherwise). Negative controls (detection, variance, mean rank, covariate plus noise) are rows.
     Empty tables when the data have no ground truth.
     """
+    empty = pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS), pd.DataFrame(), pd.DataFrame()
     if inp.planted is None:
-        return pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS), pd.DataFrame()
+        return empty
     n_planted = int(np.asarray(inp.planted, dtype=bool).sum())
     if min(n_planted, len(inp.planted) - n_planted) < N_FOLDS:
         logger.warning("incremental value skipped: %d planted genes, too few for %d-fold cross-validation",
                        n_planted, N_FOLDS)  # fmt: skip
-        return pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS), pd.DataFrame()
+        return empty
     scores, _, _ = all_scores(inp, de)
+    scores = _controls(inp, scores, seed)
     cov = inp.covariates[list(bl.FIELD_COVARIATES)]
-    strata = inp.strata
-    table = inc.incremental_table(
-        scores, inp.planted, cov, strata=strata, n_boot=n_boot, seed=seed, n_folds=N_FOLDS
-    )
-    effect = inp.adata.var["effect_size"] if "effect_size" in inp.adata.var else None
+    clusters, model_strata = _units(inp)
+    table = inc.incremental_table(scores, inp.planted, cov, strata=inp.strata, clusters=clusters,
+                                  model_strata=model_strata, n_boot=n_boot, seed=seed, n_folds=N_FOLDS)  # fmt: skip
+    var = inp.adata.var
+    effect = var["effect_size"] if "effect_size" in var else None
     recovery = pd.DataFrame()
     if effect is not None:
         recovery = inc.recovery_by_effect_size(
-            scores, inp.planted, effect, bins=list(EFFECT_BINS), strata=strata
+            scores, inp.planted, effect, bins=list(EFFECT_BINS), strata=inp.strata
         )
-    return table, recovery
+    programmes = pd.DataFrame()
+    if {"matched_set", "program", "planted"} <= set(var.columns):
+        programmes = isets.programme_table(scores, var, cov)
+    return table, recovery, programmes
+
+
+def run_increment_table(inp: StudyInputs, deltas: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Per run (held-out cells): the background-responder coefficient; and real minus permuted over runs.
+
+    Returns ``(incremental_runs, contrast)``; empty without simulator programmes or control runs.
+    """
+    var = inp.adata.var
+    if deltas.empty or not {"matched_set", "program", "planted"} <= set(var.columns):
+        return pd.DataFrame(), {}
+    kinds = {
+        REF: "pretrained",
+        **deltas.drop_duplicates("run").set_index("run")["kind"].astype(str).to_dict(),
+    }
+    stores = task.load_run_stores(inp.results, sorted(k for k in kinds if k != REF))
+    scores = {r: gene_means(st).rename(inp.gene_map) for r, st in stores.items()}
+    cov = inp.covariates[list(bl.FIELD_COVARIATES)]
+    runs = isets.run_increments(scores, kinds, var, cov)
+    return runs, isets.run_contrast(runs)

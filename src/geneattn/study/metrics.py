@@ -149,14 +149,26 @@ def _significance(t: pd.DataFrame | None, calibration: Mapping[str, Any] | None)
     return out
 
 
-def _incremental(t: pd.DataFrame | None) -> dict[str, Any]:
-    """Per method: raw and stratified AUROC and the incremental value over the gene covariates."""
+def _incremental(
+    t: pd.DataFrame | None, programmes: pd.DataFrame | None = None, runs: pd.DataFrame | None = None,
+    contrast: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Per method: AUROCs and the incremental value over spline covariates; per programme; across runs."""
     if t is None or t.empty:
         return {}
     keys = ("auroc", "stratified_auroc", "auroc_covariates", "auroc_full", "delta_auroc", "delta_lo", "delta_hi",
-            "lr_chi2", "lr_pvalue", "n_genes", "n_planted", "uses_labels", "separation")  # fmt: skip
-    return {"covariates": "log mean, logit detection, log variance, HVG residual",
-            "methods": {str(r["method"]): {k: r[k] for k in keys if k in r} for _, r in t.iterrows()}}  # fmt: skip
+            "lr_chi2", "lr_pvalue", "coef_score", "wald_pvalue", "pvalue", "n_clusters", "unit", "control", "n_genes",
+            "n_planted", "uses_labels", "separation")  # fmt: skip
+    out = {"covariates": "natural splines (5 df) of log mean, logit detection, log variance, HVG residual"
+                         + (" + matched-set stratum" if (t.get("unit") == "programme block").any() else ""),
+           "methods": {str(r["method"]): {k: r[k] for k in keys if k in r} for _, r in t.iterrows()}}  # fmt: skip
+    if programmes is not None and not programmes.empty:
+        out["programmes"] = {f"{r.method}/{r.programme}": {k: getattr(r, k) for k in programmes.columns[2:]}
+                             for r in programmes.itertuples()}  # fmt: skip
+    if runs is not None and not runs.empty:
+        out["run_level"] = {"subset": "background responders vs their decoys", "value": "coef_score",
+                            "unit": "training run", "runs": runs.to_dict("records"), **dict(contrast or {})}  # fmt: skip
+    return out
 
 
 def _heads(t: pd.DataFrame | None) -> dict[str, Any]:
@@ -194,6 +206,7 @@ def compute_metrics(
     top_k: int = 20,
     timings: Mapping[str, float] | None = None,
     task: Mapping[str, Any] | None = None,
+    run_increment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the report quotes, the verdict first.
 
@@ -216,7 +229,12 @@ def compute_metrics(
         "significance": _significance(tables.get("significance"), calibration),
         "task_attributable": dict(task or {}),
         "methods": _methods(tables.get("methods")),
-        "incremental": _incremental(tables.get("incremental")),
+        "incremental": _incremental(
+            tables.get("incremental"),
+            tables.get("incremental_programmes"),
+            tables.get("incremental_runs"),
+            run_increment,
+        ),
         "heads": _heads(tables.get("heads")),
         "highlight_by_class": _records(tables.get("highlight_by_class")),
         "runs": results.read_json(results.runs / "runs.json")

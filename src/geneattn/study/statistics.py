@@ -32,7 +32,7 @@ from ..stats.per_class import highlighted_by_class
 from . import task
 from ._stage import StageContext, stage
 from .inputs import StudyInputs, load_inputs
-from .methods import de_score, gene_baselines, incremental_tables, methods_table
+from .methods import de_score, gene_baselines, incremental_tables, methods_table, run_increment_table
 from .metrics import compute_metrics
 
 __all__ = ["run_stats", "agreement_table", "significance_tables", "STATS_READS"]
@@ -219,16 +219,18 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     )
     out.update(null_tables)
     out["methods"] = timed("methods", methods_table, inp, de, k=top_k)
-    out["incremental"], out["recovery"] = timed(
+    out["incremental"], out["recovery"], out["incremental_programmes"] = timed(
         "incremental", incremental_tables, inp, de, n_boot=n_boot, seed=seed
     )
+    deltas = results.read_table("run_deltas") if results.has_table("run_deltas") else pd.DataFrame()
+    out["incremental_runs"], run_inc = timed("incremental_runs", run_increment_table, inp, deltas)
     out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed)
     out["heads"] = _head_table(results, out["significance"], null_tables.get("task_heads"))
     for name, df in out.items():
         write_table(name, df)
     _annotate_cells(inp)
     metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight, top_k=top_k,
-                              timings=timings, task=null_summary)  # fmt: skip
+                              timings=timings, task=null_summary, run_increment=run_inc)  # fmt: skip
     results.write_metrics({**metrics, **{k: v for k, v in results.read_metrics().items() if k == "timings"}})
     return out
 
