@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import get
@@ -172,19 +173,43 @@ def _incremental(
 
 
 def _heads(t: pd.DataFrame | None) -> dict[str, Any]:
-    """Head ablation: the full model and the ablations whose accuracy change is largest (with CIs)."""
+    """Head ablation: single heads (Holm over the heads tested), combinations and the random-head control.
+
+    A single head is ``causal`` when its ablation lowers accuracy or log-likelihood with a Holm-adjusted
+    p below 0.025 (0.05 split over the two metrics; unit: test wells). Combinations are never called
+    single heads; each is compared with the random sets of as many heads.
+    """
     if t is None or t.empty:
         return {}
     cols = ["ablation", "n_heads", "accuracy", "d_accuracy", "d_accuracy_low", "d_accuracy_high", "d_loglik",
             "d_loglik_low", "d_loglik_high"]  # fmt: skip
-    rest = t[t["ablation"] != "full"]
-    causal = rest[(rest["d_accuracy_high"] < 0) | (rest["d_loglik_high"] < 0)]
-    return {"full": t[t["ablation"] == "full"][cols].to_dict("records")[0],
-            "largest_drops": rest.nsmallest(3, "d_accuracy")[cols].to_dict("records"),
-            "combos": rest[rest["n_heads"] > 1][cols].to_dict("records"),
-            "n_single": int((rest["n_heads"] == 1).sum()),
-            "causal": causal["ablation"].astype(str).tolist(), "n_cells": int(t["n_cells"].iloc[0]),
-            "n_wells": int(t["n_wells"].iloc[0]), "unit": "test well"}  # fmt: skip
+    kind = (
+        t["kind"]
+        if "kind" in t
+        else np.where(t["ablation"] == "full", "full", np.where(t["n_heads"] > 1, "combo", "single"))
+    )
+    extra = [c for c in ("p_accuracy", "p_loglik", "p_accuracy_holm", "p_loglik_holm") if c in t]
+    singles, combos, rand = t[kind == "single"], t[kind == "combo"], t[kind == "random"]
+    if {"p_accuracy_holm", "p_loglik_holm"} <= set(t.columns):
+        causal = singles[singles[["p_accuracy_holm", "p_loglik_holm"]].min(axis=1) < 0.025]
+        rule = "Holm over single heads, p < 0.025 on accuracy or log-likelihood"
+    else:  # an older table: interval below 0, no multiplicity control
+        causal, rule = (
+            singles[(singles["d_accuracy_high"] < 0) | (singles["d_loglik_high"] < 0)],
+            "unadjusted interval",
+        )
+    combo_rows = []
+    for r in combos[cols + extra].to_dict("records"):
+        same = rand[rand["n_heads"] == r["n_heads"]]
+        if len(same):
+            r |= {"random_mean_d_accuracy": _f(same["d_accuracy"].mean()), "n_random": len(same),
+                  "random_as_large": int((same["d_accuracy"] <= r["d_accuracy"]).sum())}  # fmt: skip
+        combo_rows.append(r)
+    return {"full": t[kind == "full"][cols].to_dict("records")[0],
+            "largest_drops": singles.nsmallest(3, "d_accuracy")[cols + extra].to_dict("records"),
+            "combos": combo_rows, "random": rand[cols].to_dict("records"), "n_single": len(singles),
+            "causal": causal["ablation"].astype(str).tolist(), "causal_rule": rule,
+            "n_cells": int(t["n_cells"].iloc[0]), "n_wells": int(t["n_wells"].iloc[0]), "unit": "test well"}  # fmt: skip
 
 
 def _methods(t: pd.DataFrame | None) -> dict[str, Any]:

@@ -82,22 +82,37 @@ def _task(m: Mapping, *, learned: bool) -> dict:
     return {"tested": True, "n_discoveries": n, "text": f"{head}: {', '.join(parts)} at FDR 0.05 ({design})."}
 
 
+def _combo_text(c: Mapping) -> str:
+    txt = (f"; the {c['n_heads']} heads whose change differed most from the permuted-label runs, ablated together "
+           f"(a combination, not one head: {c.get('ablation')}): {_num(c['d_accuracy'])}"
+           f"{_ci([c['d_accuracy_low'], c['d_accuracy_high']], _num)}")  # fmt: skip
+    if c.get("n_random"):
+        txt += (f", against {_num(c.get('random_mean_d_accuracy'))} on average for {c['n_random']} random sets of "
+                f"{c['n_heads']} heads ({c.get('random_as_large')} of them dropped as much)")  # fmt: skip
+    return txt
+
+
 def _heads(m: Mapping, *, learned: bool) -> dict:
     h = m.get("heads") or {}
     if not h:
         return {"text": "Head ablation was not run."}
-    drops = h.get("largest_drops") or [{}]
-    d = drops[0]
-    txt = (f"Ablating one head changed test accuracy by at most {_num(d.get('d_accuracy'))}"
+    d = (h.get("largest_drops") or [{}])[0]
+    units = (f"{h.get('n_wells')} test wells as units" if h.get("n_wells") != h.get("n_cells")
+             else "each cell its own unit: no wells")  # fmt: skip
+    txt = (f"Ablating a single head changed test accuracy by at most {_num(d.get('d_accuracy'))}"
            f"{_ci([d.get('d_accuracy_low'), d.get('d_accuracy_high')], _num) if d else ''} ({d.get('ablation', '-')}; "
-           f"{h.get('n_cells')} test cells, "
-           + (f"{h.get('n_wells')} wells)" if h.get("n_wells") != h.get("n_cells") else "each cell its own unit: no wells)"))  # fmt: skip
+           f"{h.get('n_single', '?')} single heads tested, {h.get('n_cells')} test cells, {units})")  # fmt: skip
     for c in h.get("combos") or []:
-        txt += (f"; the {c['n_heads']} heads that changed most together: {_num(c['d_accuracy'])}"
-                f"{_ci([c['d_accuracy_low'], c['d_accuracy_high']], _num)}")  # fmt: skip
+        txt += _combo_text(c)
     causal = h.get("causal") or []
-    txt += ". " + (f"Heads whose ablation lowers accuracy or log-likelihood (interval below 0): {', '.join(causal[:6])}."
-                   if causal else "No single ablation lowers accuracy or log-likelihood beyond its interval.")  # fmt: skip
+    adjusted = str(h.get("causal_rule", "")).startswith("Holm")
+    if causal:
+        txt += (f". Single heads whose ablation lowers accuracy or log-likelihood "
+                f"{'after Holm adjustment over the heads tested' if adjusted else '(interval below 0, not adjusted)'}: "
+                f"{', '.join(causal[:6])}.")  # fmt: skip
+    else:
+        txt += (". No single head lowers accuracy or log-likelihood "
+                + ("after Holm adjustment over the heads tested." if adjusted else "beyond its interval."))  # fmt: skip
     if not learned:
         txt += " (The model did not learn: these heads matter for its predictions, not for a learned task.)"
     return {"causal": causal, "text": txt}
