@@ -109,6 +109,25 @@ def _attention(
     return out
 
 
+def _one_estimator(
+    attention: dict[str, Any], t: pd.DataFrame | None, highlight: Sequence[str], top_k: int
+) -> None:
+    """Top genes and highlighted ranks from the one gene-score estimator (shrunken; held-out cells)."""
+    if t is None or t.empty:
+        return
+    from ..stats.shrinkage import MIN_CELLS
+
+    for model, g in t.groupby("model"):
+        g = g.sort_values("rank")
+        ranks = dict(zip(g["gene"], g["rank"], strict=True))
+        attention[f"top_genes_{model}"] = g["gene"].head(top_k).tolist()
+        attention[f"highlight_rank_{model}"] = {h: (int(ranks[h]) if h in ranks else None) for h in highlight}
+        if model == OTHER:
+            attention["n_genes_scored"] = len(g)
+    attention["gene_score"] = {"estimator": "empirical-Bayes shrunken mean head-mean log fold, ranked on the shrunken value",
+                               "cells": str(t["cells"].iloc[0]), "min_cells_unshrunken": MIN_CELLS}  # fmt: skip
+
+
 def _agreement(t: pd.DataFrame | None) -> dict[str, Any]:
     if t is None or t.empty:
         return {}
@@ -120,7 +139,7 @@ def _agreement(t: pd.DataFrame | None) -> dict[str, Any]:
             r = m.iloc[0]
             out[st] = {"spearman_vs_de": _f(r.get("spearman_vs_de")), "topk_overlap_de": _f(r.get("topk_overlap_de")),
                        "topk_expected": _f(r.get("topk_expected")), "k": _f(r.get("k")), "auroc_planted": _f(r.get("auroc_planted")),
-                       "marker": r.get("marker"), "marker_rank": _f(r.get("marker_rank"))}  # fmt: skip
+                       "marker": r.get("marker")}  # fmt: skip
     return out
 
 
@@ -248,7 +267,9 @@ def compute_metrics(
         "data": _data(results),
         "pretraining": _pretraining(results),
         "classification": clf,
-        "attention": _attention(results, highlight, top_k, tables.get("change_ci")),
+        "attention": _attention(
+            results, highlight, top_k, tables.get("change_ci")
+        ),  # ranks: see _one_estimator
         "agreement": _agreement(tables.get("agreement")),
         "confounds": _confounds(tables.get("confounds")),
         "significance": _significance(tables.get("significance"), calibration),
@@ -268,6 +289,7 @@ def compute_metrics(
         "stats_timings_s": dict(timings or {}),
         "highlight": list(highlight),
     }
+    _one_estimator(metrics["attention"], tables.get("gene_scores"), highlight, top_k)
     metrics = jsonable(metrics)
     return {"verdict": verdict(metrics), **metrics}
 

@@ -29,6 +29,7 @@ from ..stats import nulls
 from ..stats import significance as sg
 from ..stats.confounds import SCORE_TYPES, confounds_table
 from ..stats.per_class import highlighted_by_class
+from ..stats.shrinkage import store_gene_scores
 from . import task
 from ._stage import StageContext, stage
 from .inputs import StudyInputs, load_inputs
@@ -170,6 +171,26 @@ def _head_table(res: Results, sig: pd.DataFrame, task_heads: pd.DataFrame | None
     return out
 
 
+def gene_score_table(inp: StudyInputs) -> pd.DataFrame:
+    """The one gene-score estimator (`geneattn.stats.shrinkage.store_gene_scores`) of both models.
+
+    On the held-out cells (the controls stage's stores) when they exist, else on every cell of the
+    study's stores; ``cells`` says which.
+    """
+    from ..attention.store import TokenStore, token_store_path
+
+    res, parts = inp.results, []
+    for model in (OTHER, REF):
+        if token_store_path(res.runs_attention, model).is_file():
+            store, cells = TokenStore.load(res.runs_attention, model), "held-out"
+        elif model in inp.stores:
+            store, cells = inp.stores[model], "all"
+        else:
+            continue
+        parts.append(store_gene_scores(store, inp.gene_map, cells=cells).assign(model=model))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def _annotate_cells(inp: StudyInputs) -> None:
     """Write per-gene attention into ``cells.h5ad`` (``varm``/``var``/``uns["gene_attention"]``)."""
     res = inp.results
@@ -225,6 +246,7 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     deltas = results.read_table("run_deltas") if results.has_table("run_deltas") else pd.DataFrame()
     out["incremental_runs"], run_inc = timed("incremental_runs", run_increment_table, inp, deltas)
     out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed)
+    out["gene_scores"] = timed("gene_scores", gene_score_table, inp)
     out["heads"] = _head_table(results, out["significance"], null_tables.get("task_heads"))
     for name, df in out.items():
         write_table(name, df)
