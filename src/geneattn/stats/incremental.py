@@ -1,26 +1,25 @@
 """Does a gene score add anything over expression level? Incremental value against the planted truth.
 
-The unit of replication is the **gene**: every test here asks whether, across genes, a score
-separates planted from unplanted genes beyond what the gene-level covariates
-(`baselines.gene_covariates`: mean, detection, variance, HVG residual) already do.
+Every test asks whether, across genes, a score separates planted from unplanted genes beyond what
+the gene-level covariates (`baselines.gene_covariates`: mean, detection, variance, HVG residual)
+already do — and with which units.
 
-* `stratified_auroc`: covariate-adjusted AUROC (Janes & Pepe 2008/2009): each planted gene is
-  compared only with unplanted genes of its own expression stratum. With ``weight="positives"``
-  (Janes & Pepe's AAUC) it is the mean over planted genes of the placement value ``P(score_neg <
-  score_pos)`` within the stratum (ties ½), i.e. the per-stratum AUROCs weighted by planted genes;
-  ``weight="pairs"`` pools the within-stratum pairs. Planted genes in strata without unplanted
-  genes cannot be placed and are left out.
-* `nested_lrt`: logistic regression ``planted ~ covariates`` against ``planted ~ covariates +
-  score``; likelihood-ratio χ² with df = number of score columns. Columns are z-scored (the LR is
-  invariant). Under (quasi-)separation the maximum-likelihood coefficients diverge but the
-  log-likelihood converges to its supremum, which the monotone Newton fit reaches, so the LR stays
-  well defined; ``separation`` flags it.
+* `stratified_auroc` (`geneattn.stats._recovery`): covariate-adjusted AUROC (Janes & Pepe): each
+  planted gene compared only with unplanted genes of its own expression stratum.
+* `nested_lrt`: logistic regression ``planted ~ f(covariates) [+ stratum]`` against ``... + score``;
+  likelihood-ratio χ² with df = number of score columns. ``f`` is a natural cubic spline of each
+  covariate (5 df, `geneattn.stats._flexible`): with linear z-scored covariates, plain transforms of
+  the covariates (detection, variance) "added information" (the negative controls failed). The score
+  enters as rank-based normal scores, so a few extreme genes cannot lever the fit. With ``clusters``
+  (programme blocks and matched sets, `geneattn.stats._flexible.gene_clusters`) a cluster-robust
+  Wald test of the score coefficient is added: genes of one programme are not independent.
+  Under (quasi-)separation the log-likelihood converges to its supremum (monotone Newton fit), so
+  the LR stays defined; ``separation`` flags it.
 * `delta_auroc`: cross-validated (stratified K-fold over genes, seeded) AUROC of the two logistic
-  models from out-of-fold predictions, and a percentile bootstrap CI over genes for the difference
-  (genes resampled with replacement, the same resample for both models). DeLong's test is not
-  used: it is invalid for nested models.
-* `incremental_table`: all of the above per method; `recovery_by_effect_size`: AUROC and recall
-  per effect-size bin, for the report's recovery plot.
+  models from out-of-fold predictions, and a percentile bootstrap CI of the difference over
+  clusters (programme blocks, matched sets) or genes. DeLong's test is not used (nested models).
+* `incremental_table`: all of the above per method; methods in `NEGATIVE_CONTROLS` are flagged
+  ``control``: they must come out null. Per programme and across runs: `geneattn.stats.incremental_sets`.
 
 Scores are "higher = more important" (pass ``|score|`` for signed attributions). A method is judged
 over the genes it scores: NaN scores are dropped, not filled, and ``n_genes`` says how many remain.
@@ -29,7 +28,7 @@ over the genes it scores: NaN scores are dropped, not filled, and ``n_genes`` sa
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -37,6 +36,7 @@ from scipy import special, stats
 
 from ..errors import InputError
 from ._flexible import cluster_wald, flexible_design
+from ._recovery import expression_strata, recovery_by_effect_size, stratified_auroc
 from .agreement import auroc
 from .baselines import LABEL_USE
 
@@ -86,86 +86,6 @@ NEGATIVE_CONTROLS = (
     "covariate_plus_noise",
 )
 _ETA_SEPARATION = 20.0  # |linear predictor| beyond which a gene is fitted as p = 0 or 1 (1e-9)
-
-
-def expression_strata(values: pd.Series, n_strata: int = 10) -> pd.Series:
-    """Equal-count strata (0 … n_strata − 1) of a gene covariate, e.g. ``log_mean``; ties share a stratum."""
-    if n_strata < 1:
-        msg = f"n_strata must be >= 1, got {n_strata}"
-        raise InputError(msg)
-    ranks = values.rank(method="min", pct=False) - 1
-    return (ranks * n_strata // max(len(values), 1)).astype(np.int64).rename("stratum")
-
-
-def _placements(
-    score: np.ndarray, truth: np.ndarray, strata: np.ndarray
-) -> tuple[list[float], list[tuple[int, int]]]:
-    """Per stratum with both classes: the planted genes' summed placement counts (ties ½) and (n_pos, n_neg)."""
-    sums, sizes = [], []
-    for s in np.unique(strata):
-        m = strata == s
-        pos, neg = score[m & truth], np.sort(score[m & ~truth])
-        if not len(pos) or not len(neg):
-            continue
-        below = np.searchsorted(neg, pos, side="left")
-        ties = np.searchsorted(neg, pos, side="right") - below
-        sums.append(float((below + 0.5 * ties).sum()))
-        sizes.append((len(pos), len(neg)))
-    return sums, sizes
-
-
-def stratified_auroc(
-    score: pd.Series | np.ndarray,
-    truth: pd.Series | np.ndarray,
-    strata: pd.Series | np.ndarray,
-    *,
-    weight: str = "positives",
-) -> float:
-    """Covariate-adjusted AUROC: planted vs unplanted genes compared within strata only.
-
-    Parameters
-    ----------
-    score, truth, strata
-        One value per gene (Series are aligned on ``truth``'s index); ``truth`` boolean. Genes with
-        a NaN score are dropped.
-    weight
-        ``"positives"`` (Janes & Pepe: mean placement value of the planted genes) or ``"pairs"``
-        (all within-stratum pairs count equally).
-
-    Returns
-    -------
-    float
-        NaN when no stratum holds both planted and unplanted genes.
-    """
-    s, y, g = _align(score, truth, strata)
-    sums, sizes = _placements(s, y, g)
-    if not sums:
-        return float("nan")
-    n_pos, n_neg = np.array(sizes, dtype=float).T
-    if weight == "positives":
-        return float(np.sum(np.array(sums) / n_neg) / n_pos.sum())
-    if weight == "pairs":
-        return float(np.sum(sums) / np.sum(n_pos * n_neg))
-    msg = f"weight must be 'positives' or 'pairs', got {weight!r}"
-    raise InputError(msg)
-
-
-def _align(
-    score: pd.Series | np.ndarray, truth: pd.Series | np.ndarray, strata: pd.Series | np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Arrays of (score, truth, strata) over the genes with a finite score and a stratum."""
-    if isinstance(truth, pd.Series):
-        idx = truth.index
-        score = score.reindex(idx) if isinstance(score, pd.Series) else score
-        strata = strata.reindex(idx) if isinstance(strata, pd.Series) else strata
-    s = np.asarray(score, dtype=float)
-    y = np.asarray(truth).astype(bool)
-    if s.shape != y.shape or np.shape(strata) != y.shape:
-        msg = f"score, truth and strata must have one value per gene, got {s.shape}, {y.shape}, {np.shape(strata)}"
-        raise InputError(msg)
-    g = np.asarray(strata)
-    ok = np.isfinite(s) & pd.notna(g)
-    return s[ok], y[ok], g[ok]
 
 
 def _loglik(X: np.ndarray, y: np.ndarray, beta: np.ndarray) -> float:
@@ -474,53 +394,3 @@ def incremental_table(
         rows.append(row)
         logger.info("incremental value of %s: p %.3g, ΔAUROC %.3f", method, row["pvalue"], row["delta_auroc"])
     return pd.DataFrame(rows, columns=INCREMENTAL_COLUMNS)
-
-
-def recovery_by_effect_size(
-    scores: Mapping[str, pd.Series],
-    truth: pd.Series,
-    effect_size: pd.Series,
-    *,
-    bins: Sequence[float] | int = 4,
-    strata: pd.Series | None = None,
-) -> pd.DataFrame:
-    """Recovery of planted genes per effect-size bin (the report's recovery-vs-effect-size plot).
-
-    Parameters
-    ----------
-    scores, truth
-        As in `incremental_table`.
-    effect_size
-        Effect size per planted gene (e.g. ``var["effect_size"]``; unplanted genes are ignored).
-    bins
-        Bin edges, or a number of equal-count bins over the planted genes' effect sizes.
-    strata
-        Optional expression strata: adds the stratified AUROC per bin.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``method, bin, lo, hi, n_planted, auroc, stratified_auroc, recall``. ``auroc``: the bin's
-        planted genes against all unplanted genes scored by the method; ``recall``: share of the
-        bin's planted genes among the top ``N`` genes, ``N`` = planted genes the method scores.
-    """
-    es = effect_size.reindex(truth.index[truth.astype(bool)]).dropna()
-    edges = np.quantile(es, np.linspace(0, 1, bins + 1)) if isinstance(bins, int) else np.asarray(bins, float)
-    which = np.clip(np.searchsorted(edges, es.to_numpy(), side="right") - 1, 0, len(edges) - 2)
-    bin_of = pd.Series(which, index=es.index)
-    rows = []
-    for method, score in scores.items():
-        s = score[~score.index.duplicated()].astype(float).dropna().reindex(truth.index).dropna()
-        y = truth.reindex(s.index).astype(bool)
-        top = set(s.nlargest(int(y.sum())).index)
-        for b in range(len(edges) - 1):
-            pos = y & bin_of.reindex(s.index).eq(b)
-            keep = pos | ~y
-            g = None if strata is None else strata.reindex(s.index)[keep]
-            rows.append({
-                "method": method, "bin": b, "lo": edges[b], "hi": edges[b + 1], "n_planted": int(pos.sum()),
-                "auroc": auroc(s[keep].to_numpy(), pos[keep].to_numpy()),
-                "stratified_auroc": np.nan if g is None else stratified_auroc(s[keep], pos[keep], g),
-                "recall": float(np.mean([i in top for i in pos.index[pos]])) if pos.any() else np.nan,
-            })  # fmt: skip
-    return pd.DataFrame(rows)
