@@ -27,6 +27,7 @@ over the genes it scores: NaN scores are dropped, not filled, and ``n_genes`` sa
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 
@@ -199,7 +200,7 @@ def nested_lrt(
     """
     y, cov, sc = _frames(truth, covariates, score)
     x0, x1 = _designs(cov, sc, strata, spline_df)
-    b0, ll0, c0 = _logit_fit(x0, y)
+    b0, ll0, c0 = _memo((x0, y), lambda: _logit_fit(x0, y))
     b1, ll1, c1 = _logit_fit(x1, y)
     lr = max(2.0 * (ll1 - ll0), 0.0)
     df = sc.shape[1]
@@ -231,6 +232,21 @@ def _folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
         idx = rng.permutation(np.flatnonzero(y == cls))
         fold[idx] = np.arange(len(idx)) % n_folds
     return fold
+
+
+_NULL_FITS: dict[bytes, object] = {}  # null-model fits shared by the methods of one `incremental_table`
+
+
+def _memo(key_parts: tuple[np.ndarray, ...], fn: object) -> object:
+    """``fn()`` cached on the bytes of ``key_parts`` while `incremental_table` runs (else computed)."""
+    if _NULL_FITS.get(b"on") is None:
+        return fn()
+    key = hashlib.blake2b(
+        b"".join(np.ascontiguousarray(a).tobytes() for a in key_parts), digest_size=16
+    ).digest()
+    if key not in _NULL_FITS:
+        _NULL_FITS[key] = fn()
+    return _NULL_FITS[key]
 
 
 def _oof(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
@@ -306,7 +322,7 @@ def delta_auroc(
     rng = np.random.default_rng(seed)
     fold = _folds(y, n_folds, rng)
     x0, x1 = _designs(cov, sc, strata, spline_df)
-    p0, p1 = _oof(x0, y, fold), _oof(x1, y, fold)
+    p0, p1 = _memo((x0, y, fold), lambda: _oof(x0, y, fold)), _oof(x1, y, fold)
     a0, a1 = auroc(p0, y), auroc(p1, y)
     units = np.arange(len(y)) if clusters is None else clusters.reindex(cov.index).astype(str).to_numpy()
     weights = _cluster_weights(units, n_boot, rng)
@@ -386,11 +402,19 @@ def incremental_table(
         `INCREMENTAL_COLUMNS`, one row per method, each over the genes that method scores
         (``n_genes``). ``pvalue`` is the cluster-robust Wald p when clusters are given, else the LR p.
     """
-    rows = []
-    for method, score in scores.items():
-        row = _method_row(method, score, truth, covariates, strata=strata, clusters=clusters,
-                          model_strata=model_strata, spline_df=spline_df, n_boot=n_boot, seed=seed,
-                          n_folds=n_folds)  # fmt: skip
-        rows.append(row)
-        logger.info("incremental value of %s: p %.3g, ΔAUROC %.3f", method, row["pvalue"], row["delta_auroc"])
+    _NULL_FITS.clear()
+    _NULL_FITS[b"on"] = True
+    try:
+        rows = [_logged(_method_row(method, score, truth, covariates, strata=strata, clusters=clusters,
+                                    model_strata=model_strata, spline_df=spline_df, n_boot=n_boot, seed=seed,
+                                    n_folds=n_folds)) for method, score in scores.items()]  # fmt: skip
+    finally:
+        _NULL_FITS.clear()
     return pd.DataFrame(rows, columns=INCREMENTAL_COLUMNS)
+
+
+def _logged(row: dict) -> dict:
+    logger.info(
+        "incremental value of %s: p %.3g, ΔAUROC %.3f", row["method"], row["pvalue"], row["delta_auroc"]
+    )
+    return row
