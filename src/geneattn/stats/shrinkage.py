@@ -19,13 +19,13 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["MIN_CELLS", "eb_shrink", "moderated_se2", "store_gene_scores", "GENE_SCORE_COLUMNS"]
+__all__ = ["MIN_CELLS", "eb_shrink", "moderated_se2", "store_gene_scores", "SHRUNKEN_COLUMNS"]
 
 #: minimum number of cells for an unshrunken per-gene mean to be shown in a top-genes table
 MIN_CELLS = 30
 #: prior degrees of freedom of the moderated within-gene variance
 D0 = 4.0
-GENE_SCORE_COLUMNS = [
+SHRUNKEN_COLUMNS = [
     "token_id",
     "gene",
     "n_cells",
@@ -64,7 +64,7 @@ def store_gene_scores(
 ) -> pd.DataFrame:
     """Per gene of a token store: mean head-mean log fold over its cells, shrunken value and rank.
 
-    Returns `GENE_SCORE_COLUMNS`, sorted by ``rank`` (1 = the largest shrunken value); ``cells``
+    Returns `SHRUNKEN_COLUMNS`, sorted by ``rank`` (1 = the largest shrunken value); ``cells``
     names the cells the store holds.
     """
     tok = np.asarray(store.token_ids)
@@ -90,4 +90,4 @@ def store_gene_scores(
     out["rank"] = np.arange(1, len(out) + 1)
     out["passes_min_cells"] = out["n_cells"] >= MIN_CELLS
     out["cells"] = cells
-    return out[GENE_SCORE_COLUMNS]
+    return out[SHRUNKEN_COLUMNS]

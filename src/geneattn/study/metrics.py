@@ -289,7 +289,7 @@ def compute_metrics(
         "stats_timings_s": dict(timings or {}),
         "highlight": list(highlight),
     }
-    _one_estimator(metrics["attention"], tables.get("gene_scores"), highlight, top_k)
+    _one_estimator(metrics["attention"], tables.get("gene_scores_shrunken"), highlight, top_k)
     metrics = jsonable(metrics)
     return {"verdict": verdict(metrics), **metrics}
 

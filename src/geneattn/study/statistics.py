@@ -246,7 +246,7 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     deltas = results.read_table("run_deltas") if results.has_table("run_deltas") else pd.DataFrame()
     out["incremental_runs"], run_inc = timed("incremental_runs", run_increment_table, inp, deltas)
     out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed)
-    out["gene_scores"] = timed("gene_scores", gene_score_table, inp)
+    out["gene_scores_shrunken"] = timed("gene_scores", gene_score_table, inp)
     out["heads"] = _head_table(results, out["significance"], null_tables.get("task_heads"))
     for name, df in out.items():
         write_table(name, df)
