@@ -29,7 +29,7 @@ from ..stats import nulls
 from ..stats import significance as sg
 from ..stats.confounds import SCORE_TYPES, confounds_table
 from ..stats.per_class import highlighted_by_class
-from ..stats.shrinkage import store_gene_scores
+from ..stats.shrinkage import MIN_CELLS, store_gene_scores
 from . import task
 from ._stage import StageContext, stage
 from .inputs import StudyInputs, load_inputs
@@ -53,9 +53,8 @@ def agreement_table(inp: StudyInputs, de: pd.DataFrame, *, k: int, markers: tupl
     for model in inp.stores:
         for (layer, head), g in inp.gene_scores(model).groupby(["layer", "head"], sort=False):
             g = g.drop_duplicates("gene").set_index("gene")
-            t = ag.agreement(
-                {st: g[st] for st in SCORE_TYPES}, de_s, planted=inp.planted, k=k, markers=markers
-            )
+            t = ag.agreement({st: g[st] for st in SCORE_TYPES}, de_s, planted=inp.planted, k=k, markers=markers,
+                             n_cells=g["n_cells"], min_cells=MIN_CELLS)  # fmt: skip
             out.append(t.assign(model=model, layer=layer, head=head, score_type=t["score"]))
     if inp.stores:
         base = gene_baselines(inp)
