@@ -62,11 +62,11 @@ def test_run_contrast_is_welch():
     runs = pd.DataFrame(
         {"kind": ["real"] * 3 + ["permuted"] * 4, "coef_score": [0.2, 0.1, 0.15, 0.0, -0.02, 0.03, 0.01]}
     )
-    got = isets.run_contrast(runs)
+    got = isets.run_contrast(runs, value="coef_score")
     a, b = np.array([0.2, 0.1, 0.15]), np.array([0.0, -0.02, 0.03, 0.01])
     w = stats.ttest_ind(a, b, equal_var=False)
     assert got["pval"] == pytest.approx(w.pvalue) and got["effect"] == pytest.approx(a.mean() - b.mean())
     ci = w.confidence_interval()
     assert (got["ci_low"], got["ci_high"]) == pytest.approx((ci.low, ci.high))
-    one = isets.run_contrast(runs.iloc[:4])
+    one = isets.run_contrast(runs.iloc[:4], value="coef_score")
     assert np.isnan(one["ci_low"]) and one["n_permuted"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from geneattn.stats import shrinkage as sh
@@ -53,5 +54,15 @@ def test_store_gene_scores_vs_naive_and_rare_genes_do_not_top_the_ranking():
     np.testing.assert_allclose(got.loc[genes, "shrunken"], want)
     np.testing.assert_allclose(got.loc[genes, "mean"], [means[g] for g in genes])
     assert got["mean"].idxmax() == "G4"  # the raw mean ranks the 3-cell gene first
-    assert got.loc["G2", "rank"] == 1 and got.loc["G4", "rank"] > 1  # the shrunken value does not
-    assert not got.loc["G4", "passes_min_cells"] and got.loc["G2", "passes_min_cells"]
+    every = sh.store_gene_scores(store, gm, min_cells=1).set_index("gene")
+    assert every.loc["G2", "rank"] == 1 and every.loc["G4", "rank"] > 1  # the shrunken value does not
+    # by default genes in fewer than MIN_CELLS cells are not ranked at all
+    assert (
+        not got.loc["G4", "passes_min_cells"]
+        and pd.isna(got.loc["G4", "rank"])
+        and got.loc["G2", "rank"] == 1
+    )
+    ranked = got[got["rank"].notna()]
+    assert (ranked["n_cells"] >= sh.MIN_CELLS).all() and sorted(ranked["rank"]) == list(
+        range(1, len(ranked) + 1)
+    )

@@ -113,7 +113,7 @@ def test_truth_line_is_identical_across_20_stats_seeds():
               "detection": special.expit(cov["logit_detection"])}  # fmt: skip
     runs = pd.DataFrame({"run": ["r1", "r2", "p1", "p2"], "kind": ["real", "real", "permuted", "permuted"],
                          "coef_score": [0.16, 0.11, -0.01, 0.02]})  # fmt: skip
-    contrast = isets.run_contrast(runs)
+    contrast = isets.run_contrast(runs, value="coef_score")
     texts = set()
     for seed in range(20):
         t = inc.incremental_table(scores, truth, cov, strata=inc.expression_strata(cov["log_mean"]), n_boot=50,

@@ -144,7 +144,7 @@ def top_genes(
     head: int | None = None,
     label: str = "__all__",
     per_head: bool = False,
-    min_cells: int = 1,
+    min_cells: int = MIN_CELLS,
     genes_only: bool = True,
     shrink: bool = True,
 ) -> pd.DataFrame:
@@ -166,14 +166,15 @@ def top_genes(
     per_head
         Top ``k`` within every (layer, head) instead of averaging.
     min_cells
-        Ignore genes seen in fewer cells.
+        Ignore genes seen in fewer cells (default `geneattn.stats.shrinkage.MIN_CELLS`, 30).
     genes_only
         Leave out special tokens (``<cls>``, ``<eos>``, ...): they are no genes.
     shrink
         Rank on the empirical-Bayes shrunken mean (`geneattn.stats.shrinkage.eb_shrink`; standard
         errors from the table's ``<stat>_sd`` and ``n_cells``, averaged over the heads averaged), so a
-        gene seen in a few cells cannot top the list on a noisy mean. Without an ``_sd`` column, genes
-        seen in fewer than `geneattn.stats.shrinkage.MIN_CELLS` cells are left out instead.
+        gene seen in few cells cannot top the list on a noisy mean (the prior is fitted over the
+        genes kept). Without an ``_sd`` column, genes seen in fewer than
+        `geneattn.stats.shrinkage.MIN_CELLS` cells are left out whatever ``min_cells`` says.
 
     Returns
     -------
@@ -200,7 +201,7 @@ def top_genes(
     sd_col = f"{by.removesuffix('_mean')}_sd"
     eb = shrink and by.endswith("_mean") and sd_col in df.columns
     if shrink and not eb:
-        df = df[df["n_cells"] >= MIN_CELLS]
+        df = df[df["n_cells"] >= max(min_cells, MIN_CELLS)]
     if eb:
         df = df.assign(_se2=moderated_se2(df[sd_col].to_numpy(float) ** 2, df["n_cells"].to_numpy(float)))
     shr = f"{by}_shrunken"

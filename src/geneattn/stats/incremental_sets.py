@@ -7,9 +7,10 @@
   (Wilcoxon signed-rank of placement − ½ over sets, and the spline LR test with matched-set clusters).
   The p53 and cell-cycle programmes are one block each (a shared programme fluctuation): they are
   described, not tested.
-* `run_increments` / `run_contrast`: the same spline-adjusted coefficient of each run's attention
-  score (held-out cells) on the background responders, per run; the contrast real-label runs minus
-  permuted-label runs with a Welch t interval over runs (the unit: a training run).
+* `run_increments` / `run_contrast`: per run (held-out cells), the background responders' mean
+  placement among their own decoys and the spline-adjusted coefficient of the run's attention
+  score; the contrast real-label runs minus permuted-label runs of the placement, with a Welch t
+  interval over runs (the unit: a training run).
 """
 
 from __future__ import annotations
@@ -121,15 +122,17 @@ def run_increments(
     return pd.DataFrame(rows)
 
 
-def run_contrast(table: pd.DataFrame, *, value: str = "coef_score", alpha: float = 0.05) -> dict:
+def run_contrast(table: pd.DataFrame, *, value: str = "placement", alpha: float = 0.05) -> dict:
     """Mean over real-label runs minus mean over permuted-label runs, with a Welch t interval over runs.
 
-    Returns ``effect, ci_low, ci_high, df, pval, n_real, n_permuted`` (NaN interval with fewer than 2
-    runs in an arm).
+    ``value``: ``"placement"`` (default: the mean placement of the background responders among their
+    own decoys, bounded and free of any covariate model) or ``"coef_score"`` (the spline-adjusted
+    coefficient; unstable when few genes are scored). Returns ``value, effect, ci_low, ci_high, df,
+    pval, n_real, n_permuted`` (NaN interval with fewer than 2 runs in an arm).
     """
     a = table.loc[table["kind"] == "real", value].dropna().to_numpy(float)
     b = table.loc[table["kind"] == "permuted", value].dropna().to_numpy(float)
-    out = {"effect": float(a.mean() - b.mean()) if len(a) and len(b) else np.nan, "ci_low": np.nan,
+    out = {"value": value, "effect": float(a.mean() - b.mean()) if len(a) and len(b) else np.nan, "ci_low": np.nan,
            "ci_high": np.nan, "df": np.nan, "pval": np.nan, "n_real": len(a), "n_permuted": len(b)}  # fmt: skip
     if len(a) < 2 or len(b) < 2:
         return out

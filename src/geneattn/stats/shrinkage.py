@@ -9,7 +9,7 @@ A gene's ``se²_g = s²_g / n_g`` uses its within-gene variance moderated toward
 
 `store_gene_scores` is **the** gene-score estimator of the stats stage: the head-mean log fold of
 each gene over the cells of one token store (by default the held-out cells), its shrunken value and
-its rank on the shrunken value; `MIN_CELLS` is the minimum stated beside it (``passes_min_cells``).
+its rank on the shrunken value among the genes seen in at least `MIN_CELLS` cells.
 """
 
 from __future__ import annotations
@@ -60,12 +60,19 @@ def eb_shrink(mean: np.ndarray, se2: np.ndarray) -> tuple[np.ndarray, float, flo
 
 
 def store_gene_scores(
-    store: object, gene_map: Mapping[int, str] | pd.Series | None = None, *, cells: str = "held-out"
+    store: object,
+    gene_map: Mapping[int, str] | pd.Series | None = None,
+    *,
+    cells: str = "held-out",
+    min_cells: int = MIN_CELLS,
 ) -> pd.DataFrame:
     """Per gene of a token store: mean head-mean log fold over its cells, shrunken value and rank.
 
-    Returns `SHRUNKEN_COLUMNS`, sorted by ``rank`` (1 = the largest shrunken value); ``cells``
-    names the cells the store holds.
+    Returns `SHRUNKEN_COLUMNS`: ``rank`` (1 = the largest shrunken value) among the genes seen in at
+    least ``min_cells`` cells (NA for the others, listed after them); ``cells`` names the cells the
+    store holds. Both guards: the ranking is on the shrunken value, and rare genes are not ranked (in
+    attention, rare genes sit systematically higher, so shrinking towards one global mean alone
+    leaves them on top).
     """
     tok = np.asarray(store.token_ids)
     x = np.asarray(store.logfold, dtype=np.float64).reshape(len(tok), -1).mean(1)
@@ -84,10 +91,12 @@ def store_gene_scores(
     shrunk, _, _ = eb_shrink(mean, se2)
     out = pd.DataFrame({"token_id": keep, "gene": genes.to_numpy(), "n_cells": nk.astype(np.int64), "mean": mean,
                         "se": np.sqrt(se2), "shrunken": shrunk})  # fmt: skip
-    out = out.sort_values(["shrunken", "token_id"], ascending=[False, True], kind="stable").reset_index(
-        drop=True
+    out["passes_min_cells"] = out["n_cells"] >= min_cells
+    out = out.sort_values(
+        ["passes_min_cells", "shrunken", "token_id"], ascending=[False, False, True], kind="stable"
     )
-    out["rank"] = np.arange(1, len(out) + 1)
-    out["passes_min_cells"] = out["n_cells"] >= MIN_CELLS
+    out = out.reset_index(drop=True)
+    out["rank"] = pd.array(np.arange(1, len(out) + 1), dtype="Int64")
+    out.loc[~out["passes_min_cells"], "rank"] = pd.NA
     out["cells"] = cells
     return out[SHRUNKEN_COLUMNS]

@@ -118,13 +118,14 @@ def _one_estimator(
     from ..stats.shrinkage import MIN_CELLS
 
     for model, g in t.groupby("model"):
-        g = g.sort_values("rank")
+        g = g[g["rank"].notna()].sort_values("rank")
         ranks = dict(zip(g["gene"], g["rank"], strict=True))
         attention[f"top_genes_{model}"] = g["gene"].head(top_k).tolist()
         attention[f"highlight_rank_{model}"] = {h: (int(ranks[h]) if h in ranks else None) for h in highlight}
         if model == OTHER:
             attention["n_genes_scored"] = len(g)
-    attention["gene_score"] = {"estimator": "empirical-Bayes shrunken mean head-mean log fold, ranked on the shrunken value",
+    attention["gene_score"] = {"estimator": "empirical-Bayes shrunken mean head-mean log fold, ranked on the shrunken value "
+                                            f"among genes seen in >= {MIN_CELLS} cells",
                                "cells": str(t["cells"].iloc[0]), "min_cells_unshrunken": MIN_CELLS}  # fmt: skip
 
 
@@ -186,8 +187,8 @@ def _incremental(
         out["programmes"] = {f"{r.method}/{r.programme}": {k: getattr(r, k) for k in programmes.columns[2:]}
                              for r in programmes.itertuples()}  # fmt: skip
     if runs is not None and not runs.empty:
-        out["run_level"] = {"subset": "background responders vs their decoys", "value": "coef_score",
-                            "unit": "training run", "runs": runs.to_dict("records"), **dict(contrast or {})}  # fmt: skip
+        out["run_level"] = {"subset": "background responders vs their decoys", "unit": "training run",
+                            "runs": runs.to_dict("records"), **dict(contrast or {})}  # fmt: skip
     return out
 
 

@@ -132,8 +132,10 @@ def _run_level(run: Mapping) -> tuple[str, str]:
     if lo is None or hi is None:
         return "undetermined", (f"Undetermined whether fine-tuning on the dose labels adds to this: the run-level "
                                 f"contrast needs at least 2 real-label and 2 permuted-label runs ({n_r} + {n_p}).")  # fmt: skip
-    est = (f"real-label minus permuted-label runs {_num(run.get('effect'))}{_ci([lo, hi], _num)} "
-           f"(Welch, {n_r} + {n_p} training runs, background responders vs their decoys)")  # fmt: skip
+    what = ("placement of the background responders among their own decoys" if run.get("value", "placement") == "placement"
+            else "spline-adjusted coefficient on the background responders")  # fmt: skip
+    est = (f"{what}, real-label minus permuted-label runs, {_num(run.get('effect'))}{_ci([lo, hi], _num)} "
+           f"(Welch, {n_r} + {n_p} training runs)")  # fmt: skip
     if lo > 0:
         return "adds", f"Fine-tuning on the dose labels adds to it: {est}."
     if hi < 0:
