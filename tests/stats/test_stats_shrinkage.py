@@ -40,9 +40,10 @@ def test_store_gene_scores_vs_naive_and_rare_genes_do_not_top_the_ranking():
     x = np.array([true.get(t, 3.0) for t in tok]) + rng.normal(0, 1.0, len(tok))
     x[tok == 4] = [1.6, 1.4, 1.5]  # a rare gene with a large raw mean
     store = _Store(tok, np.repeat(x[:, None, None], 2, axis=2))  # 1 layer x 2 heads, equal
-    gm = {t: f"G{t}" for t in n_cells}
+    gm = {0: "<cls>"} | {t: f"G{t}" for t in n_cells}
     got = sh.store_gene_scores(store, gm).set_index("gene")
-    assert "0" not in got.index and len(got) == len(n_cells)
+    assert "<cls>" not in got.index and len(got) == len(n_cells)
+    gm.pop(0)
     # naive: per-gene mean and sample variance, moderated with the pooled variance, then EB
     means = {g: x[tok == t].mean() for t, g in gm.items()}
     vars_ = {g: x[tok == t].var(ddof=1) for t, g in gm.items()}

@@ -82,6 +82,7 @@ def store_gene_scores(
     if gene_map is not None:  # genes only: tokens without a gene (<cls>, <eos>) are left out
         gm = pd.Series(gene_map)
         genes = genes.index.to_series().map(gm[~gm.index.duplicated()]).dropna().astype(str)
+        genes = genes[~(genes.str.startswith("<") & genes.str.endswith(">"))]  # <cls>, <eos>: no genes
         keep = genes.index.to_numpy()
     s1, s2 = np.bincount(tok, weights=x, minlength=len(n)), np.bincount(tok, weights=x * x, minlength=len(n))
     nk, mean = n[keep].astype(float), s1[keep] / n[keep]
