@@ -8,7 +8,9 @@ for any BERT model (masked LM or classifier) and collects nothing unless combine
 
 `head_ablation` measures accuracy and the mean log-likelihood of the true class for the full model
 and for each ablation on the same cells, with 95% intervals by bootstrap over wells (the unit: cells
-of one well share culture and depth). It is exact and avoids recomputing what an ablation cannot
+of one well share culture and depth), a one-sided t test over wells per ablation, Holm-adjusted over
+the single heads tested, and an optional random-head control (random sets of as many heads as a
+combination; `geneattn.attention._ablation_stats`). It is exact and avoids recomputing what an ablation cannot
 change: one full pass caches every layer's input and context; an ablation starting at layer l
 reuses the cached context of layer l with its heads zeroed (the attention pattern of that layer is
 unchanged), runs layers l+1 .. n-2 through the registered function, and computes the last layer
@@ -268,6 +270,36 @@ def _random_sets(every: list[Head], n: int, size: int, seed: int) -> list[tuple[
     return [tuple(sorted(every[i] for i in rng.choice(len(every), size, replace=False))) for _ in range(n)]
 
 
+def _table(
+    configs: list[tuple[Head, ...]], kinds: list[str], correct: np.ndarray, loglik: np.ndarray, wells: np.ndarray,
+    *, n_boot: int, seed: int,
+) -> pd.DataFrame:  # fmt: skip
+    """The head-ablation table: one row per config, intervals and tests over wells (see `head_ablation`)."""
+    n_random = kinds.count("random")
+    single = np.array([k == "single" for k in kinds])
+    names = [head_name(c) for c in configs]
+    first = len(configs) - n_random
+    names[first:] = [f"random{j + 1}:{n}" for j, n in enumerate(names[first:])]
+    out = pd.DataFrame(
+        {
+            "ablation": names,
+            "kind": kinds,
+            "layer": [c[0][0] if s else -1 for c, s in zip(configs, single, strict=True)],
+            "head": [c[0][1] if s else -1 for c, s in zip(configs, single, strict=True)],
+            "n_heads": [len(c) for c in configs],
+            "n_cells": correct.shape[1],
+            "n_wells": len(set(wells.tolist())),
+            "unit": "test well",
+            **summary(correct.astype(float), wells, "accuracy", n_boot, seed),
+            **summary(loglik, wells, "loglik", n_boot, seed),
+        }
+    )
+    for name, values in (("accuracy", correct.astype(float)), ("loglik", loglik)):
+        out[f"p_{name}"] = well_tests(values, wells)
+        out[f"p_{name}_holm"] = holm_over_singles(out[f"p_{name}"].to_numpy(), single)
+    return out
+
+
 def head_ablation(
     model: torch.nn.Module,
     input_ids: Sequence[Sequence[int]],
@@ -342,26 +374,6 @@ def head_ablation(
     correct, loglik = _run_ablations(model, input_ids, y, configs, batch_size)
     seconds = time.perf_counter() - t0
     logger.info("head ablation: %d models x %d cells in %.1f s", len(configs), len(y), seconds)
-    single = np.array([k == "single" for k in kinds])
-    names = [head_name(c) for c in configs]
-    first = len(configs) - len(randoms)
-    names[first:] = [f"random{j + 1}:{n}" for j, n in enumerate(names[first:])]
-    out = pd.DataFrame(
-        {
-            "ablation": names,
-            "kind": kinds,
-            "layer": [c[0][0] if s else -1 for c, s in zip(configs, single, strict=True)],
-            "head": [c[0][1] if s else -1 for c, s in zip(configs, single, strict=True)],
-            "n_heads": [len(c) for c in configs],
-            "n_cells": len(y),
-            "n_wells": len(set(wells.tolist())),
-            "unit": "test well",
-            **summary(correct.astype(float), wells, "accuracy", n_boot, seed),
-            **summary(loglik, wells, "loglik", n_boot, seed),
-        }
-    )
-    for name, values in (("accuracy", correct.astype(float)), ("loglik", loglik)):
-        out[f"p_{name}"] = well_tests(values, wells)
-        out[f"p_{name}_holm"] = holm_over_singles(out[f"p_{name}"].to_numpy(), single)
+    out = _table(configs, kinds, correct, loglik, wells, n_boot=n_boot, seed=seed)
     out.attrs["seconds"] = seconds
     return out
