@@ -55,13 +55,12 @@ def placements(score: pd.Series, var: pd.DataFrame) -> pd.Series:
         {"s": score.reindex(var.index), "set": var["matched_set"], "p": var["planted"].astype(bool)}
     )
     df = df[(df["set"] >= 0) & df["s"].notna()]
-    out = {}
-    for ms, g in df.groupby("set"):
-        pos, neg = g.loc[g["p"], "s"], g.loc[~g["p"], "s"].to_numpy()
-        if len(pos) == 1 and len(neg):
-            v = float(pos.iloc[0])
-            out[ms] = float(np.mean((neg < v) + 0.5 * (neg == v)))
-    return pd.Series(out, name="placement", dtype=float)
+    pos = df[df["p"]]
+    pos = pos[~pos["set"].duplicated(keep=False)].set_index("set")["s"]  # sets with one planted gene
+    neg = df[~df["p"] & df["set"].isin(pos.index)]
+    ref = neg["set"].map(pos)
+    wins = (neg["s"] < ref).astype(float) + 0.5 * (neg["s"] == ref)
+    return wins.groupby(neg["set"]).mean().rename("placement").astype(float).rename_axis(None)
 
 
 def programme_table(
