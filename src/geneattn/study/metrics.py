@@ -181,7 +181,7 @@ def _incremental(
             "lr_chi2", "lr_pvalue", "coef_score", "wald_pvalue", "pvalue", "n_clusters", "unit", "control", "n_genes",
             "n_planted", "uses_labels", "separation")  # fmt: skip
     out = {"covariates": "natural splines (5 df) of log mean, logit detection, log variance, HVG residual"
-                         + (" + matched-set stratum" if (t.get("unit") == "programme block").any() else ""),
+                         + (" + matched-set stratum" if ("unit" in t and (t["unit"] == "programme block").any()) else ""),
            "methods": {str(r["method"]): {k: r[k] for k in keys if k in r} for _, r in t.iterrows()}}  # fmt: skip
     if programmes is not None and not programmes.empty:
         out["programmes"] = {f"{r.method}/{r.programme}": {k: getattr(r, k) for k in programmes.columns[2:]}
