@@ -151,3 +151,27 @@ def test_cluster_wald_vs_naive_sandwich():
     z, pval, g = fx.cluster_wald(x, y, beta, 2, cl)
     assert g == 20 and z == pytest.approx(beta[2] / np.sqrt(v[2, 2]))
     assert pval == pytest.approx(2 * stats.t.sf(abs(z), 19))
+
+
+def _clustered_null(seed: int, n_sets: int = 120, per: int = 7):
+    """Truth and score both clustered by set (independent set effects): no association, few units."""
+    rng = np.random.default_rng(seed)
+    sets = np.repeat(np.arange(n_sets), per)
+    u, v = rng.normal(size=n_sets), rng.normal(size=n_sets)
+    idx = pd.Index([f"g{i}" for i in range(len(sets))])
+    cov = pd.DataFrame({"log_mean": rng.normal(size=len(sets))}, index=idx)
+    truth = pd.Series(rng.random(len(sets)) < special.expit(-1.5 + 1.5 * u[sets]), index=idx)
+    score = pd.Series(2.0 * v[sets] + rng.normal(size=len(sets)), index=idx)
+    return truth, cov, score, pd.Series(sets.astype(str), index=idx)
+
+
+def test_cluster_wald_holds_its_level_where_the_gene_level_lr_does_not():
+    lr, wald = [], []
+    for seed in range(200):
+        t, c, s, cl = _clustered_null(seed)
+        r = inc.nested_lrt(t, c, s, clusters=cl)
+        lr.append(r["lr_pvalue"] < 0.05)
+        wald.append(r["wald_pvalue"] < 0.05)
+    hi = stats.binom.ppf(0.995, 200, 0.05) / 200
+    assert np.mean(wald) <= hi  # the cluster-robust test keeps its level
+    assert np.mean(lr) > hi  # genes as units: anti-conservative (the test can fail)
