@@ -33,7 +33,7 @@ PROGRAMMES = {
     "background_responders": ("none", "none"),
 }
 PROGRAMME_COLUMNS = ["method", "programme", "unit", "n_sets", "n_genes", "placement", "placement_pvalue",
-                     "lr_pvalue", "coef_score", "wald_pvalue"]  # fmt: skip
+                     "lr_pvalue", "coef_score", "wald_pvalue", "separation"]  # fmt: skip
 
 
 def programme_of(var: pd.DataFrame) -> pd.Series:
@@ -77,13 +77,13 @@ def programme_table(
             genes = prog.index[(prog == name) & s.reindex(prog.index).notna()]
             row = {"method": method, "programme": name, "n_sets": len(p), "n_genes": len(genes),
                    "placement": float(p.mean()) if len(p) else np.nan, "placement_pvalue": np.nan,
-                   "lr_pvalue": np.nan, "coef_score": np.nan, "wald_pvalue": np.nan,
+                   "lr_pvalue": np.nan, "coef_score": np.nan, "wald_pvalue": np.nan, "separation": pd.NA,
                    "unit": "matched set" if name == "background_responders" else "programme (one block: not tested)"}  # fmt: skip
             if name == "background_responders" and len(p) >= 10:
                 row["placement_pvalue"] = float(stats.wilcoxon(p - 0.5, zero_method="zsplit").pvalue)
                 row |= _lrt(s, var, covariates, genes, spline_df)
             rows.append(row)
-    return pd.DataFrame(rows, columns=PROGRAMME_COLUMNS)
+    return pd.DataFrame(rows, columns=PROGRAMME_COLUMNS).astype({"separation": "boolean"})
 
 
 def _lrt(score: pd.Series, var: pd.DataFrame, cov: pd.DataFrame, genes: pd.Index, spline_df: int) -> dict:
@@ -92,7 +92,7 @@ def _lrt(score: pd.Series, var: pd.DataFrame, cov: pd.DataFrame, genes: pd.Index
         return {}
     r = nested_lrt(truth, cov.reindex(genes), score.reindex(genes), clusters=gene_clusters(var, genes),
                    spline_df=spline_df)  # fmt: skip
-    return {k: r[k] for k in ("lr_pvalue", "coef_score", "wald_pvalue")}
+    return {k: r[k] for k in ("lr_pvalue", "coef_score", "wald_pvalue", "separation")}
 
 
 def run_increments(
@@ -106,7 +106,8 @@ def run_increments(
     """Per run: the spline-adjusted coefficient (per SD) of its attention score on the background responders.
 
     ``kinds``: ``run -> "real" | "permuted" | "pretrained"``. Columns ``run, kind, n_genes,
-    coef_score, lr_pvalue, wald_pvalue, placement``.
+    lr_pvalue, coef_score, wald_pvalue, separation`` (the coefficient is no finite estimate then:
+    too few genes scored) and ``placement``.
     """
     prog = programme_of(var)
     genes = prog.index[prog == "background_responders"]
@@ -118,7 +119,10 @@ def run_increments(
         pl = placements(s, var.loc[g]) if len(g) else pd.Series(dtype=float)
         rows.append({"run": run, "kind": kinds.get(run, "?"), "n_genes": len(g), **r,
                      "placement": float(pl.mean()) if len(pl) else np.nan})  # fmt: skip
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if "separation" in out:
+        out["separation"] = out["separation"].astype("boolean")
+    return out
 
 
 def run_contrast(table: pd.DataFrame, *, value: str = "placement", alpha: float = 0.05) -> dict:

@@ -7,8 +7,11 @@ annotations of ``cells.h5ad`` and the same ``metrics.json`` (`geneattn.study.met
 Steps: agreement with DE; the confound tables; descriptive paired tests (the two fixed networks
 differ) and the between-class test (wells as units); the run-level null (task-attributable genes,
 heads, rank bins and pre-registered contrasts, `geneattn.study.task`); the method comparison and the
-incremental value of every score over the gene covariates (`geneattn.study.methods`); the
-highlighted genes per class; the head-ablation table beside each head's change.
+incremental value of every score over the gene covariates (`geneattn.study.methods`: natural-spline
+covariates, programme blocks as units, negative controls as rows; per programme in
+``incremental_programmes``; the run-level increment in ``incremental_runs``); the highlighted genes per
+class; the one gene-score estimator (``gene_scores_shrunken``: empirical-Bayes shrunken, held-out cells,
+ranked among genes in >= 30 cells); the head-ablation table beside each head's change.
 """
 
 from __future__ import annotations
