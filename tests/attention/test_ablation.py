@@ -172,3 +172,46 @@ def test_head_ablation_label_names_and_errors():
         head_ablation(model, ids, labels[:5], wells=wells)
     with pytest.raises(InputError, match="BertForSequenceClassification"):
         head_ablation(tiny_model(0), ids, labels, wells=wells)
+
+
+def _naive_holm(p):
+    m, order = len(p), np.argsort(p)
+    adj, running = np.empty(m), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adj[i] = running
+    return adj
+
+
+def test_head_ablation_well_tests_holm_and_random_control_vs_naive():
+    from scipy import stats
+
+    model = _deep_classifier(seed=1)
+    with torch.no_grad():
+        model.bert.encoder.layer[1].attention.output.dense.weight[:, 16:24] *= 8.0
+    ids, labels, wells = _cells(36, seed=2)
+    combo = [(1, 2), (0, 1), (2, 3)]
+    res = head_ablation(model, ids, labels, wells=wells, combos=[combo], n_random=4, n_boot=50, seed=5)
+    assert list(res["kind"].value_counts().sort_index()) == [1, 1, 4, 12]  # combo, full, random, single
+    rand = res[res["kind"] == "random"]
+    assert (rand["n_heads"] == 3).all() and rand["ablation"].str.startswith("random").all()
+    again = head_ablation(model, ids, labels, wells=wells, combos=[combo], n_random=4, n_boot=50, seed=5)
+    assert again["ablation"].tolist() == res["ablation"].tolist()  # seeded
+    assert (res["unit"] == "test well").all()
+    # naive: per-well mean change, one-sided one-sample t test; Holm over the 12 single heads
+    x, attn = pad_batch(ids, 0)
+    with torch.no_grad():
+        full = torch.log_softmax(model(input_ids=x, attention_mask=attn).logits, -1)[torch.arange(36), labels]
+    singles = res[res["kind"] == "single"]
+    p = []
+    for la, h in zip(singles["layer"], singles["head"], strict=True):
+        with torch.no_grad(), ablating(model, [(la, h)]):
+            ll = torch.log_softmax(model(input_ids=x, attention_mask=attn).logits, -1)[
+                torch.arange(36), labels
+            ]
+        d = (ll - full).numpy()
+        per_well = [d[wells == w].mean() for w in sorted(set(wells))]
+        p.append(stats.ttest_1samp(per_well, 0.0, alternative="less").pvalue)
+    np.testing.assert_allclose(singles["p_loglik"], p, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(singles["p_loglik_holm"], _naive_holm(np.array(p)), rtol=1e-3, atol=1e-6)
+    assert res.loc[res["kind"] != "single", "p_loglik_holm"].isna().all()

@@ -54,20 +54,46 @@ def test_compare_head_and_gene_change(result):
 
 def test_top_genes(result):
     abg = result.tables["attention_by_gene"]
-    top = top_genes(abg, k=5, model="finetuned")
+    top = top_genes(abg, k=5, model="finetuned", shrink=False, min_cells=1)
     assert len(top) == 5 and list(top["rank"]) == [1, 2, 3, 4, 5] and (top["layer"] == -1).all()
     sub = abg[(abg.model == "finetuned") & (abg.label == "__all__")]
     overall = sub.groupby("token_id")["fold_mean"].mean().sort_values(ascending=False)
     assert list(top["token_id"]) == list(overall.index[:5])
-    per = top_genes(result, k=3, model="pretrained", per_head=True)
+    per = top_genes(result, k=3, model="pretrained", per_head=True, shrink=False, min_cells=1)
     assert len(per) == 3 * 8 and set(per["rank"]) == {1, 2, 3}
-    one = top_genes(abg, k=2, model="pretrained", layer=0, head=1, by="norm_mean")
+    one = top_genes(abg, k=2, model="pretrained", layer=0, head=1, by="norm_mean", shrink=False, min_cells=1)
     best = sub.iloc[:0]
     best = abg[(abg.model == "pretrained") & (abg.label == "__all__") & (abg.layer == 0) & (abg["head"] == 1)]
     assert one["token_id"].iloc[0] == best.sort_values("norm_mean").iloc[-1]["token_id"]
     assert top["gene"].str.startswith(("G", "ENSG")).all()
     with pytest.raises(InputError):
         top_genes(abg)  # two models, none chosen
+
+
+def test_top_genes_shrunken_vs_naive_and_rare_genes(result):
+    from geneattn.stats.shrinkage import MIN_CELLS, eb_shrink
+
+    abg = result.tables["attention_by_gene"]
+    sub = abg[
+        (abg.model == "finetuned")
+        & (abg.label == "__all__")
+        & ~abg["ensembl_id"].astype(str).str.startswith("<")
+    ]
+    top = top_genes(abg, k=10, model="finetuned", min_cells=1)
+    # naive: per (gene, head) moderated se² from fold_sd and n_cells; mean over heads; EB over genes
+    df = (sub["n_cells"] - 1).clip(lower=0)
+    pooled = (df * sub["fold_sd"] ** 2).sum() / df.sum()
+    se2 = ((df * sub["fold_sd"] ** 2 + 4.0 * pooled) / (df + 4.0)) / sub["n_cells"].clip(lower=1)
+    g = sub.assign(se2=se2).groupby("token_id").agg(m=("fold_mean", "mean"), se2=("se2", "mean"))
+    g["shr"] = eb_shrink(g["m"].to_numpy(), g["se2"].to_numpy())[0]
+    want = g.sort_values("shr", ascending=False, kind="stable")
+    assert list(top["token_id"]) == list(want.index[:10])
+    np.testing.assert_allclose(top["fold_mean_shrunken"], want["shr"].iloc[:10])
+    # a table without the sd column: genes in fewer than MIN_CELLS cells are left out instead
+    plain = top_genes(abg.drop(columns=["fold_sd"]), k=10, model="finetuned", min_cells=1)
+    assert (plain["n_cells"] >= MIN_CELLS).all() and plain["fold_mean_shrunken"].isna().all()
+    default = top_genes(abg, k=10, model="finetuned")
+    assert (default["n_cells"] >= MIN_CELLS).all()
 
 
 def test_gene_attention_h5ad(result, tmp_path):

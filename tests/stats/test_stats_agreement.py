@@ -74,3 +74,20 @@ def test_de_gene_score():
     s = ag.de_gene_score(de)
     assert s["x"] == 2.0 and s["y"] == 3.0
     assert ag.de_gene_score(de, group="a")["y"] == -3.0
+
+
+def test_agreement_top_k_and_marker_rank_leave_out_genes_in_few_cells():
+    rng = np.random.default_rng(3)
+    genes = [f"g{i}" for i in range(200)]
+    s = pd.Series(rng.normal(size=200), index=genes)
+    de = pd.Series(rng.normal(size=200), index=genes)
+    n = pd.Series(rng.integers(1, 100, 200), index=genes)
+    s["g0"], n["g0"] = 99.0, 5  # the top score, seen in 5 cells
+    t = ag.agreement({"a": s}, de, k=10, markers=("g1",), n_cells=n, min_cells=30).iloc[0]
+    kept = s[n >= 30]
+    want = len(set(kept.nlargest(10).index) & set(de.nlargest(10).index))
+    assert t["topk_overlap_de"] == want and t["topk_min_cells"] == 30
+    if n["g1"] >= 30:
+        assert t["marker_rank"] == kept.rank(ascending=False, method="min")["g1"]
+    else:
+        assert np.isnan(t["marker_rank"])

@@ -75,16 +75,17 @@ def test_stratified_auroc_vs_naive_double_loop():
         inc.stratified_auroc(score, truth, strata, weight="genes")
 
 
-def test_nested_lrt_matches_statsmodels():
-    import statsmodels.api as sm
+def test_nested_lrt_linear_design_matches_statsmodels():
+    sm = pytest.importorskip("statsmodels.api")
 
     truth, cov, rng = _genes(seed=2)
     score = pd.Series(truth.to_numpy() * 0.4 + rng.normal(size=len(truth)), index=truth.index)
-    got = inc.nested_lrt(truth, cov, score)
+    got = inc.nested_lrt(truth, cov, score, spline_df=1)
     z = (cov - cov.mean()) / cov.std(ddof=0)
     y = truth.to_numpy(float)
     m0 = sm.Logit(y, sm.add_constant(z.to_numpy())).fit(disp=0)
-    zs = (score - score.mean()) / score.std(ddof=0)
+    zs = inc._normal_scores(score.to_frame()).iloc[:, 0]
+    zs = (zs - zs.mean()) / zs.std(ddof=0)
     m1 = sm.Logit(y, sm.add_constant(np.column_stack([z.to_numpy(), zs.to_numpy()]))).fit(disp=0)
     assert got["ll_null"] == pytest.approx(m0.llf, rel=1e-9)
     assert got["ll_full"] == pytest.approx(m1.llf, rel=1e-9)
@@ -109,7 +110,9 @@ def test_nested_lrt_under_separation_and_collinearity():
         q = inc.nested_lrt(quasi, cov, pd.Series(rng.normal(size=len(truth)), index=truth.index))
     assert q["separation"] and np.isfinite(q["lr_chi2"]) and 0 <= q["lr_pvalue"] <= 1
     # a score equal to a covariate adds nothing (collinear design: minimum-norm Newton steps)
-    same = inc.nested_lrt(truth, cov, cov["logit_detection"].rename("detection"))
+    z = inc._normal_scores(cov[["logit_detection"]]).rename(columns={"logit_detection": "detection"})
+    cov_z = cov.assign(logit_detection=z["detection"])
+    same = inc.nested_lrt(truth, cov_z, z["detection"], spline_df=1)
     assert same["lr_chi2"] < 1e-6 and same["lr_pvalue"] > 0.99
 
 

@@ -8,7 +8,9 @@ for any BERT model (masked LM or classifier) and collects nothing unless combine
 
 `head_ablation` measures accuracy and the mean log-likelihood of the true class for the full model
 and for each ablation on the same cells, with 95% intervals by bootstrap over wells (the unit: cells
-of one well share culture and depth). It is exact and avoids recomputing what an ablation cannot
+of one well share culture and depth), a one-sided t test over wells per ablation, Holm-adjusted over
+the single heads tested, and an optional random-head control (random sets of as many heads as a
+combination; `geneattn.attention._ablation_stats`). It is exact and avoids recomputing what an ablation cannot
 change: one full pass caches every layer's input and context; an ablation starting at layer l
 reuses the cached context of layer l with its heads zeroed (the attention pattern of that layer is
 unchanged), runs layers l+1 .. n-2 through the registered function, and computes the last layer
@@ -32,6 +34,7 @@ import torch
 from .._progress import progress
 from ..errors import InputError
 from ..models._pooling import is_mean_pooled
+from ._ablation_stats import holm_over_singles, summary, well_tests
 from .interface import ATTN_NAME, encoder_layers, register, set_attn, zero_heads
 
 __all__ = ["ablating", "head_ablation", "head_name"]
@@ -258,32 +261,43 @@ def _run_ablations(
     return correct, loglik
 
 
-def _well_bootstrap(values: np.ndarray, wells: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Cell-weighted means ``[n_boot, n_configs]`` over well resamples (multinomial weights, seeded)."""
-    codes, n_wells = pd.factorize(wells)[0], len(set(wells.tolist()))
-    sums = np.stack([np.bincount(codes, weights=v, minlength=n_wells) for v in values])  # [configs, wells]
-    n = np.bincount(codes, minlength=n_wells).astype(float)
-    w = np.random.default_rng(seed).multinomial(n_wells, np.full(n_wells, 1 / n_wells), size=n_boot)
-    return (w @ sums.T) / (w @ n)[:, None]
+def _random_sets(every: list[Head], n: int, size: int, seed: int) -> list[tuple[Head, ...]]:
+    """``n`` random sets of ``size`` distinct heads (seeded; a set may repeat across draws)."""
+    if n and not 0 < size <= len(every):
+        msg = f"random_size must lie in 1..{len(every)}, got {size}"
+        raise InputError(msg)
+    rng = np.random.default_rng([seed, 11])
+    return [tuple(sorted(every[i] for i in rng.choice(len(every), size, replace=False))) for _ in range(n)]
 
 
-def _summary(
-    values: np.ndarray, wells: np.ndarray, name: str, n_boot: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Mean, delta vs config 0, and their 2.5/97.5 % well-bootstrap percentiles."""
-    boot = _well_bootstrap(values, wells, n_boot, seed)
-    delta = boot - boot[:, :1]
-    lo, hi = np.nanquantile(boot, [0.025, 0.975], axis=0)
-    dlo, dhi = np.nanquantile(delta, [0.025, 0.975], axis=0)
-    mean = values.mean(axis=1)
-    return {
-        name: mean,
-        f"{name}_low": lo,
-        f"{name}_high": hi,
-        f"d_{name}": mean - mean[0],
-        f"d_{name}_low": dlo,
-        f"d_{name}_high": dhi,
-    }
+def _table(
+    configs: list[tuple[Head, ...]], kinds: list[str], correct: np.ndarray, loglik: np.ndarray, wells: np.ndarray,
+    *, n_boot: int, seed: int,
+) -> pd.DataFrame:  # fmt: skip
+    """The head-ablation table: one row per config, intervals and tests over wells (see `head_ablation`)."""
+    n_random = kinds.count("random")
+    single = np.array([k == "single" for k in kinds])
+    names = [head_name(c) for c in configs]
+    first = len(configs) - n_random
+    names[first:] = [f"random{j + 1}:{n}" for j, n in enumerate(names[first:])]
+    out = pd.DataFrame(
+        {
+            "ablation": names,
+            "kind": kinds,
+            "layer": [c[0][0] if s else -1 for c, s in zip(configs, single, strict=True)],
+            "head": [c[0][1] if s else -1 for c, s in zip(configs, single, strict=True)],
+            "n_heads": [len(c) for c in configs],
+            "n_cells": correct.shape[1],
+            "n_wells": len(set(wells.tolist())),
+            "unit": "test well",
+            **summary(correct.astype(float), wells, "accuracy", n_boot, seed),
+            **summary(loglik, wells, "loglik", n_boot, seed),
+        }
+    )
+    for name, values in (("accuracy", correct.astype(float)), ("loglik", loglik)):
+        out[f"p_{name}"] = well_tests(values, wells)
+        out[f"p_{name}_holm"] = holm_over_singles(out[f"p_{name}"].to_numpy(), single)
+    return out
 
 
 def head_ablation(
@@ -294,6 +308,8 @@ def head_ablation(
     wells: Sequence[str] | np.ndarray,
     heads: Sequence[Head] | None = None,
     combos: Sequence[Sequence[Head]] = (),
+    n_random: int = 0,
+    random_size: int | None = None,
     batch_size: int = 32,
     seed: int = 0,
     n_boot: int = 1000,
@@ -314,6 +330,9 @@ def head_ablation(
         ``(layer, head)`` pairs ablated one at a time; ``None``: every head of the model.
     combos
         Sets of heads ablated together (e.g. the top-k heads of the norm-change table).
+    n_random, random_size
+        Random-head control: ``n_random`` sets of ``random_size`` heads (default: the size of the
+        first combo) drawn from all heads of the model (seeded by ``seed``), ablated together.
     batch_size
         Cells per forward pass (batches are sorted by length).
     seed
@@ -323,11 +342,15 @@ def head_ablation(
 
     Returns
     -------
-    One row per model (``ablation="full"`` first, then ``heads`` and ``combos``): ``ablation`` (e.g.
-    ``"L0H1"``, ``"L0H1+L2H3"``), ``layer, head`` (single-head rows; -1 otherwise), ``n_heads,
-    n_cells, n_wells, accuracy, loglik`` (mean log-likelihood of the true class) and ``d_accuracy,
-    d_loglik`` (ablated minus full, same cells), each with ``_low``/``_high`` 95% percentile bounds
-    from ``n_boot`` resamples of wells. ``.attrs["seconds"]``: wall time of the forward passes.
+    One row per model (``ablation="full"`` first, then ``heads``, ``combos`` and the random draws):
+    ``ablation`` (e.g. ``"L0H1"``, ``"L0H1+L2H3"``, ``"random1:L0H2+L3H1"``), ``kind`` (full, single,
+    combo, random), ``layer, head`` (single-head rows; -1 otherwise), ``n_heads, n_cells, n_wells,
+    unit`` ("test well"), ``accuracy, loglik`` (mean log-likelihood of the true class) and
+    ``d_accuracy, d_loglik`` (ablated minus full, same cells), each with ``_low``/``_high`` 95%
+    percentile bounds from ``n_boot`` resamples of wells; ``p_accuracy, p_loglik`` (one-sided t test
+    over wells, `geneattn.attention._ablation_stats.well_tests`) and ``p_accuracy_holm,
+    p_loglik_holm`` (Holm over the single heads; NaN for other rows). ``.attrs["seconds"]``: wall
+    time of the forward passes.
     """
     if not hasattr(model, "classifier") or not hasattr(model, "bert"):
         msg = f"head_ablation needs a BertForSequenceClassification, got {type(model).__name__}"
@@ -339,7 +362,11 @@ def head_ablation(
     layers = encoder_layers(model)
     nh = layers[0].attention.self.num_attention_heads
     singles = [(la, h) for la in range(len(layers)) for h in range(nh)] if heads is None else list(heads)
-    configs = [(), *[(h,) for h in singles], *[tuple(sorted(set(c))) for c in combos]]
+    every = [(la, h) for la in range(len(layers)) for h in range(nh)]
+    size = random_size or (len(set(combos[0])) if combos else 0)
+    randoms = _random_sets(every, n_random if size else 0, size, seed)
+    configs = [(), *[(h,) for h in singles], *[tuple(sorted(set(c))) for c in combos], *randoms]
+    kinds = ["full", *["single"] * len(singles), *["combo"] * len(combos), *["random"] * len(randoms)]
     if any(len(c) == 0 for c in configs[1:]):
         msg = "every combo needs at least one head"
         raise InputError(msg)
@@ -347,18 +374,6 @@ def head_ablation(
     correct, loglik = _run_ablations(model, input_ids, y, configs, batch_size)
     seconds = time.perf_counter() - t0
     logger.info("head ablation: %d models x %d cells in %.1f s", len(configs), len(y), seconds)
-    single = [len(c) == 1 for c in configs]
-    out = pd.DataFrame(
-        {
-            "ablation": [head_name(c) for c in configs],
-            "layer": [c[0][0] if s else -1 for c, s in zip(configs, single, strict=True)],
-            "head": [c[0][1] if s else -1 for c, s in zip(configs, single, strict=True)],
-            "n_heads": [len(c) for c in configs],
-            "n_cells": len(y),
-            "n_wells": len(set(wells.tolist())),
-            **_summary(correct.astype(float), wells, "accuracy", n_boot, seed),
-            **_summary(loglik, wells, "loglik", n_boot, seed),
-        }
-    )
+    out = _table(configs, kinds, correct, loglik, wells, n_boot=n_boot, seed=seed)
     out.attrs["seconds"] = seconds
     return out

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..stats.shrinkage import MIN_CELLS, eb_shrink, moderated_se2
 
 if TYPE_CHECKING:  # pragma: no cover
     from .result import AttentionResult
@@ -143,8 +144,9 @@ def top_genes(
     head: int | None = None,
     label: str = "__all__",
     per_head: bool = False,
-    min_cells: int = 1,
+    min_cells: int = MIN_CELLS,
     genes_only: bool = True,
+    shrink: bool = True,
 ) -> pd.DataFrame:
     """The ``k`` genes with the largest ``by`` in ``attention_by_gene``.
 
@@ -164,14 +166,20 @@ def top_genes(
     per_head
         Top ``k`` within every (layer, head) instead of averaging.
     min_cells
-        Ignore genes seen in fewer cells.
+        Ignore genes seen in fewer cells (default `geneattn.stats.shrinkage.MIN_CELLS`, 30).
     genes_only
         Leave out special tokens (``<cls>``, ``<eos>``, ...): they are no genes.
+    shrink
+        Rank on the empirical-Bayes shrunken mean (`geneattn.stats.shrinkage.eb_shrink`; standard
+        errors from the table's ``<stat>_sd`` and ``n_cells``, averaged over the heads averaged), so a
+        gene seen in few cells cannot top the list on a noisy mean (the prior is fitted over the
+        genes kept). Without an ``_sd`` column, genes seen in fewer than
+        `geneattn.stats.shrinkage.MIN_CELLS` cells are left out whatever ``min_cells`` says.
 
     Returns
     -------
     Columns: model, layer, head (-1 where averaged over), rank (1 = top), token_id, ensembl_id, gene,
-    n_cells, ``by``.
+    n_cells, ``by`` and ``<by>_shrunken`` (NaN when not shrunk).
     """
     df = table.tables["attention_by_gene"] if hasattr(table, "tables") else table
     if by not in df.columns:
@@ -190,16 +198,29 @@ def top_genes(
     if head is not None:
         df = df[df["head"] == head]
     gkeys = ["token_id", "ensembl_id", "gene"]
+    sd_col = f"{by.removesuffix('_mean')}_sd"
+    eb = shrink and by.endswith("_mean") and sd_col in df.columns
+    if shrink and not eb:
+        df = df[df["n_cells"] >= max(min_cells, MIN_CELLS)]
+    if eb:
+        df = df.assign(_se2=moderated_se2(df[sd_col].to_numpy(float) ** 2, df["n_cells"].to_numpy(float)))
+    shr = f"{by}_shrunken"
     if per_head:
-        df = df.sort_values(by, ascending=False, kind="stable")
+        df = df.assign(**{shr: np.nan})
+        if eb:
+            for _, g in df.groupby(["layer", "head"]):
+                df.loc[g.index, shr] = eb_shrink(g[by].to_numpy(float), g["_se2"].to_numpy())[0]
+        df = df.sort_values(shr if eb else by, ascending=False, kind="stable")
         out = df.groupby(["layer", "head"], sort=True).head(k).copy()
         out["rank"] = out.groupby(["layer", "head"]).cumcount() + 1
         out = out.sort_values(["layer", "head", "rank"])
     else:
-        out = df.groupby(gkeys, as_index=False).agg(n_cells=("n_cells", "max"), **{by: (by, "mean")})
-        out = out.sort_values(by, ascending=False, kind="stable").head(k)
+        extra = {"_se2": ("_se2", "mean")} if eb else {}
+        out = df.groupby(gkeys, as_index=False).agg(n_cells=("n_cells", "max"), **{by: (by, "mean")}, **extra)
+        out[shr] = eb_shrink(out[by].to_numpy(float), out["_se2"].to_numpy())[0] if eb else np.nan
+        out = out.sort_values(shr if eb else by, ascending=False, kind="stable").head(k)
         out["layer"] = -1 if layer is None else layer
         out["head"] = -1 if head is None else head
         out["rank"] = np.arange(1, len(out) + 1)
     out["model"] = model
-    return out[["model", "layer", "head", "rank", *gkeys, "n_cells", by]].reset_index(drop=True)
+    return out[["model", "layer", "head", "rank", *gkeys, "n_cells", by, shr]].reset_index(drop=True)

@@ -31,6 +31,7 @@ AGREEMENT_COLUMNS = [
     "n_planted",
     "marker",
     "marker_rank",
+    "topk_min_cells",
 ]
 
 
@@ -154,6 +155,8 @@ def agreement(
     planted: pd.Series | None = None,
     k: int = 20,
     markers: Sequence[str] = ("MDM2",),
+    n_cells: pd.Series | None = None,
+    min_cells: int = 30,
 ) -> pd.DataFrame:
     """Compare each gene score with DE (Spearman, top-k overlap) and with planted genes.
 
@@ -170,6 +173,10 @@ def agreement(
         Top-k for the overlap.
     markers
         Genes whose rank is reported (first one present).
+    n_cells, min_cells
+        Cells each gene was seen in: the top ``k`` of a score (overlap with DE) and the marker's rank
+        are taken over genes seen in at least ``min_cells`` cells, so that a mean over a few cells
+        cannot enter the top list (`geneattn.stats.shrinkage.MIN_CELLS`; ``topk_min_cells`` column).
 
     Returns
     -------
@@ -181,13 +188,16 @@ def agreement(
         s = pd.Series(s, dtype=float)
         s = s[~s.index.duplicated()]
         rho, p = spearman(s, de_score)
-        ov = topk_overlap(s.dropna(), de_score.dropna(), k)
+        common = s.dropna()
+        if n_cells is not None:
+            common = common[n_cells.reindex(common.index).fillna(0).to_numpy() >= min_cells]
+        ov = topk_overlap(common, de_score.dropna(), k)
         au = ap = float("nan")
         n_pl = 0
         if planted is not None:
             au, ap = _recovery(s, planted.astype(bool))
             n_pl = int(planted.astype(bool).sum())
-        mk, mr = _marker_rank(s.dropna(), markers)
+        mk, mr = _marker_rank(common, markers)
         rows.append(
             {
                 "score": str(name),
@@ -203,6 +213,7 @@ def agreement(
                 "n_planted": n_pl,
                 "marker": mk,
                 "marker_rank": mr,
+                "topk_min_cells": min_cells if n_cells is not None else 1,
             }
         )
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)

@@ -1,26 +1,25 @@
 """Does a gene score add anything over expression level? Incremental value against the planted truth.
 
-The unit of replication is the **gene**: every test here asks whether, across genes, a score
-separates planted from unplanted genes beyond what the gene-level covariates
-(`baselines.gene_covariates`: mean, detection, variance, HVG residual) already do.
+Every test asks whether, across genes, a score separates planted from unplanted genes beyond what
+the gene-level covariates (`baselines.gene_covariates`: mean, detection, variance, HVG residual)
+already do — and with which units.
 
-* `stratified_auroc`: covariate-adjusted AUROC (Janes & Pepe 2008/2009): each planted gene is
-  compared only with unplanted genes of its own expression stratum. With ``weight="positives"``
-  (Janes & Pepe's AAUC) it is the mean over planted genes of the placement value ``P(score_neg <
-  score_pos)`` within the stratum (ties ½), i.e. the per-stratum AUROCs weighted by planted genes;
-  ``weight="pairs"`` pools the within-stratum pairs. Planted genes in strata without unplanted
-  genes cannot be placed and are left out.
-* `nested_lrt`: logistic regression ``planted ~ covariates`` against ``planted ~ covariates +
-  score``; likelihood-ratio χ² with df = number of score columns. Columns are z-scored (the LR is
-  invariant). Under (quasi-)separation the maximum-likelihood coefficients diverge but the
-  log-likelihood converges to its supremum, which the monotone Newton fit reaches, so the LR stays
-  well defined; ``separation`` flags it.
+* `stratified_auroc` (`geneattn.stats._recovery`): covariate-adjusted AUROC (Janes & Pepe): each
+  planted gene compared only with unplanted genes of its own expression stratum.
+* `nested_lrt`: logistic regression ``planted ~ f(covariates) [+ stratum]`` against ``... + score``;
+  likelihood-ratio χ² with df = number of score columns. ``f`` is a natural cubic spline of each
+  covariate (5 df, `geneattn.stats._flexible`): with linear z-scored covariates, plain transforms of
+  the covariates (detection, variance) "added information" (the negative controls failed). The score
+  enters as rank-based normal scores, so a few extreme genes cannot lever the fit. With ``clusters``
+  (programme blocks and matched sets, `geneattn.stats._flexible.gene_clusters`) a cluster-robust
+  Wald test of the score coefficient is added: genes of one programme are not independent.
+  Under (quasi-)separation the log-likelihood converges to its supremum (monotone Newton fit), so
+  the LR stays defined; ``separation`` flags it.
 * `delta_auroc`: cross-validated (stratified K-fold over genes, seeded) AUROC of the two logistic
-  models from out-of-fold predictions, and a percentile bootstrap CI over genes for the difference
-  (genes resampled with replacement, the same resample for both models). DeLong's test is not
-  used: it is invalid for nested models.
-* `incremental_table`: all of the above per method; `recovery_by_effect_size`: AUROC and recall
-  per effect-size bin, for the report's recovery plot.
+  models from out-of-fold predictions, and a percentile bootstrap CI of the difference over
+  clusters (programme blocks, matched sets) or genes. DeLong's test is not used (nested models).
+* `incremental_table`: all of the above per method; methods in `NEGATIVE_CONTROLS` are flagged
+  ``control``: they must come out null. Per programme and across runs: `geneattn.stats.incremental_sets`.
 
 Scores are "higher = more important" (pass ``|score|`` for signed attributions). A method is judged
 over the genes it scores: NaN scores are dropped, not filled, and ``n_genes`` says how many remain.
@@ -28,14 +27,17 @@ over the genes it scores: NaN scores are dropped, not filled, and ``n_genes`` sa
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import special, stats
 
 from ..errors import InputError
+from ._flexible import cluster_wald, flexible_design
+from ._recovery import expression_strata, recovery_by_effect_size, stratified_auroc
 from .agreement import auroc
 from .baselines import LABEL_USE
 
@@ -47,6 +49,7 @@ __all__ = [
     "recovery_by_effect_size",
     "expression_strata",
     "INCREMENTAL_COLUMNS",
+    "NEGATIVE_CONTROLS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,12 @@ INCREMENTAL_COLUMNS = [
     "lr_chi2",
     "lr_df",
     "lr_pvalue",
+    "coef_score",
+    "wald_pvalue",
+    "n_clusters",
+    "pvalue",
+    "control",
+    "unit",
     "separation",
     "auroc_covariates",
     "auroc_full",
@@ -68,87 +77,16 @@ INCREMENTAL_COLUMNS = [
     "delta_lo",
     "delta_hi",
 ]
+#: scores that are functions of the covariates or label-free: they must come out null
+NEGATIVE_CONTROLS = (
+    "detection",
+    "variance",
+    "mean_rank",
+    "mean_expression",
+    "hvg_residual",
+    "covariate_plus_noise",
+)
 _ETA_SEPARATION = 20.0  # |linear predictor| beyond which a gene is fitted as p = 0 or 1 (1e-9)
-
-
-def expression_strata(values: pd.Series, n_strata: int = 10) -> pd.Series:
-    """Equal-count strata (0 … n_strata − 1) of a gene covariate, e.g. ``log_mean``; ties share a stratum."""
-    if n_strata < 1:
-        msg = f"n_strata must be >= 1, got {n_strata}"
-        raise InputError(msg)
-    ranks = values.rank(method="min", pct=False) - 1
-    return (ranks * n_strata // max(len(values), 1)).astype(np.int64).rename("stratum")
-
-
-def _placements(
-    score: np.ndarray, truth: np.ndarray, strata: np.ndarray
-) -> tuple[list[float], list[tuple[int, int]]]:
-    """Per stratum with both classes: the planted genes' summed placement counts (ties ½) and (n_pos, n_neg)."""
-    sums, sizes = [], []
-    for s in np.unique(strata):
-        m = strata == s
-        pos, neg = score[m & truth], np.sort(score[m & ~truth])
-        if not len(pos) or not len(neg):
-            continue
-        below = np.searchsorted(neg, pos, side="left")
-        ties = np.searchsorted(neg, pos, side="right") - below
-        sums.append(float((below + 0.5 * ties).sum()))
-        sizes.append((len(pos), len(neg)))
-    return sums, sizes
-
-
-def stratified_auroc(
-    score: pd.Series | np.ndarray,
-    truth: pd.Series | np.ndarray,
-    strata: pd.Series | np.ndarray,
-    *,
-    weight: str = "positives",
-) -> float:
-    """Covariate-adjusted AUROC: planted vs unplanted genes compared within strata only.
-
-    Parameters
-    ----------
-    score, truth, strata
-        One value per gene (Series are aligned on ``truth``'s index); ``truth`` boolean. Genes with
-        a NaN score are dropped.
-    weight
-        ``"positives"`` (Janes & Pepe: mean placement value of the planted genes) or ``"pairs"``
-        (all within-stratum pairs count equally).
-
-    Returns
-    -------
-    float
-        NaN when no stratum holds both planted and unplanted genes.
-    """
-    s, y, g = _align(score, truth, strata)
-    sums, sizes = _placements(s, y, g)
-    if not sums:
-        return float("nan")
-    n_pos, n_neg = np.array(sizes, dtype=float).T
-    if weight == "positives":
-        return float(np.sum(np.array(sums) / n_neg) / n_pos.sum())
-    if weight == "pairs":
-        return float(np.sum(sums) / np.sum(n_pos * n_neg))
-    msg = f"weight must be 'positives' or 'pairs', got {weight!r}"
-    raise InputError(msg)
-
-
-def _align(
-    score: pd.Series | np.ndarray, truth: pd.Series | np.ndarray, strata: pd.Series | np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Arrays of (score, truth, strata) over the genes with a finite score and a stratum."""
-    if isinstance(truth, pd.Series):
-        idx = truth.index
-        score = score.reindex(idx) if isinstance(score, pd.Series) else score
-        strata = strata.reindex(idx) if isinstance(strata, pd.Series) else strata
-    s = np.asarray(score, dtype=float)
-    y = np.asarray(truth).astype(bool)
-    if s.shape != y.shape or np.shape(strata) != y.shape:
-        msg = f"score, truth and strata must have one value per gene, got {s.shape}, {y.shape}, {np.shape(strata)}"
-        raise InputError(msg)
-    g = np.asarray(strata)
-    ok = np.isfinite(s) & pd.notna(g)
-    return s[ok], y[ok], g[ok]
 
 
 def _loglik(X: np.ndarray, y: np.ndarray, beta: np.ndarray) -> float:
@@ -196,6 +134,7 @@ def _design(frame: pd.DataFrame) -> np.ndarray:
 def _frames(
     truth: pd.Series, covariates: pd.DataFrame, score: pd.Series | pd.DataFrame
 ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """``(y, covariates, scores)`` over the genes with all three (frames keep the gene index)."""
     sc = score.to_frame("score") if isinstance(score, pd.Series) else score
     if not isinstance(covariates, pd.DataFrame) or not isinstance(truth, pd.Series):
         msg = "truth must be a Series and covariates a DataFrame, both indexed by gene"
@@ -209,10 +148,35 @@ def _frames(
     return df["__truth__"].to_numpy(dtype=float), df[covariates.columns], df[sc.columns]
 
 
+def _designs(
+    cov: pd.DataFrame, sc: pd.DataFrame, strata: pd.Series | None, spline_df: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Null design (intercept, covariate splines, strata) and the full design (+ z-scored scores)."""
+    g = None if strata is None else strata.reindex(cov.index).fillna(-1).to_numpy()
+    x0 = flexible_design(cov, None if g is None else pd.Series(g, index=cov.index), df=spline_df)
+    return x0, np.column_stack([x0, _design(_normal_scores(sc))[:, 1:]])
+
+
+def _normal_scores(sc: pd.DataFrame) -> pd.DataFrame:
+    """Each score column as its mid-rank fraction in (0, 1): bounded, so a few extreme genes cannot lever the fit.
+
+    (A rank-based *normal* transform has steep tails: applied to a transform of a covariate it is a
+    function of the covariate that the splines cannot follow in the tails, and the negative controls
+    then "add information".)
+    """
+    return (sc.rank(method="average") - 0.5) / len(sc)
+
+
 def nested_lrt(
-    truth: pd.Series, covariates: pd.DataFrame, score: pd.Series | pd.DataFrame
+    truth: pd.Series,
+    covariates: pd.DataFrame,
+    score: pd.Series | pd.DataFrame,
+    *,
+    strata: pd.Series | None = None,
+    clusters: pd.Series | None = None,
+    spline_df: int = 5,
 ) -> dict[str, float | int | bool]:
-    """Likelihood-ratio test of ``planted ~ covariates`` against ``planted ~ covariates + score``.
+    """Likelihood-ratio test of ``planted ~ f(covariates) [+ stratum]`` against ``... + score``.
 
     Parameters
     ----------
@@ -222,22 +186,33 @@ def nested_lrt(
         Gene covariates (columns of `baselines.gene_covariates`, e.g. `baselines.FIELD_COVARIATES`).
     score
         The score(s) tested for incremental value; genes missing anywhere are dropped.
+    strata
+        Optional stratum per gene (e.g. the simulator's matched-set stratum): indicator columns.
+    clusters
+        Optional resampling unit per gene (`gene_clusters`): adds a cluster-robust Wald test of the
+        (first) score coefficient.
+    spline_df
+        Natural-spline df per covariate (`flexible_design`); 1 = the linear-logit design.
 
     Returns
     -------
     dict
         ``lr_chi2, lr_df, lr_pvalue, ll_null, ll_full, coef_score`` (per SD of the score, first score
-        column), ``n_genes, n_planted, separation`` (some gene fitted with p within 1e-9 of 0 or 1:
-        coefficients are not finite MLEs, the LR still is) and ``converged``.
+        column), ``wald_pvalue, n_clusters`` (NaN / 0 without clusters), ``n_genes, n_planted,
+        separation`` (some gene fitted with p within 1e-9 of 0 or 1: coefficients are not finite
+        MLEs, the LR still is) and ``converged``.
     """
     y, cov, sc = _frames(truth, covariates, score)
-    x0 = _design(cov)
-    x1 = np.column_stack([x0, _design(sc)[:, 1:]])
-    b0, ll0, c0 = _logit_fit(x0, y)
+    x0, x1 = _designs(cov, sc, strata, spline_df)
+    b0, ll0, c0 = _memo((x0, y), lambda: _logit_fit(x0, y))
     b1, ll1, c1 = _logit_fit(x1, y)
     lr = max(2.0 * (ll1 - ll0), 0.0)
     df = sc.shape[1]
     sep = bool(np.abs(x1 @ b1).max() > _ETA_SEPARATION or np.abs(x0 @ b0).max() > _ETA_SEPARATION)
+    wald_p, n_cl = float("nan"), 0
+    if clusters is not None:
+        cl = clusters.reindex(cov.index).fillna(pd.Series(cov.index.astype(str), index=cov.index))
+        _, wald_p, n_cl = cluster_wald(x1, y, b1, x0.shape[1], cl.to_numpy())
     return {
         "lr_chi2": lr,
         "lr_df": df,
@@ -245,6 +220,8 @@ def nested_lrt(
         "ll_null": ll0,
         "ll_full": ll1,
         "coef_score": float(b1[x0.shape[1]]),
+        "wald_pvalue": wald_p,
+        "n_clusters": n_cl,
         "n_genes": len(y),
         "n_planted": int(y.sum()),
         "separation": sep,
@@ -259,6 +236,21 @@ def _folds(y: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
         idx = rng.permutation(np.flatnonzero(y == cls))
         fold[idx] = np.arange(len(idx)) % n_folds
     return fold
+
+
+_NULL_FITS: dict[bytes, object] = {}  # null-model fits shared by the methods of one `incremental_table`
+
+
+def _memo(key_parts: tuple[np.ndarray, ...], fn: object) -> object:
+    """``fn()`` cached on the bytes of ``key_parts`` while `incremental_table` runs (else computed)."""
+    if _NULL_FITS.get(b"on") is None:
+        return fn()
+    key = hashlib.blake2b(
+        b"".join(np.ascontiguousarray(a).tobytes() for a in key_parts), digest_size=16
+    ).digest()
+    if key not in _NULL_FITS:
+        _NULL_FITS[key] = fn()
+    return _NULL_FITS[key]
 
 
 def _oof(x: np.ndarray, y: np.ndarray, fold: np.ndarray) -> np.ndarray:
@@ -283,26 +275,40 @@ def _boot_auroc(score: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.nda
         return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
+def _cluster_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Gene multiplicity weights ``[n_boot, n]``: clusters resampled with replacement (genes ride along)."""
+    codes = pd.factorize(clusters)[0]
+    g = int(codes.max()) + 1
+    w = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot)
+    return w[:, codes]
+
+
 def delta_auroc(
     truth: pd.Series,
     covariates: pd.DataFrame,
     score: pd.Series | pd.DataFrame,
     *,
+    strata: pd.Series | None = None,
+    clusters: pd.Series | None = None,
+    spline_df: int = 5,
     n_folds: int = 5,
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict[str, float | int]:
-    """Cross-validated AUROC gain of adding ``score`` to the covariates, with a bootstrap CI over genes.
+    """Cross-validated AUROC gain of adding ``score`` to the covariates, with a cluster-bootstrap CI.
 
     Parameters
     ----------
-    truth, covariates, score
+    truth, covariates, score, strata, spline_df
         As in `nested_lrt`.
+    clusters
+        Resampling unit per gene (`gene_clusters`: programme blocks, matched sets); ``None``: genes.
+        The out-of-fold predictions are held fixed and the clusters are resampled.
     n_folds
         Stratified folds over genes.
     n_boot
-        Bootstrap resamples of the genes (percentile interval).
+        Bootstrap resamples (percentile interval).
     seed
         Seeds the folds and the resamples.
     alpha
@@ -319,11 +325,11 @@ def delta_auroc(
         raise InputError(msg)
     rng = np.random.default_rng(seed)
     fold = _folds(y, n_folds, rng)
-    x0 = _design(cov)
-    p0 = _oof(x0, y, fold)
-    p1 = _oof(np.column_stack([x0, _design(sc)[:, 1:]]), y, fold)
+    x0, x1 = _designs(cov, sc, strata, spline_df)
+    p0, p1 = _memo((x0, y, fold), lambda: _oof(x0, y, fold)), _oof(x1, y, fold)
     a0, a1 = auroc(p0, y), auroc(p1, y)
-    weights = rng.multinomial(len(y), np.full(len(y), 1.0 / len(y)), size=n_boot)
+    units = np.arange(len(y)) if clusters is None else clusters.reindex(cov.index).astype(str).to_numpy()
+    weights = _cluster_weights(units, n_boot, rng)
     d = _boot_auroc(p1, y, weights) - _boot_auroc(p0, y, weights)
     lo, hi = np.nanquantile(d, [alpha / 2, 1 - alpha / 2]) if n_boot else (np.nan, np.nan)
     return {
@@ -337,104 +343,82 @@ def delta_auroc(
     }
 
 
+def _method_row(
+    method: str, score: pd.Series, truth: pd.Series, covariates: pd.DataFrame, *, strata: pd.Series,
+    clusters: pd.Series | None, model_strata: pd.Series | None, spline_df: int, n_boot: int, seed: int,
+    n_folds: int,
+) -> dict:  # fmt: skip
+    s = score[~score.index.duplicated()].astype(float).dropna()
+    genes = s.index.intersection(truth.index).intersection(covariates.dropna().index)
+    y, s = truth.reindex(genes).astype(bool), s.reindex(genes)
+    row = {"method": method, "uses_labels": LABEL_USE.get(method, (pd.NA,))[0],
+           "control": method in NEGATIVE_CONTROLS, "unit": "gene" if clusters is None else "programme block",
+           "auroc": auroc(s.to_numpy(), y.to_numpy()),
+           "stratified_auroc": stratified_auroc(s, y, strata.reindex(genes))}  # fmt: skip
+    kw = {"strata": model_strata, "spline_df": spline_df}
+    lrt = nested_lrt(y, covariates.loc[genes], s, clusters=clusters, **kw)
+    row |= {k: lrt[k] for k in ("lr_chi2", "lr_df", "lr_pvalue", "coef_score", "wald_pvalue", "n_clusters",
+                                "separation", "n_genes", "n_planted")}  # fmt: skip
+    row["pvalue"] = lrt["wald_pvalue"] if clusters is not None else lrt["lr_pvalue"]
+    d = delta_auroc(
+        y, covariates.loc[genes], s, clusters=clusters, n_folds=n_folds, n_boot=n_boot, seed=seed, **kw
+    )
+    return row | {k: d[k] for k in ("auroc_covariates", "auroc_full", "delta_auroc", "delta_lo", "delta_hi")}
+
+
 def incremental_table(
     scores: Mapping[str, pd.Series],
     truth: pd.Series,
     covariates: pd.DataFrame,
     *,
     strata: pd.Series,
+    clusters: pd.Series | None = None,
+    model_strata: pd.Series | None = None,
+    spline_df: int = 5,
     n_boot: int = 1000,
     seed: int = 0,
     n_folds: int = 5,
 ) -> pd.DataFrame:
-    """Per method: raw and stratified AUROC, nested LR test and ΔAUROC (CI) over the covariates.
+    """Per method: raw and stratified AUROC, nested LR and cluster Wald tests, ΔAUROC (CI) over covariates.
 
     Parameters
     ----------
     scores
-        ``method -> Series`` (gene → score, higher = more important; NaN = not scored).
+        ``method -> Series`` (gene → score, higher = more important; NaN = not scored). Methods named
+        in `NEGATIVE_CONTROLS` are flagged ``control`` (they must come out null).
     truth
         Boolean per gene (``var["planted"]``).
     covariates
-        Gene covariates the score must beat (e.g. ``gene_covariates(adata)[list(FIELD_COVARIATES)]``).
+        Gene covariates the score must beat (e.g. ``gene_covariates(adata)[list(FIELD_COVARIATES)]``),
+        entered as natural splines with ``spline_df`` df each.
     strata
-        Expression stratum per gene (e.g. `expression_strata` of ``log_mean``, or ``var["stratum"]``).
-    n_boot, seed, n_folds
+        Expression stratum per gene for the stratified AUROC.
+    clusters
+        Resampling unit per gene (`gene_clusters`); ``None``: genes are the units.
+    model_strata
+        Optional stratum per gene entered in the logistic models as indicators (``var["stratum"]``).
+    spline_df, n_boot, seed, n_folds
         As in `delta_auroc`.
 
     Returns
     -------
     pandas.DataFrame
         `INCREMENTAL_COLUMNS`, one row per method, each over the genes that method scores
-        (``n_genes``). ``uses_labels`` comes from `baselines.uses_labels` (NA when unregistered).
+        (``n_genes``). ``pvalue`` is the cluster-robust Wald p when clusters are given, else the LR p.
     """
-    rows = []
-    for method, score in scores.items():
-        s = score[~score.index.duplicated()].astype(float).dropna()
-        genes = s.index.intersection(truth.index).intersection(covariates.dropna().index)
-        y = truth.reindex(genes).astype(bool)
-        row = {
-            "method": method,
-            "uses_labels": LABEL_USE.get(method, (pd.NA,))[0],
-            "auroc": auroc(s.reindex(genes).to_numpy(), y.to_numpy()),
-            "stratified_auroc": stratified_auroc(s.reindex(genes), y, strata.reindex(genes)),
-        }
-        lrt = nested_lrt(y, covariates.loc[genes], s.reindex(genes))
-        row |= {k: lrt[k] for k in ("lr_chi2", "lr_df", "lr_pvalue", "separation", "n_genes", "n_planted")}
-        d = delta_auroc(y, covariates.loc[genes], s.reindex(genes), n_folds=n_folds, n_boot=n_boot, seed=seed)
-        row |= {k: d[k] for k in ("auroc_covariates", "auroc_full", "delta_auroc", "delta_lo", "delta_hi")}
-        rows.append(row)
-        logger.info(
-            "incremental value of %s: LR p %.3g, ΔAUROC %.3f", method, row["lr_pvalue"], row["delta_auroc"]
-        )
+    _NULL_FITS.clear()
+    _NULL_FITS[b"on"] = True
+    try:
+        rows = [_logged(_method_row(method, score, truth, covariates, strata=strata, clusters=clusters,
+                                    model_strata=model_strata, spline_df=spline_df, n_boot=n_boot, seed=seed,
+                                    n_folds=n_folds)) for method, score in scores.items()]  # fmt: skip
+    finally:
+        _NULL_FITS.clear()
     return pd.DataFrame(rows, columns=INCREMENTAL_COLUMNS)
 
 
-def recovery_by_effect_size(
-    scores: Mapping[str, pd.Series],
-    truth: pd.Series,
-    effect_size: pd.Series,
-    *,
-    bins: Sequence[float] | int = 4,
-    strata: pd.Series | None = None,
-) -> pd.DataFrame:
-    """Recovery of planted genes per effect-size bin (the report's recovery-vs-effect-size plot).
-
-    Parameters
-    ----------
-    scores, truth
-        As in `incremental_table`.
-    effect_size
-        Effect size per planted gene (e.g. ``var["effect_size"]``; unplanted genes are ignored).
-    bins
-        Bin edges, or a number of equal-count bins over the planted genes' effect sizes.
-    strata
-        Optional expression strata: adds the stratified AUROC per bin.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``method, bin, lo, hi, n_planted, auroc, stratified_auroc, recall``. ``auroc``: the bin's
-        planted genes against all unplanted genes scored by the method; ``recall``: share of the
-        bin's planted genes among the top ``N`` genes, ``N`` = planted genes the method scores.
-    """
-    es = effect_size.reindex(truth.index[truth.astype(bool)]).dropna()
-    edges = np.quantile(es, np.linspace(0, 1, bins + 1)) if isinstance(bins, int) else np.asarray(bins, float)
-    which = np.clip(np.searchsorted(edges, es.to_numpy(), side="right") - 1, 0, len(edges) - 2)
-    bin_of = pd.Series(which, index=es.index)
-    rows = []
-    for method, score in scores.items():
-        s = score[~score.index.duplicated()].astype(float).dropna().reindex(truth.index).dropna()
-        y = truth.reindex(s.index).astype(bool)
-        top = set(s.nlargest(int(y.sum())).index)
-        for b in range(len(edges) - 1):
-            pos = y & bin_of.reindex(s.index).eq(b)
-            keep = pos | ~y
-            g = None if strata is None else strata.reindex(s.index)[keep]
-            rows.append({
-                "method": method, "bin": b, "lo": edges[b], "hi": edges[b + 1], "n_planted": int(pos.sum()),
-                "auroc": auroc(s[keep].to_numpy(), pos[keep].to_numpy()),
-                "stratified_auroc": np.nan if g is None else stratified_auroc(s[keep], pos[keep], g),
-                "recall": float(np.mean([i in top for i in pos.index[pos]])) if pos.any() else np.nan,
-            })  # fmt: skip
-    return pd.DataFrame(rows)
+def _logged(row: dict) -> dict:
+    logger.info(
+        "incremental value of %s: p %.3g, ΔAUROC %.3f", row["method"], row["pvalue"], row["delta_auroc"]
+    )
+    return row

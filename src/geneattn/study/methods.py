@@ -15,13 +15,17 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .._results import OTHER, Results
+from .._results import OTHER, REF, Results
 from ..errors import InputError, one_line
 from ..stats import agreement as ag
 from ..stats import attribution as at
 from ..stats import baselines as bl
 from ..stats import incremental as inc
+from ..stats import incremental_sets as isets
+from ..stats._flexible import gene_clusters
 from ..stats.confounds import SCORE_TYPES
+from ..stats.run_deltas import gene_means
+from . import task
 from .inputs import StudyInputs
 
 __all__ = [
@@ -30,7 +34,7 @@ __all__ = [
     "attention_scores",
     "methods_table",
     "incremental_tables",
-    "incremental_by_method",
+    "run_increment_table",
     "EFFECT_BINS",
 ]
 
@@ -119,68 +123,103 @@ def methods_table(inp: StudyInputs, de: pd.DataFrame, *, k: int) -> pd.DataFrame
     return table
 
 
-def incremental_by_method(
-    scores: dict[str, pd.Series],
-    planted: pd.Series,
-    covariates: pd.DataFrame,
-    *,
-    strata: pd.Series,
-    n_boot: int,
-    seed: int,
-    n_folds: int = N_FOLDS,
-) -> tuple[pd.DataFrame, dict[str, str]]:
-    """`geneattn.stats.incremental.incremental_table` one method at a time.
+def _controls(inp: StudyInputs, scores: dict[str, pd.Series], seed: int) -> dict[str, pd.Series]:
+    """The scores plus the negative control "covariate plus noise" (log mean + N(0, its SD), seeded)."""
+    lm = inp.covariates["log_mean"].astype(float)
+    noise = np.random.default_rng([seed, 7]).normal(0.0, float(lm.std()), len(lm))
+    return {**scores, "covariate_plus_noise": lm + noise}
+
+
+def _units(inp: StudyInputs) -> tuple[pd.Series | None, pd.Series | None]:
+    """``(clusters, model strata)``: programme blocks / matched sets and the simulator's stratum, when known."""
+    var = inp.adata.var
+    if "matched_set" not in var:
+        return None, None
+    strata = var["stratum"] if "stratum" in var else None
+    return gene_clusters(var, var.index), strata
+
+
+def _incremental(scores: dict[str, pd.Series], inp: StudyInputs, cov: pd.DataFrame, *, n_boot: int,
+                 seed: int) -> tuple[pd.DataFrame, dict[str, str]]:  # fmt: skip
+    """All methods at once (shared null fits); when that fails, one at a time, skipping those that cannot be done.
 
     A method whose incremental value cannot be computed on these genes (e.g. it scores too few planted
-    genes for ``n_folds``-fold cross-validation) is left out and named with its reason; the others go on.
-
-    Returns
-    -------
-    (table, skipped)
-        `INCREMENTAL_COLUMNS` rows of the methods computed; ``{"incremental:<method>": reason}``.
+    genes for cross-validation) is left out and named with its reason; the others go on.
     """
+    clusters, model_strata = _units(inp)
+
+    def table(s: dict[str, pd.Series]) -> pd.DataFrame:
+        return inc.incremental_table(s, inp.planted, cov, strata=inp.strata, clusters=clusters,
+                                     model_strata=model_strata, n_boot=n_boot, seed=seed, n_folds=N_FOLDS)  # fmt: skip
+
+    try:
+        return table(scores), {}
+    except InputError:
+        pass
     rows, skipped = [], {}
     for name, score in scores.items():
         try:
-            rows.append(inc.incremental_table({name: score}, planted, covariates, strata=strata,
-                                              n_boot=n_boot, seed=seed, n_folds=n_folds))  # fmt: skip
+            rows.append(table({name: score}))
         except InputError as e:
             skipped[f"incremental:{name}"] = one_line(e)
             logger.warning("incremental value of %s skipped: %s", name, one_line(e))
     rows = [r for r in rows if not r.empty]
-    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS)
-    return table.reindex(columns=inc.INCREMENTAL_COLUMNS), skipped
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS)
+    return out.reindex(columns=inc.INCREMENTAL_COLUMNS), skipped
 
 
 def incremental_tables(
     inp: StudyInputs, de: pd.DataFrame, *, n_boot: int, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
-    """``(incremental, recovery, skipped)``: incremental value over the gene covariates, and recovery by effect size.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """``(incremental, recovery, incremental_programmes, skipped)`` over the gene covariates (splines).
 
+    The covariates enter as natural splines (`geneattn.stats._flexible`), plus the simulator's
+    stratum; the units are programme blocks and matched sets where the data name them (genes
+    otherwise). Negative controls (detection, variance, mean rank, covariate plus noise) are rows.
     Empty tables when the data have no ground truth; ``skipped`` names each method (or the whole
     step) that could not be computed on these data, with the reason.
     """
-    empty = pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS)
+    empty = pd.DataFrame(columns=inc.INCREMENTAL_COLUMNS), pd.DataFrame(), pd.DataFrame()
     if inp.planted is None:
-        return empty, pd.DataFrame(), {}
+        return (*empty, {})
     n_planted = int(np.asarray(inp.planted, dtype=bool).sum())
     if min(n_planted, len(inp.planted) - n_planted) < N_FOLDS:
         reason = (f"{n_planted} planted and {len(inp.planted) - n_planted} other genes: too few for "
                   f"{N_FOLDS}-fold cross-validation")  # fmt: skip
         logger.warning("incremental value skipped: %s", reason)
-        return empty, pd.DataFrame(), {"incremental": reason}
+        return (*empty, {"incremental": reason})
     scores, _, _ = all_scores(inp, de)
+    scores = _controls(inp, scores, seed)
     cov = inp.covariates[list(bl.FIELD_COVARIATES)]
-    strata = inp.strata
-    table, skipped = incremental_by_method(scores, inp.planted, cov, strata=strata, n_boot=n_boot, seed=seed)
-    effect = inp.adata.var["effect_size"] if "effect_size" in inp.adata.var else None
-    recovery = pd.DataFrame()
-    if effect is not None:
-        try:
-            recovery = inc.recovery_by_effect_size(
-                scores, inp.planted, effect, bins=list(EFFECT_BINS), strata=strata
-            )
-        except InputError as e:
-            skipped["recovery"] = one_line(e)
-            logger.warning("recovery by effect size skipped: %s", one_line(e))
-    return table, recovery, skipped
+    table, skipped = _incremental(scores, inp, cov, n_boot=n_boot, seed=seed)
+    var = inp.adata.var
+    recovery, programmes = pd.DataFrame(), pd.DataFrame()
+    try:
+        if "effect_size" in var:
+            recovery = inc.recovery_by_effect_size(scores, inp.planted, var["effect_size"], bins=list(EFFECT_BINS),
+                                                   strata=inp.strata)  # fmt: skip
+        if {"matched_set", "program", "planted"} <= set(var.columns):
+            programmes = isets.programme_table(scores, var, cov)
+    except InputError as e:
+        skipped["recovery"] = one_line(e)
+        logger.warning("recovery by effect size / programme skipped: %s", one_line(e))
+    return table, recovery, programmes, skipped
+
+
+def run_increment_table(inp: StudyInputs, deltas: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Per run (held-out cells): the background-responder coefficient; and real minus permuted over runs.
+
+    Returns ``(incremental_runs, contrast)``; empty without simulator programmes or control runs.
+    """
+    var = inp.adata.var
+    if deltas.empty or not {"matched_set", "program", "planted"} <= set(var.columns):
+        return pd.DataFrame(), {}
+    kinds = {
+        REF: "pretrained",
+        **deltas.drop_duplicates("run").set_index("run")["kind"].astype(str).to_dict(),
+    }
+    stores = task.load_run_stores(inp.results, sorted(k for k in kinds if k != REF))
+    scores = {r: gene_means(st).rename(inp.gene_map) for r, st in stores.items()}
+    cov = inp.covariates[list(bl.FIELD_COVARIATES)]
+    runs = isets.run_increments(scores, kinds, var, cov)
+    return runs, isets.run_contrast(runs)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import get
@@ -109,6 +110,26 @@ def _attention(
     return out
 
 
+def _one_estimator(
+    attention: dict[str, Any], t: pd.DataFrame | None, highlight: Sequence[str], top_k: int
+) -> None:
+    """Top genes and highlighted ranks from the one gene-score estimator (shrunken; held-out cells)."""
+    if t is None or t.empty:
+        return
+    from ..stats.shrinkage import MIN_CELLS
+
+    for model, g in t.groupby("model"):
+        g = g[g["rank"].notna()].sort_values("rank")
+        ranks = dict(zip(g["gene"], g["rank"], strict=True))
+        attention[f"top_genes_{model}"] = g["gene"].head(top_k).tolist()
+        attention[f"highlight_rank_{model}"] = {h: (int(ranks[h]) if h in ranks else None) for h in highlight}
+        if model == OTHER:
+            attention["n_genes_scored"] = len(g)
+    attention["gene_score"] = {"estimator": "empirical-Bayes shrunken mean head-mean log fold, ranked on the shrunken value "
+                                            f"among genes seen in >= {MIN_CELLS} cells",
+                               "cells": str(t["cells"].iloc[0]), "min_cells_unshrunken": MIN_CELLS}  # fmt: skip
+
+
 def _agreement(t: pd.DataFrame | None) -> dict[str, Any]:
     if t is None or t.empty:
         return {}
@@ -120,7 +141,7 @@ def _agreement(t: pd.DataFrame | None) -> dict[str, Any]:
             r = m.iloc[0]
             out[st] = {"spearman_vs_de": _f(r.get("spearman_vs_de")), "topk_overlap_de": _f(r.get("topk_overlap_de")),
                        "topk_expected": _f(r.get("topk_expected")), "k": _f(r.get("k")), "auroc_planted": _f(r.get("auroc_planted")),
-                       "marker": r.get("marker"), "marker_rank": _f(r.get("marker_rank"))}  # fmt: skip
+                       "marker": r.get("marker")}  # fmt: skip
     return out
 
 
@@ -150,30 +171,66 @@ def _significance(t: pd.DataFrame | None, calibration: Mapping[str, Any] | None)
     return out
 
 
-def _incremental(t: pd.DataFrame | None) -> dict[str, Any]:
-    """Per method: raw and stratified AUROC and the incremental value over the gene covariates."""
+def _incremental(
+    t: pd.DataFrame | None, programmes: pd.DataFrame | None = None, runs: pd.DataFrame | None = None,
+    contrast: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Per method: AUROCs and the incremental value over spline covariates; per programme; across runs."""
     if t is None or t.empty:
         return {}
     keys = ("auroc", "stratified_auroc", "auroc_covariates", "auroc_full", "delta_auroc", "delta_lo", "delta_hi",
-            "lr_chi2", "lr_pvalue", "n_genes", "n_planted", "uses_labels", "separation")  # fmt: skip
-    return {"covariates": "log mean, logit detection, log variance, HVG residual",
-            "methods": {str(r["method"]): {k: r[k] for k in keys if k in r} for _, r in t.iterrows()}}  # fmt: skip
+            "lr_chi2", "lr_pvalue", "coef_score", "wald_pvalue", "pvalue", "n_clusters", "unit", "control", "n_genes",
+            "n_planted", "uses_labels", "separation")  # fmt: skip
+    out = {"covariates": "natural splines (5 df) of log mean, logit detection, log variance, HVG residual"
+                         + (" + matched-set stratum" if ("unit" in t and (t["unit"] == "programme block").any()) else ""),
+           "methods": {str(r["method"]): {k: r[k] for k in keys if k in r} for _, r in t.iterrows()}}  # fmt: skip
+    if programmes is not None and not programmes.empty:
+        out["programmes"] = {f"{r.method}/{r.programme}": {k: getattr(r, k) for k in programmes.columns[2:]}
+                             for r in programmes.itertuples()}  # fmt: skip
+    if runs is not None and not runs.empty:
+        out["run_level"] = {"subset": "background responders vs their decoys", "unit": "training run",
+                            "runs": runs.to_dict("records"), **dict(contrast or {})}  # fmt: skip
+    return out
 
 
 def _heads(t: pd.DataFrame | None) -> dict[str, Any]:
-    """Head ablation: the full model and the ablations whose accuracy change is largest (with CIs)."""
+    """Head ablation: single heads (Holm over the heads tested), combinations and the random-head control.
+
+    A single head is ``causal`` when its ablation lowers accuracy or log-likelihood with a Holm-adjusted
+    p below 0.025 (0.05 split over the two metrics; unit: test wells). Combinations are never called
+    single heads; each is compared with the random sets of as many heads.
+    """
     if t is None or t.empty:
         return {}
     cols = ["ablation", "n_heads", "accuracy", "d_accuracy", "d_accuracy_low", "d_accuracy_high", "d_loglik",
             "d_loglik_low", "d_loglik_high"]  # fmt: skip
-    rest = t[t["ablation"] != "full"]
-    causal = rest[(rest["d_accuracy_high"] < 0) | (rest["d_loglik_high"] < 0)]
-    return {"full": t[t["ablation"] == "full"][cols].to_dict("records")[0],
-            "largest_drops": rest.nsmallest(3, "d_accuracy")[cols].to_dict("records"),
-            "combos": rest[rest["n_heads"] > 1][cols].to_dict("records"),
-            "n_single": int((rest["n_heads"] == 1).sum()),
-            "causal": causal["ablation"].astype(str).tolist(), "n_cells": int(t["n_cells"].iloc[0]),
-            "n_wells": int(t["n_wells"].iloc[0]), "unit": "test well"}  # fmt: skip
+    kind = (
+        t["kind"]
+        if "kind" in t
+        else np.where(t["ablation"] == "full", "full", np.where(t["n_heads"] > 1, "combo", "single"))
+    )
+    extra = [c for c in ("p_accuracy", "p_loglik", "p_accuracy_holm", "p_loglik_holm") if c in t]
+    singles, combos, rand = t[kind == "single"], t[kind == "combo"], t[kind == "random"]
+    if {"p_accuracy_holm", "p_loglik_holm"} <= set(t.columns):
+        causal = singles[singles[["p_accuracy_holm", "p_loglik_holm"]].min(axis=1) < 0.025]
+        rule = "Holm over single heads, p < 0.025 on accuracy or log-likelihood"
+    else:  # an older table: interval below 0, no multiplicity control
+        causal, rule = (
+            singles[(singles["d_accuracy_high"] < 0) | (singles["d_loglik_high"] < 0)],
+            "unadjusted interval",
+        )
+    combo_rows = []
+    for r in combos[cols + extra].to_dict("records"):
+        same = rand[rand["n_heads"] == r["n_heads"]]
+        if len(same):
+            r |= {"random_mean_d_accuracy": _f(same["d_accuracy"].mean()), "n_random": len(same),
+                  "random_as_large": int((same["d_accuracy"] <= r["d_accuracy"]).sum())}  # fmt: skip
+        combo_rows.append(r)
+    return {"full": t[kind == "full"][cols].to_dict("records")[0],
+            "largest_drops": singles.nsmallest(3, "d_accuracy")[cols + extra].to_dict("records"),
+            "combos": combo_rows, "random": rand[cols].to_dict("records"), "n_single": len(singles),
+            "causal": causal["ablation"].astype(str).tolist(), "causal_rule": rule,
+            "n_cells": int(t["n_cells"].iloc[0]), "n_wells": int(t["n_wells"].iloc[0]), "unit": "test well"}  # fmt: skip
 
 
 def _methods(t: pd.DataFrame | None) -> dict[str, Any]:
@@ -196,6 +253,7 @@ def compute_metrics(
     timings: Mapping[str, float] | None = None,
     task: Mapping[str, Any] | None = None,
     ensemble: Mapping[str, Any] | None = None,
+    run_increment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the report quotes, the verdict first.
 
@@ -213,14 +271,21 @@ def compute_metrics(
         "data": _data(results),
         "pretraining": _pretraining(results),
         "classification": clf,
-        "attention": _attention(results, highlight, top_k, tables.get("change_ci")),
+        "attention": _attention(
+            results, highlight, top_k, tables.get("change_ci")
+        ),  # ranks: see _one_estimator
         "agreement": _agreement(tables.get("agreement")),
         "confounds": _confounds(tables.get("confounds")),
         "significance": _significance(tables.get("significance"), calibration),
         "task_attributable": dict(task or {}),
         "ensemble": dict(ensemble or {}),
         "methods": _methods(tables.get("methods")),
-        "incremental": _incremental(tables.get("incremental")),
+        "incremental": _incremental(
+            tables.get("incremental"),
+            tables.get("incremental_programmes"),
+            tables.get("incremental_runs"),
+            run_increment,
+        ),
         "heads": _heads(tables.get("heads")),
         "highlight_by_class": _records(tables.get("highlight_by_class")),
         "runs": results.read_json_or_empty(results.runs_json),
@@ -228,6 +293,7 @@ def compute_metrics(
         "highlight": list(highlight),
         "skipped": skipped_by_user_model(results),  # analyses a study of the user's classifier cannot run
     }
+    _one_estimator(metrics["attention"], tables.get("gene_scores_shrunken"), highlight, top_k)
     metrics = jsonable(metrics)
     return {"verdict": verdict(metrics), **metrics}
 

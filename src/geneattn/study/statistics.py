@@ -7,8 +7,11 @@ annotations of ``cells.h5ad`` and the same ``metrics.json`` (`geneattn.study.met
 Steps: agreement with DE; the confound tables; descriptive paired tests (the two fixed networks
 differ) and the between-class test (wells as units); the run-level null (task-attributable genes,
 heads, rank bins and pre-registered contrasts, `geneattn.study.task`); the method comparison and the
-incremental value of every score over the gene covariates (`geneattn.study.methods`); the
-highlighted genes per class; the head-ablation table beside each head's change.
+incremental value of every score over the gene covariates (`geneattn.study.methods`: natural-spline
+covariates, programme blocks as units, negative controls as rows; per programme in
+``incremental_programmes``; the run-level increment in ``incremental_runs``); the highlighted genes per
+class; the one gene-score estimator (``gene_scores_shrunken``: empirical-Bayes shrunken, held-out cells,
+ranked among genes in >= 30 cells); the head-ablation table beside each head's change.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from ..stats import significance as sg
 from ..stats.confounds import SCORE_TYPES, confounds_table
 from ..stats.contrasts import set_contrasts
 from ..stats.per_class import highlighted_by_class
+from ..stats.shrinkage import MIN_CELLS, store_gene_scores
 from . import task
 from ._stage import StageContext, stage
 from .inputs import StudyInputs, load_inputs
-from .methods import de_score, gene_baselines, incremental_tables, methods_table
+from .methods import de_score, gene_baselines, incremental_tables, methods_table, run_increment_table
 from .metrics import compute_metrics
 from .tokens import read_input_summary
 
@@ -55,9 +59,8 @@ def agreement_table(inp: StudyInputs, de: pd.DataFrame, *, k: int, markers: tupl
     for model in inp.stores:
         for (layer, head), g in inp.gene_scores(model).groupby(["layer", "head"], sort=False):
             g = g.drop_duplicates("gene").set_index("gene")
-            t = ag.agreement(
-                {st: g[st] for st in SCORE_TYPES}, de_s, planted=inp.planted, k=k, markers=markers
-            )
+            t = ag.agreement({st: g[st] for st in SCORE_TYPES}, de_s, planted=inp.planted, k=k, markers=markers,
+                             n_cells=g["n_cells"], min_cells=MIN_CELLS)  # fmt: skip
             out.append(t.assign(model=model, layer=layer, head=head, score_type=t["score"]))
     if inp.stores:
         base = gene_baselines(inp)
@@ -173,6 +176,26 @@ def _head_table(res: Results, sig: pd.DataFrame, task_heads: pd.DataFrame | None
     return out
 
 
+def gene_score_table(inp: StudyInputs) -> pd.DataFrame:
+    """The one gene-score estimator (`geneattn.stats.shrinkage.store_gene_scores`) of both models.
+
+    On the held-out cells (the controls stage's stores) when they exist, else on every cell of the
+    study's stores; ``cells`` says which.
+    """
+    from ..attention.store import TokenStore, token_store_path
+
+    res, parts = inp.results, []
+    for model in (OTHER, REF):
+        if token_store_path(res.runs_attention, model).is_file():
+            store, cells = TokenStore.load(res.runs_attention, model), "held-out"
+        elif model in inp.stores:
+            store, cells = inp.stores[model], "all"
+        else:
+            continue
+        parts.append(store_gene_scores(store, inp.gene_map, cells=cells).assign(model=model))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def _annotate_cells(inp: StudyInputs) -> None:
     """``cells.h5ad`` (its one writer): the QC'd cells with per-gene attention (``varm``/``var``/``uns``)."""
     res = inp.results
@@ -268,12 +291,27 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
         null_summary = {task.NULL_KEY: {"skipped": skipped["run_null"]}}
     out.update(null_tables)
     out["methods"] = timed("methods", methods_table, inp, de, k=top_k, fallback=empty)
-    out["incremental"], out["recovery"], skipped_methods = timed(
-        "incremental", incremental_tables, inp, de, n_boot=n_boot, seed=seed, fallback=(empty, empty, {})
+    out["incremental"], out["recovery"], out["incremental_programmes"], skipped_methods = timed(
+        "incremental",
+        incremental_tables,
+        inp,
+        de,
+        n_boot=n_boot,
+        seed=seed,
+        fallback=(empty, empty, empty, {}),
     )
     skipped.update(skipped_methods)
+    deltas = (
+        task.without_failed(results, results.read_table("run_deltas"))
+        if results.has_table("run_deltas")
+        else empty
+    )
+    out["incremental_runs"], run_inc = timed(
+        "incremental_runs", run_increment_table, inp, deltas, fallback=(empty, {})
+    )
     out["highlight_by_class"] = timed("per_class", _per_class, inp, highlight, n_boot=n_boot, seed=seed,
                                       fallback=empty)  # fmt: skip
+    out["gene_scores_shrunken"] = timed("gene_scores", gene_score_table, inp, fallback=empty)
     out["heads"] = timed("heads", _head_table, results, out["significance"], null_tables.get("task_heads"),
                          fallback=empty)  # fmt: skip
     out.update(timed("gene_tables", gene_tables, inp, de, top_k=top_k, fallback={}))
@@ -281,10 +319,13 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
         write_table(name, df)
     _annotate_cells(inp)
     metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight, top_k=top_k,
-                              timings=timings, task=null_summary, ensemble=task.ensemble_summary(results))  # fmt: skip
+                              timings=timings, task=null_summary, ensemble=task.ensemble_summary(results),
+                              run_increment=run_inc)  # fmt: skip
     metrics["skipped"] = {**_skipped(out, null_summary), **skipped}
     if not results.has_table("run_scores") or results.read_table("run_scores").empty:  # the controls stage's
-        metrics["skipped"]["run_scores"] = null_summary.get(task.NULL_KEY, {}).get("skipped") or "no control runs"
+        metrics["skipped"]["run_scores"] = (
+            null_summary.get(task.NULL_KEY, {}).get("skipped") or "no control runs"
+        )
     metrics["input"] = read_input_summary(results)  # the cut of the cells to the model's input
     metrics["confound_wells"] = {
         f"{r['model']}/{r['adjustment']}": r for r in out["confound_wells"].to_dict("records")

@@ -3,7 +3,8 @@
 1. Did the model learn, against its baselines? (test accuracy, interval over test wells)
 2. Did attention change beyond what fine-tuning on permuted labels does? (run-level null; gated on 1)
 3. Which heads matter causally? (head ablation, interval over test wells)
-4. Does attention find the planted genes beyond gene-level covariates? (incremental value, CI over genes)
+4. Does attention find the planted genes beyond gene-level covariates (splines; programme blocks as units),
+   and does fine-tuning on the real labels add to it? (run-level contrast, Welch interval over runs)
 
 The wording follows the numbers: a model whose interval includes the majority baseline "did not
 learn", and then nothing specific to the fine-tuned model is claimed.
@@ -109,7 +110,9 @@ def _ensemble_text(m: Mapping) -> str:
                 chance.append(g)
     diff = (ens.get("real_minus_logreg") or {}).get("accuracy")
     if diff:
-        parts.append(f"minus logistic regression {_num(diff.get('mean'))}{_ci([diff.get('ci_low'), diff.get('ci_high')], _num)}")
+        parts.append(
+            f"minus logistic regression {_num(diff.get('mean'))}{_ci([diff.get('ci_low'), diff.get('ci_high')], _num)}"
+        )
     txt = f" Over {acc['n_runs']} real-label runs (intervals over runs): {', '.join(parts)}."
     failed = ens.get("failed_runs") or []
     if failed:
@@ -142,7 +145,10 @@ def _task(m: Mapping, *, learned: bool) -> dict:
     if n:
         head, decision = "Attention changed beyond what fine-tuning on permuted labels does", "discovery"
     elif decisions and all(d == "no change within the margin" for d in decisions):
-        head, decision = "No change beyond fine-tuning on permuted labels, within the pre-stated margins", "no change"
+        head, decision = (
+            "No change beyond fine-tuning on permuted labels, within the pre-stated margins",
+            "no change",
+        )
     else:
         head, decision = "Undetermined whether the task changed attention beyond fine-tuning on permuted labels", (
             "undetermined")  # fmt: skip
@@ -150,41 +156,92 @@ def _task(m: Mapping, *, learned: bool) -> dict:
     return {"tested": True, "n_discoveries": n, "decision": decision, "text": text}
 
 
+def _combo_text(c: Mapping) -> str:
+    txt = (f"; the {c['n_heads']} heads whose change differed most from the permuted-label runs, ablated together "
+           f"(a combination, not one head: {c.get('ablation')}): {_num(c['d_accuracy'])}"
+           f"{_ci([c['d_accuracy_low'], c['d_accuracy_high']], _num)}")  # fmt: skip
+    if c.get("n_random"):
+        txt += (f", against {_num(c.get('random_mean_d_accuracy'))} on average for {c['n_random']} random sets of "
+                f"{c['n_heads']} heads ({c.get('random_as_large')} of them dropped as much)")  # fmt: skip
+    return txt
+
+
 def _heads(m: Mapping, *, learned: bool) -> dict:
     h = m.get("heads") or {}
     if not h:
         return {"text": "Head ablation was not run."}
-    drops = h.get("largest_drops") or [{}]
-    d = drops[0]
-    txt = (f"Ablating one head changed test accuracy by at most {_num(d.get('d_accuracy'))}"
+    d = (h.get("largest_drops") or [{}])[0]
+    units = (f"{h.get('n_wells')} test wells as units" if h.get("n_wells") != h.get("n_cells")
+             else "each cell its own unit: no wells")  # fmt: skip
+    txt = (f"Ablating a single head changed test accuracy by at most {_num(d.get('d_accuracy'))}"
            f"{_ci([d.get('d_accuracy_low'), d.get('d_accuracy_high')], _num) if d else ''} ({d.get('ablation', '-')}; "
-           f"{h.get('n_cells')} test cells, "
-           + (f"{h.get('n_wells')} wells)" if h.get("n_wells") != h.get("n_cells") else "each cell its own unit: no wells)"))  # fmt: skip
+           f"{h.get('n_single', '?')} single heads tested, {h.get('n_cells')} test cells, {units})")  # fmt: skip
     for c in h.get("combos") or []:
-        txt += (f"; the {c['n_heads']} heads that changed most together: {_num(c['d_accuracy'])}"
-                f"{_ci([c['d_accuracy_low'], c['d_accuracy_high']], _num)}")  # fmt: skip
+        txt += _combo_text(c)
     causal = h.get("causal") or []
-    txt += ". " + (f"Heads whose ablation lowers accuracy or log-likelihood (interval below 0): {', '.join(causal[:6])}."
-                   if causal else "No single ablation lowers accuracy or log-likelihood beyond its interval.")  # fmt: skip
+    adjusted = str(h.get("causal_rule", "")).startswith("Holm")
+    if causal:
+        txt += (f". Single heads whose ablation lowers accuracy or log-likelihood "
+                f"{'after Holm adjustment over the heads tested' if adjusted else '(interval below 0, not adjusted)'}: "
+                f"{', '.join(causal[:6])}.")  # fmt: skip
+    else:
+        txt += (". No single head lowers accuracy or log-likelihood "
+                + ("after Holm adjustment over the heads tested." if adjusted else "beyond its interval."))  # fmt: skip
     if not learned:
         txt += " (The model did not learn: these heads matter for its predictions, not for a learned task.)"
     return {"causal": causal, "text": txt}
 
 
+_CONTROLS = ("detection", "variance", "mean_rank")
+
+
+def _p(x: object) -> str:
+    return "n/a" if x is None else f"{float(x):.2g}"
+
+
+def _run_level(run: Mapping) -> tuple[str, str]:
+    """``(call, sentence)`` of the run-level contrast: "adds", "less" or "undetermined"."""
+    n_r, n_p = run.get("n_real", 0), run.get("n_permuted", 0)
+    lo, hi = run.get("ci_low"), run.get("ci_high")
+    if lo is None or hi is None:
+        return "undetermined", (f"Undetermined whether fine-tuning on the dose labels adds to this: the run-level "
+                                f"contrast needs at least 2 real-label and 2 permuted-label runs ({n_r} + {n_p}).")  # fmt: skip
+    what = ("placement of the background responders among their own decoys" if run.get("value", "placement") == "placement"
+            else "spline-adjusted coefficient on the background responders")  # fmt: skip
+    est = (f"{what}, real-label minus permuted-label runs, {_num(run.get('effect'))}{_ci([lo, hi], _num)} "
+           f"(Welch, {n_r} + {n_p} training runs)")  # fmt: skip
+    if lo > 0:
+        return "adds", f"Fine-tuning on the dose labels adds to it: {est}."
+    if hi < 0:
+        return "less", f"Fine-tuning on the dose labels makes it weaker: {est}."
+    return (
+        "undetermined",
+        f"Undetermined whether fine-tuning on the dose labels adds to it: {est} includes 0.",
+    )
+
+
 def _truth(m: Mapping) -> dict:
-    inc = ((m.get("incremental") or {}).get("methods")) or {}
-    att, det = inc.get(_ATTENTION), inc.get("detection")
+    """Recovery of the planted genes: spline-adjusted test with its units, and the run-level call.
+
+    Only deterministic numbers enter the text (no bootstrap interval): it is the same for every seed.
+    """
+    inc = m.get("incremental") or {}
+    methods = inc.get("methods") or {}
+    att, det = methods.get(_ATTENTION), methods.get("detection")
     if not att:
         return {"text": "No ground truth (planted genes) in these data: recovery is not assessed."}
-    lo, hi = att.get("delta_lo"), att.get("delta_hi")
-    adds = lo is not None and lo > 0 and (att.get("lr_pvalue") or 1) < 0.05
-    txt = (f"Attention (fold over uniform) finds the planted genes with AUROC {_num(att.get('auroc'))}; detection rate alone "
-           f"{_num((det or {}).get('auroc'))}; within expression strata {_num(att.get('stratified_auroc'))}; incremental "
-           f"ΔAUROC over mean, detection, variance and dispersion {_num(att.get('delta_auroc'))}{_ci([lo, hi], _num)} "
-           f"(likelihood-ratio p {_num(att.get('lr_pvalue'))}). ")  # fmt: skip
-    txt += ("Attention adds information beyond these gene-level covariates." if adds else
-            "Attention adds nothing over detection rate and expression level.")  # fmt: skip
-    return {"adds_beyond_covariates": adds, "text": txt}
+    unit = "programme blocks and matched sets" if att.get("unit") == "programme block" else "genes"
+    ctrl = ", ".join(
+        f"{c.replace('_', ' ')} p {_p(methods[c].get('pvalue'))}" for c in _CONTROLS if c in methods
+    )
+    txt = (f"Attention (fold over uniform) finds the planted genes with AUROC {_num(att.get('auroc'))} (detection rate "
+           f"alone {_num((det or {}).get('auroc'))}); over natural splines of mean, detection, variance and dispersion, "
+           f"with {unit} as units, p {_p(att.get('pvalue'))}" + (f" (negative controls: {ctrl})" if ctrl else "") + ". ")  # fmt: skip
+    run = inc.get("run_level")
+    call, sentence = _run_level(run or {})
+    if run is None:
+        sentence = "Undetermined whether fine-tuning on the dose labels adds to it: no run-level contrast (no control runs)."
+    return {"adds_beyond_covariates": call == "adds", "call": call, "text": txt + sentence}
 
 
 def verdict(m: Mapping) -> dict:
@@ -195,11 +252,9 @@ def verdict(m: Mapping) -> dict:
     head = "model learned" if learned["learned"] else "model did not learn"
     if out["task_change"].get("tested"):
         head += f"; task-specific change: {out['task_change']['decision']}"
-    if "adds_beyond_covariates" in out["truth"]:
-        head += (
-            "; attention "
-            + ("adds to" if out["truth"]["adds_beyond_covariates"] else "adds nothing over")
-            + " gene covariates"
-        )
+    if "call" in out["truth"]:
+        head += {"adds": "; the labels add to planted-gene recovery",
+                 "less": "; the labels weaken planted-gene recovery"}.get(
+            out["truth"]["call"], "; task-specific recovery undetermined")  # fmt: skip
     out["headline"] = head
     return out
