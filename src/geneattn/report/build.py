@@ -50,10 +50,11 @@ CAPTIONS = {
     "over gene-level covariates (cross-validated ΔAUROC with a bootstrap CI over genes); '(labels)' marks scores that use the labels.",
     "recovery": "Recovery of planted genes within expression strata, by the size of the planted effect.",
 }
-HEAD_COLUMNS = ["ablation", "accuracy", "d_accuracy", "d_accuracy_low", "d_accuracy_high", "d_loglik", "d_loglik_low",
-                "d_loglik_high", "norm_pct_change", "task_norm_effect", "task_pval_adj"]  # fmt: skip
-INCREMENTAL_COLUMNS = ["method", "uses_labels", "n_genes", "auroc", "stratified_auroc", "auroc_covariates", "auroc_full",
-                       "delta_auroc", "delta_lo", "delta_hi", "lr_chi2", "lr_pvalue"]  # fmt: skip
+HEAD_COLUMNS = ["ablation", "kind", "accuracy", "d_accuracy", "d_accuracy_low", "d_accuracy_high", "p_accuracy_holm",
+                "d_loglik", "d_loglik_low", "d_loglik_high", "p_loglik_holm", "norm_pct_change", "task_norm_effect",
+                "task_pval_adj", "unit"]  # fmt: skip
+INCREMENTAL_COLUMNS = ["method", "control", "uses_labels", "n_genes", "auroc", "stratified_auroc", "coef_score",
+                       "pvalue", "n_clusters", "unit", "delta_auroc", "delta_lo", "delta_hi"]  # fmt: skip
 PREREG_COLUMNS = ["contrast", "n_real", "n_permuted", "mean_real", "mean_permuted", "effect", "ci_low", "ci_high",
                   "pval_adj", "margin", "eq_low", "eq_high", "mde", "decision"]  # fmt: skip
 RUN_COLUMNS = ["run", "kind", "accuracy", "group_accuracy", "within_low_accuracy", "within_high_accuracy"]
@@ -101,6 +102,11 @@ REPORT_TABLES: dict[str, TableSpec] = {
     "power": TableSpec(("contrast", "sd", "margin", *(f"power_k{k}" for k in (2, 3, 4, 6, 8, 10, 15, 20)))),
     "heads": TableSpec(tuple(HEAD_COLUMNS), 60),
     "incremental": TableSpec(tuple(INCREMENTAL_COLUMNS), 40),
+    "incremental_programmes": TableSpec(
+        ("method", "programme", "unit", "n_sets", "n_genes", "placement", "placement_pvalue", "wald_pvalue"),
+        60,
+    ),
+    "incremental_runs": TableSpec(("run", "kind", "n_genes", "placement", "coef_score", "wald_pvalue"), 40),
     "methods": TableSpec(
         (
             "method",
@@ -127,7 +133,11 @@ SECTIONS = (
     Section("confound", "6. The confound: genes expressed per cell", ("confound_wells",)),
     Section("task", "7. Is the change about the task?", ("preregistered", "power")),
     Section("heads", "8. Heads: norm change and causal ablation", ("heads",)),
-    Section("methods", "9. Method comparison and incremental value", ("incremental", "methods", "top_genes")),
+    Section(
+        "methods",
+        "9. Method comparison and incremental value",
+        ("incremental", "incremental_programmes", "incremental_runs", "methods", "top_genes"),
+    ),
     Section("run", "10. Run details"),
 )
 #: the stage that renders the page: it is running while the page is made, so it has no row

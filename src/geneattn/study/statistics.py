@@ -228,6 +228,9 @@ _EMPTY_REASONS = {
     "highlight_by_class": "no control runs, or no highlighted gene in the model's vocabulary",
     "heads": "no head-ablation table",
     "incremental": "no planted genes (simulated data only) or too few genes",
+    "incremental_programmes": "no planted programmes with matched decoys (simulated data only)",
+    "incremental_runs": "no control runs, or no planted genes",
+    "confound_wells": "no wells, or no gene present in every well",
 }
 
 
