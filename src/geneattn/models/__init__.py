@@ -13,7 +13,7 @@ from .._classes import sort_classes  # torch-free: the one class order, re-expor
 if TYPE_CHECKING:  # pragma: no cover
     from ._args import TrainArgs
     from ._builtin import BUILTIN, builtin_checkpoint, builtin_input_size
-    from ._finetune import FinetuneResult, finetune
+    from ._finetune import FinetuneResult, finetune, learned_run
     from ._ftconfig import FinetuneConfig
     from ._load import check_vocab, load, save_model
     from ._predict import predict
@@ -36,6 +36,7 @@ _WHERE = {
     "FinetuneConfig": "_ftconfig",
     "FinetuneResult": "_finetune",
     "finetune": "_finetune",
+    "learned_run": "_finetune",
     "predict": "_predict",
     "make_splits": "splits",
     "permute_labels": "splits",
@@ -52,6 +53,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "builtin_input_size",
     "check_vocab",
     "finetune",
+    "learned_run",
     "load",
     "make_config",
     "make_splits",

@@ -29,9 +29,36 @@ __all__ = ["gene_deltas", "head_deltas", "bin_deltas", "gene_means", "RANK_EDGES
 RANK_EDGES = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2048, 4096)
 
 
+#: per-gene statistics of `gene_deltas` (see `gene_means`)
+STATISTICS = ("log_mean_fold", "mean_log_fold", "max_head", "per_head")
+
+
 def _head_mean(store: TokenStore) -> np.ndarray:
     """``[n_tokens]`` log fold averaged over layers and heads."""
     return np.asarray(store.logfold, dtype=np.float64).reshape(len(store.token_ids), -1).mean(1)
+
+
+def _log_mean_fold(store: TokenStore) -> np.ndarray:
+    """``[n_tokens]`` log of the fold averaged over layers and heads: ``log mean_h exp(lf_h)``."""
+    lf = np.asarray(store.logfold, dtype=np.float64).reshape(len(store.token_ids), -1)
+    top = lf.max(1, keepdims=True)  # stable log-mean-exp
+    return top[:, 0] + np.log(np.exp(lf - top).mean(1))
+
+
+def _per_head(store: TokenStore) -> np.ndarray:
+    """``[n_tokens, n_layers · n_heads]`` log fold of every head."""
+    return np.asarray(store.logfold, dtype=np.float64).reshape(len(store.token_ids), -1)
+
+
+def _gene_head_means(store: TokenStore, *, min_cells: int) -> pd.DataFrame:
+    """Mean log fold per token id (rows, genes in >= ``min_cells`` cells) and head (``"L{l}H{h}"``)."""
+    tok = np.asarray(store.token_ids)
+    n = np.bincount(tok)
+    keep = np.flatnonzero(n >= min_cells)
+    lf = _per_head(store)
+    sums = np.stack([np.bincount(tok, weights=lf[:, j], minlength=len(n))[keep] for j in range(lf.shape[1])], 1)
+    cols = [f"L{la}H{h}" for la in range(store.n_layers) for h in range(store.n_heads)]
+    return pd.DataFrame(sums / n[keep, None], index=pd.Index(keep, name="token_id"), columns=cols)
 
 
 def _check_same(ref: TokenStore, run: TokenStore) -> None:
@@ -40,19 +67,48 @@ def _check_same(ref: TokenStore, run: TokenStore) -> None:
         raise InputError(msg)
 
 
-def gene_means(store: TokenStore, *, min_cells: int = 10) -> pd.Series:
-    """Mean head-mean log fold per token id over the cells expressing it (genes in >= ``min_cells`` cells)."""
+def gene_means(store: TokenStore, *, min_cells: int = 10, statistic: str = "mean_log_fold") -> pd.Series:
+    """Per token id, mean over the cells expressing it (genes in >= ``min_cells`` cells) of one value per token.
+
+    ``"mean_log_fold"``: the log fold averaged over layers and heads; ``"log_mean_fold"``: the log of
+    the fold averaged over layers and heads. (The per-head statistics use `_gene_head_means`.)
+    """
+    values = {"mean_log_fold": _head_mean, "log_mean_fold": _log_mean_fold}[statistic](store)
     tok = np.asarray(store.token_ids)
     n = np.bincount(tok)
-    s = np.bincount(tok, weights=_head_mean(store), minlength=len(n))
+    s = np.bincount(tok, weights=values, minlength=len(n))
     keep = np.flatnonzero(n >= min_cells)
     return pd.Series(s[keep] / n[keep], index=pd.Index(keep, name="token_id"))
 
 
-def gene_deltas(ref: TokenStore, run: TokenStore, *, min_cells: int = 10) -> pd.Series:
-    """Per token id: the run's mean change of head-mean log fold over the cells expressing the gene."""
+def gene_deltas(
+    ref: TokenStore, run: TokenStore, *, min_cells: int = 10, statistic: str = "log_mean_fold"
+) -> pd.Series:
+    """Per token id (per ``"<token id>|L{l}H{h}"`` for ``"per_head"``): the run's change of attention.
+
+    ``statistic``, each a mean over the held-out cells expressing the gene of ``run − ref``:
+
+    * ``"log_mean_fold"`` (default): ``log mean_h fold_h`` (the log of the arithmetic mean fold over
+      the layers' heads), so a few heads that turn to the gene move it;
+    * ``"mean_log_fold"``: ``mean_h log fold_h`` (geometric mean over heads), which averages a few
+      heads' large change away (the positive control, ``docs/positive-control.md``);
+    * ``"max_head"``: the largest per-head change ``max_h (mean_c lf_run,h − mean_c lf_ref,h)``;
+    * ``"per_head"``: every (gene, head) change as its own unit (24x the units of the family).
+    """
     _check_same(ref, run)
-    return gene_means(run, min_cells=min_cells) - gene_means(ref, min_cells=min_cells)
+    if statistic not in STATISTICS:
+        msg = f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}"
+        raise InputError(msg)
+    if statistic in ("mean_log_fold", "log_mean_fold"):
+        return gene_means(run, min_cells=min_cells, statistic=statistic) - gene_means(
+            ref, min_cells=min_cells, statistic=statistic
+        )
+    d = _gene_head_means(run, min_cells=min_cells) - _gene_head_means(ref, min_cells=min_cells)
+    if statistic == "max_head":
+        return d.max(axis=1)
+    long = d.stack()
+    long.index = pd.Index([f"{t}|{h}" for t, h in long.index], name="token_id")
+    return long
 
 
 def head_deltas(cell_head: pd.DataFrame, *, ref: str, run: str) -> pd.Series:
