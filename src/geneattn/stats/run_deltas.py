@@ -4,8 +4,11 @@ All runs (the study's fine-tune, fine-tunes with other seeds, fine-tunes on labe
 wells) and the pretrained model are extracted together on one fixed set of held-out cells, so every
 difference below is between networks on identical tokens. One value per run and unit; the units:
 
-* **genes** — ``mean_c [lf_run(c, g) − lf_pt(c, g)]`` over held-out cells expressing ``g`` (at least
-  ``min_cells``), in the head mean of the log fold (``lf = log(n_c · a)``, averaged over layers and heads);
+* **genes** — ``mean_c [s_run(c, g) − s_pt(c, g)]`` over held-out cells expressing ``g`` (at least
+  ``min_cells``), where by default ``s = log mean_h exp(lf_h)`` is the log of the fold averaged over
+  layers and heads (``lf = log(n_c · a)``); other statistics in `gene_deltas`. The default was chosen on
+  the positive control (``docs/positive-control.md``): the head mean of the *log* fold hid a gene
+  that a few heads turned to;
 * **heads** — ``mean_c [log head_out_run(c) − log head_out_pt(c)]`` per layer and head (the norm of
   the head's output, Kobayashi et al. 2020), over cells;
 * **rank bins** — ``log(mean fold_run / mean fold_pt)`` over the tokens at rank positions in a bin.
@@ -23,7 +26,7 @@ import pandas as pd
 from ..attention.store import TokenStore
 from ..errors import InputError
 
-__all__ = ["gene_deltas", "head_deltas", "bin_deltas", "gene_means", "RANK_EDGES", "run_deltas"]
+__all__ = ["gene_deltas", "head_deltas", "bin_deltas", "gene_means", "RANK_EDGES", "STATISTICS", "run_deltas"]
 
 #: rank-position bin edges of the rank-bin family (log-spaced; the last edge is the longest cell)
 RANK_EDGES = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2048, 4096)
@@ -137,6 +140,14 @@ def bin_deltas(ref: TokenStore, run: TokenStore, *, edges: Sequence[int] = RANK_
     return pd.Series(out, index=[f"{lo}-{hi - 1}" for lo, hi in zip(e[:-1], e[1:], strict=True)])
 
 
+def _gene_name(unit: object, gene_map: Mapping[int, str] | pd.Series) -> str:
+    """``unit`` (a token id, or ``"<token id>|L{l}H{h}"``) with the token id replaced by its symbol."""
+    tok, _, head = str(unit).partition("|")
+    name = gene_map.get(int(tok)) if tok.isdigit() else None
+    name = tok if name is None or (isinstance(name, float) and np.isnan(name)) else str(name)
+    return f"{name}|{head}" if head else name
+
+
 def run_deltas(
     ref: TokenStore,
     runs: Mapping[str, TokenStore],
@@ -146,19 +157,18 @@ def run_deltas(
     ref_name: str,
     gene_map: Mapping[int, str] | pd.Series | None = None,
     min_cells: int = 10,
+    statistic: str = "log_mean_fold",
 ) -> pd.DataFrame:
     """The long table ``family, run, kind, unit, value`` of every run's change (genes, heads, rank bins).
 
     ``kinds`` gives ``"real"`` or ``"permuted"`` per run; genes are named through ``gene_map``
-    (token id -> symbol) where given.
+    (token id -> symbol) where given; ``statistic`` is the genes' (`gene_deltas`).
     """
     parts = []
     for name, store in runs.items():
-        g = gene_deltas(ref, store, min_cells=min_cells)
+        g = gene_deltas(ref, store, min_cells=min_cells, statistic=statistic)
         if gene_map is not None:
-            g.index = pd.Index(
-                pd.Series(g.index).map(gene_map).fillna(pd.Series(g.index).astype(str)).astype(str)
-            )
+            g.index = pd.Index([_gene_name(u, gene_map) for u in g.index])
         for family, s in (("genes", g), ("heads", head_deltas(cell_head, ref=ref_name, run=name)),
                           ("rank_bins", bin_deltas(ref, store))):  # fmt: skip
             parts.append(pd.DataFrame({"family": family, "run": name, "kind": kinds[name],
