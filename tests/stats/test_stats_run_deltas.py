@@ -97,7 +97,8 @@ def test_log_mean_fold_equals_a_naive_loop(pair):
     assert set(got.index) == set(rd.gene_deltas(ref, run, min_cells=5, statistic="mean_log_fold").index)
     for tid in got.index[:10]:
         d = [
-            np.log(np.mean(np.exp(run.logfold[i].astype(float)))) - np.log(np.mean(np.exp(ref.logfold[i].astype(float))))
+            np.log(np.mean(np.exp(run.logfold[i].astype(float))))
+            - np.log(np.mean(np.exp(ref.logfold[i].astype(float))))
             for i in np.flatnonzero(ref.token_ids == tid)
         ]
         assert got[tid] == pytest.approx(np.mean(d), rel=1e-6)
@@ -129,7 +130,9 @@ def test_one_head_turning_to_a_gene(pair):
     lf0 = ref.logfold[ref.token_ids == tid].astype(float).reshape(-1, ref.n_layers * ref.n_heads)
     want = np.mean(np.log((np.exp(lf0).sum(1) + 19 * np.exp(lf0[:, 0])) / np.exp(lf0).sum(1)))
     assert ari == pytest.approx(want, rel=1e-5)
-    assert rd.gene_deltas(ref, run, min_cells=5, statistic="max_head")[tid] == pytest.approx(np.log(20.0), rel=1e-5)
+    assert rd.gene_deltas(ref, run, min_cells=5, statistic="max_head")[tid] == pytest.approx(
+        np.log(20.0), rel=1e-5
+    )
 
 
 def test_unknown_statistic_is_refused(pair):

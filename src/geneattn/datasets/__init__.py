@@ -7,4 +7,12 @@ from .nutlin_sim import DOSES, nutlin_sim
 from .pbmc import pbmc68k
 from .positive_control import switch_control
 
-__all__ = ["nutlin_sim", "pbmc68k", "switch_control", "DOSES", "curated_genes", "background_genes", "symbol_to_ensembl"]
+__all__ = [
+    "nutlin_sim",
+    "pbmc68k",
+    "switch_control",
+    "DOSES",
+    "curated_genes",
+    "background_genes",
+    "symbol_to_ensembl",
+]

@@ -310,7 +310,9 @@ def finetune(
         metrics = test_metrics(clf, data, cfg, groups=groups, state=state, seed=seed)
         metrics["flags"]["failed"] = not learned_run(metrics)
         if metrics["flags"]["failed"]:
-            logger.warning("this run did not learn its labels (validation loss flat near ln %d)", len(data.classes))
+            logger.warning(
+                "this run did not learn its labels (validation loss flat near ln %d)", len(data.classes)
+            )
         splits = pd.DataFrame(
             {"cell_id": data.cell_ids, "split": data.split.astype(str), "label": data.labels.astype(str)}
         )
@@ -323,7 +325,7 @@ def finetune(
 
 
 #: a run failed when its validation loss never fell this far below the loss of chance (``ln K``)
-FAILED_LOSS_MARGIN = 0.02
+FAILED_LOSS_MARGIN = 0.05
 
 
 def learned_run(metrics: Mapping[str, Any]) -> bool:
@@ -342,7 +344,9 @@ def learned_run(metrics: Mapping[str, Any]) -> bool:
         return True
     chance = float(np.log(max(len(metrics.get("classes") or ()), 2)))
     never_below = min(losses) >= (1 - FAILED_LOSS_MARGIN) * chance
-    flat_at_zero = metrics.get("best_epoch") == 0 and (max(losses) - min(losses)) < FAILED_LOSS_MARGIN * chance
+    flat_at_zero = (
+        metrics.get("best_epoch") == 0 and (max(losses) - min(losses)) < FAILED_LOSS_MARGIN * chance
+    )
     return not (never_below or flat_at_zero)
 
 

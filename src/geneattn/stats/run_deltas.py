@@ -59,7 +59,9 @@ def _gene_head_means(store: TokenStore, *, min_cells: int) -> pd.DataFrame:
     n = np.bincount(tok)
     keep = np.flatnonzero(n >= min_cells)
     lf = _per_head(store)
-    sums = np.stack([np.bincount(tok, weights=lf[:, j], minlength=len(n))[keep] for j in range(lf.shape[1])], 1)
+    sums = np.stack(
+        [np.bincount(tok, weights=lf[:, j], minlength=len(n))[keep] for j in range(lf.shape[1])], 1
+    )
     cols = [f"L{la}H{h}" for la in range(store.n_layers) for h in range(store.n_heads)]
     return pd.DataFrame(sums / n[keep, None], index=pd.Index(keep, name="token_id"), columns=cols)
 
