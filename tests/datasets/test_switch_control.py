@@ -15,7 +15,7 @@ DOSES = ("0.1", "0.5", "5", "10")
 
 @pytest.fixture(scope="module")
 def control():
-    return switch_control(0, cells_per_dose=dict.fromkeys(DOSES, 60))
+    return switch_control(seed=0, cells_per_dose=dict.fromkeys(DOSES, 60))
 
 
 def test_switch_is_balanced_within_every_dose_and_constant_within_wells(control):
@@ -58,4 +58,4 @@ def test_the_switch_gene_lands_mid_input_in_every_on_cell(control):
 
 def test_a_planted_gene_is_refused():
     with pytest.raises(InputError, match="unplanted"):
-        switch_control(0, cells_per_dose=20, gene="MDM2")
+        switch_control(seed=0, cells_per_dose=20, gene="MDM2")

@@ -59,7 +59,7 @@ pytestmark = pytest.mark.slow  # ~8-10 min on 1 thread: up to 18 small fine-tune
 def study(tmp_path_factory):
     settings.progress = False
     root = tmp_path_factory.mktemp("posctl")
-    adata = switch_control(0, cells_per_dose=dict.fromkeys(DOSES, CELLS_PER_DOSE), rank_range=RANKS)
+    adata = switch_control(seed=0, cells_per_dose=dict.fromkeys(DOSES, CELLS_PER_DOSE), rank_range=RANKS)
     vocab = GeneVocab.from_json(builtin_checkpoint() / "vocab.json")
     ds = tokenize(adata, vocab, model_input_size=INPUT_SIZE, special_tokens=True, obs_keys=["well", "switch"])
     labels, wells = np.asarray(ds["switch"]).astype(str), np.asarray(ds["well"]).astype(str)

@@ -86,8 +86,8 @@ def _switch_counts(
 
 
 def switch_control(
-    seed: int = 0,
     *,
+    seed: int = 0,
     gene: str | None = None,
     cells_per_dose: int | Mapping[str, int] | None = None,
     rank_range: tuple[int, int] = (80, 200),

@@ -328,7 +328,7 @@ def finetune(
 FAILED_LOSS_MARGIN = 0.05
 
 
-def learned_run(metrics: Mapping[str, Any]) -> bool:
+def learned_run(metrics: Mapping[str, object]) -> bool:
     """Whether a fine-tune learned its labels at all, from its ``metrics.json`` (``eval``, ``classes``).
 
     Rule: a run **failed** (returns False) when its validation loss never fell below
@@ -338,7 +338,7 @@ def learned_run(metrics: Mapping[str, Any]) -> bool:
     the real-label arm: report it as failed and leave it out. A run without validation history
     counts as learned (nothing to judge it by).
     """
-    evals = metrics.get("eval") or []
+    evals = list(metrics.get("eval") or [])  # type: ignore[arg-type]
     losses = [float(e["val_loss"]) for e in evals if e.get("val_loss") is not None]
     if not losses:
         return True
