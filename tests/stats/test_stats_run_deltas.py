@@ -23,7 +23,7 @@ def pair():
 
 def test_gene_deltas_equal_a_naive_loop(pair):
     ref, run = pair
-    got = rd.gene_deltas(ref, run, min_cells=5)
+    got = rd.gene_deltas(ref, run, min_cells=5, statistic="mean_log_fold")
     for tid in got.index[:10]:
         d = [
             run.logfold[i].astype(float).mean() - ref.logfold[i].astype(float).mean()
@@ -83,3 +83,58 @@ def test_runs_must_share_the_cells(pair):
     other = TokenStore(run.logfold[::-1].copy(), ref.offsets, ref.token_ids[::-1].copy(), ref.cell_ids)
     with pytest.raises(InputError, match="same cells"):
         rd.gene_deltas(ref, other)
+
+
+def _naive_gene_head(store, tid):
+    """``[heads]`` mean over the cells expressing ``tid`` of each head's log fold (a plain loop)."""
+    rows = [store.logfold[i].astype(float).ravel() for i in np.flatnonzero(store.token_ids == tid)]
+    return np.mean(rows, axis=0)
+
+
+def test_log_mean_fold_equals_a_naive_loop(pair):
+    ref, run = pair
+    got = rd.gene_deltas(ref, run, min_cells=5, statistic="log_mean_fold")
+    assert set(got.index) == set(rd.gene_deltas(ref, run, min_cells=5, statistic="mean_log_fold").index)
+    for tid in got.index[:10]:
+        d = [
+            np.log(np.mean(np.exp(run.logfold[i].astype(float))))
+            - np.log(np.mean(np.exp(ref.logfold[i].astype(float))))
+            for i in np.flatnonzero(ref.token_ids == tid)
+        ]
+        assert got[tid] == pytest.approx(np.mean(d), rel=1e-6)
+
+
+def test_max_head_and_per_head_equal_a_naive_loop(pair):
+    ref, run = pair
+    mx = rd.gene_deltas(ref, run, min_cells=5, statistic="max_head")
+    per = rd.gene_deltas(ref, run, min_cells=5, statistic="per_head")
+    assert len(per) == len(mx) * ref.n_layers * ref.n_heads
+    for tid in mx.index[:10]:
+        d = _naive_gene_head(run, tid) - _naive_gene_head(ref, tid)
+        assert mx[tid] == pytest.approx(d.max(), rel=1e-6)
+        assert per[f"{tid}|L0H1"] == pytest.approx(d[1], rel=1e-6)
+    assert rd.gene_deltas(ref, run, min_cells=5).equals(mx)  # the default
+
+
+def test_one_head_turning_to_a_gene(pair):
+    """A gene that one head attends to 20x more: the geometric mean divides it by the heads, the max sees it whole."""
+    ref, _ = pair
+    tid = int(np.bincount(ref.token_ids).argmax())
+    lf = ref.logfold.copy()
+    lf[ref.token_ids == tid, 0, 0] += np.log(20.0)
+    run = TokenStore(lf, ref.offsets, ref.token_ids, ref.cell_ids)
+    geo = rd.gene_deltas(ref, run, min_cells=5, statistic="mean_log_fold")[tid]
+    ari = rd.gene_deltas(ref, run, min_cells=5, statistic="log_mean_fold")[tid]
+    assert geo == pytest.approx(np.log(20.0) / (ref.n_layers * ref.n_heads), rel=1e-5)
+    lf0 = ref.logfold[ref.token_ids == tid].astype(float).reshape(-1, ref.n_layers * ref.n_heads)
+    want = np.mean(np.log((np.exp(lf0).sum(1) + 19 * np.exp(lf0[:, 0])) / np.exp(lf0).sum(1)))
+    assert ari == pytest.approx(want, rel=1e-5)
+    assert rd.gene_deltas(ref, run, min_cells=5, statistic="max_head")[tid] == pytest.approx(
+        np.log(20.0), rel=1e-5
+    )
+
+
+def test_unknown_statistic_is_refused(pair):
+    ref, run = pair
+    with pytest.raises(InputError, match="statistic"):
+        rd.gene_deltas(ref, run, statistic="median")

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._assess import classifier_labels, evaluate_classifier
     from ._builtin import BUILTIN, builtin_checkpoint, builtin_input_size
     from ._checkpoint import TokenSettings, geneformer_vocab, resolve_checkpoint, token_settings
-    from ._finetune import FinetuneResult, finetune
+    from ._finetune import FinetuneResult, finetune, learned_run
     from ._ftconfig import FinetuneConfig
     from ._load import check_vocab, load, save_model
     from ._predict import predict
@@ -46,6 +46,7 @@ _WHERE = {
     "FinetuneConfig": "_ftconfig",
     "FinetuneResult": "_finetune",
     "finetune": "_finetune",
+    "learned_run": "_finetune",
     "predict": "_predict",
     "make_splits": "splits",
     "permute_labels": "splits",
@@ -66,6 +67,7 @@ __all__ = [  # noqa: F822 - resolved lazily by __getattr__
     "evaluate_classifier",
     "finetune",
     "geneformer_vocab",
+    "learned_run",
     "load",
     "make_config",
     "make_splits",

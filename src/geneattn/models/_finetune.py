@@ -47,7 +47,7 @@ from .splits import SPLITS, make_splits
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "predict"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "learned_run", "predict"]
 
 logger = logging.getLogger(__name__)
 
@@ -308,6 +308,11 @@ def finetune(
         state = run_loop(clf, clf, task, spec=spec, ckpt_dir=out / "checkpoints", env=env, fingerprint=fp)
         _restore_best(clf, out)
         metrics = test_metrics(clf, data, cfg, groups=groups, state=state, seed=seed)
+        metrics["flags"]["failed"] = not learned_run(metrics)
+        if metrics["flags"]["failed"]:
+            logger.warning(
+                "this run did not learn its labels (validation loss flat near ln %d)", len(data.classes)
+            )
         splits = pd.DataFrame(
             {"cell_id": data.cell_ids, "split": data.split.astype(str), "label": data.labels.astype(str)}
         )
@@ -317,6 +322,32 @@ def finetune(
             )
         env.barrier()
     return FinetuneResult(model_dir=out, metrics=metrics, splits=splits)
+
+
+#: a run failed when its validation loss never fell this far below the loss of chance (``ln K``)
+FAILED_LOSS_MARGIN = 0.05
+
+
+def learned_run(metrics: Mapping[str, object]) -> bool:
+    """Whether a fine-tune learned its labels at all, from its ``metrics.json`` (``eval``, ``classes``).
+
+    Rule: a run **failed** (returns False) when its validation loss never fell below
+    ``(1 − FAILED_LOSS_MARGIN) · ln K`` (K classes; ``ln K`` is the class-weighted cross-entropy of
+    a prediction that ignores the cell), or when it kept epoch 0 while its validation loss stayed
+    flat (range over epochs below ``FAILED_LOSS_MARGIN · ln K``). Such a run is not a replicate of
+    the real-label arm: report it as failed and leave it out. A run without validation history
+    counts as learned (nothing to judge it by).
+    """
+    evals = list(metrics.get("eval") or [])  # type: ignore[arg-type]
+    losses = [float(e["val_loss"]) for e in evals if e.get("val_loss") is not None]
+    if not losses:
+        return True
+    chance = float(np.log(max(len(metrics.get("classes") or ()), 2)))
+    never_below = min(losses) >= (1 - FAILED_LOSS_MARGIN) * chance
+    flat_at_zero = (
+        metrics.get("best_epoch") == 0 and (max(losses) - min(losses)) < FAILED_LOSS_MARGIN * chance
+    )
+    return not (never_below or flat_at_zero)
 
 
 def _rates(cfg: FinetuneConfig) -> tuple[tuple[str, float], ...]:

@@ -108,17 +108,21 @@ def run_interval(
 
 
 def failed_runs(run_metrics: Mapping[str, Mapping[str, object]], kinds: Mapping[str, str]) -> list[str]:
-    """Real-label runs that did not learn: the test accuracy's interval not above majority, or epoch 0 kept.
+    """Real-label runs that did not learn: left out of the real arm, and reported.
 
-    ``run_metrics``: each run's fine-tuning ``metrics.json`` (its own test labels: the true ones
-    for a real-label run).
+    A run failed when `geneattn.models.learned_run` says so (its validation loss never fell below
+    0.95 ln K, or it kept epoch 0 with the loss flat: ``flags["failed"]``), or when its test accuracy's
+    interval is not above the majority class (``flags["learned"]`` false). ``run_metrics``: each run's
+    fine-tuning ``metrics.json`` (its own test labels: the true ones for a real-label run).
     """
+    from ..models import learned_run
+
     bad = []
     for name, m in run_metrics.items():
         if kinds.get(name) != "real":
             continue
         flags = m.get("flags") or {}
-        if flags.get("learned") is False or (flags.get("best_epoch_zero") and m.get("epochs_run", 0) > 1):
+        if flags.get("learned") is False or not learned_run(m):
             bad.append(name)
     return bad
 

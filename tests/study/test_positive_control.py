@@ -1,0 +1,134 @@
+"""The positive control of the run-level null: one gene alone decides a label assigned to wells.
+
+`geneattn.datasets.switch_control` relabels the simulated cells "on"/"off" by well (independently of
+dose) and makes one unplanted gene present at a mid rank in every "on" cell and absent from every
+"off" cell. Real-label fine-tunes (seeds until `N_REAL` of them learned: `models.learned_run` flags
+the others as failed, and they are left out, not counted as replicates) and `N_PERMUTED` fine-tunes
+on labels permuted between wells (balanced: each permuted class takes as many "on" as "off" wells,
+within every split) are extracted on the held-out cells; the run-level test (`stats.run_deltas` ->
+`stats.nulls.task_attributable`) must rank the switch gene among the top few with (nearly) nothing else
+significant, and a null study (permuted runs against permuted runs) must find nothing. Discovery at
+FDR 0.05 with this few runs is an expected failure (measured in ``docs/positive-control.md``).
+Driven through the library (`models.finetune`, `attention.extract`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geneattn import settings
+from geneattn.attention import extract
+from geneattn.attention.store import TokenStore
+from geneattn.datasets import switch_control
+from geneattn.models import FinetuneConfig, builtin_checkpoint, finetune, learned_run, make_splits
+from geneattn.stats.nulls import task_attributable
+from geneattn.stats.run_deltas import gene_deltas
+from geneattn.tokenize import GeneVocab, tokenize
+
+#: learned real-label runs and permuted-label runs of the positive-control study (the study's default design)
+N_REAL, N_PERMUTED = 4, 4
+#: real-label seeds tried at most to reach N_REAL learned runs (docs/positive-control.md)
+MAX_REAL_TRIES = 10
+#: cells per dose (4 doses x 6 wells), input size and the switch gene's rank range (mid-input)
+CELLS_PER_DOSE, INPUT_SIZE, RANKS = 200, 128, (30, 90)
+RECIPE = {"epochs": 5}  # the default rates; 5 epochs learned on 6 of 7 seeds, 3 epochs on 3 of 7
+DOSES = ("0.1", "0.5", "5", "10")
+#: the switch gene must rank among the TOP genes (of ~1,850) by p-value (measured: 1st at 4 + 4)
+TOP = 5
+
+
+def balanced_permutation(
+    labels: np.ndarray, wells: np.ndarray, split: np.ndarray, *, seed: int
+) -> np.ndarray:
+    """Labels permuted between wells so that, within each split, every true class's wells go half to each label."""
+    rng = np.random.default_rng([seed, 99])
+    table = pd.DataFrame({"well": wells, "label": labels, "split": split}).drop_duplicates("well")
+    classes = sorted(set(labels))
+    new = {}
+    for _, g in table.groupby(["split", "label"]):
+        start = rng.integers(len(classes))
+        for i, w in enumerate(rng.permutation(g["well"].to_numpy())):
+            new[w] = classes[(i + start) % len(classes)]
+    return np.array([new[w] for w in wells])
+
+
+pytestmark = pytest.mark.slow  # 2-6 min on 1 thread (8 small fine-tunes when the first 4 seeds learn)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    settings.progress = False
+    root = tmp_path_factory.mktemp("posctl")
+    adata = switch_control(seed=0, cells_per_dose=dict.fromkeys(DOSES, CELLS_PER_DOSE), rank_range=RANKS)
+    vocab = GeneVocab.from_json(builtin_checkpoint() / "vocab.json")
+    ds = tokenize(adata, vocab, model_input_size=INPUT_SIZE, special_tokens=True, obs_keys=["well", "switch"])
+    labels, wells = np.asarray(ds["switch"]).astype(str), np.asarray(ds["well"]).astype(str)
+    split, _ = make_splits(labels, wells, test_size=1 / 3, val_size=1 / 6, seed=0)
+    table = pd.DataFrame({"cell_id": ds["cell_id"], "split": split})
+    cfg = FinetuneConfig(**RECIPE, baselines=False, n_boot=1, device="cpu")
+    runs, metrics = {}, {}
+
+    def train(name: str, kind: str, d: object, seed: int) -> dict:
+        r = finetune(d, model=builtin_checkpoint(), out=root / name, label_key="switch" if kind == "real" else "null",
+                     config=cfg, seed=seed, split=table)  # fmt: skip
+        runs[name], metrics[name] = kind, r.metrics
+        return r.metrics
+
+    for seed in range(1, MAX_REAL_TRIES + 1):  # failed runs are flagged and left out, not replicates
+        if sum(learned_run(metrics[n]) for n, k in runs.items() if k == "real") == N_REAL:
+            break
+        train(f"real{seed}", "real", ds, seed)
+    for k in range(N_PERMUTED):
+        null = balanced_permutation(labels, wells, split, seed=k).tolist()
+        train(f"permuted{k}", "permuted", ds.add_column("null", null), 100 + k)
+    runs = {n: k for n, k in runs.items() if k == "permuted" or learned_run(metrics[n])}
+    held = [i for i, s in enumerate(split) if s != "train"]
+    models = {"pretrained": builtin_checkpoint(), **{n: root / n for n in runs}}
+    extract(models, ds.select(held), vocab, out=root / "att", label_key=None, device="cpu", batch_size=32)
+    ref = TokenStore.load(root / "att", "pretrained")
+    deltas = pd.concat(
+        pd.DataFrame({"run": n, "kind": kind, "unit": g.index.astype(str), "value": g.to_numpy()})
+        for n, kind in runs.items()
+        for g in [gene_deltas(ref, TokenStore.load(root / "att", n), min_cells=5)]
+    )
+    gene = adata.uns["positive_control"]["gene"]
+    token = str(vocab.token_ids[adata.var.loc[gene, "ensembl_id"]])
+    return {"deltas": deltas, "metrics": metrics, "token": token, "runs": runs}
+
+
+def test_learned_real_label_runs_read_the_switch(study):
+    """Enough seeds learn, and the runs `learned_run` keeps have learned the label (test wells)."""
+    kept = [n for n, k in study["runs"].items() if k == "real"]
+    assert len(kept) == N_REAL, {n: m["eval"] for n, m in study["metrics"].items()}
+    for name in kept:
+        assert study["metrics"][name]["accuracy"] >= 0.8, (name, study["metrics"][name]["accuracy"])
+    for m in study["metrics"].values():
+        assert m["flags"]["failed"] is (not learned_run(m))
+
+
+def test_the_switch_gene_ranks_near_the_top_of_the_run_level_test(study):
+    res = task_attributable(study["deltas"], alpha=0.05)
+    row = res.loc[study["token"]]
+    assert row["effect"] > 0
+    assert (res["pval"] < row["pval"]).sum() < TOP, res.nsmallest(TOP, "pval")
+    assert res["significant"].sum() - bool(row["significant"]) <= 1, res[res["significant"]]
+
+
+@pytest.mark.xfail(
+    reason="measured: the switch gene ranks 1st-5th but its BH p is 0.3-1 with 3-4 runs per arm "
+    "(its effect, ~1 log unit, is below the per-gene family's minimal detectable effect); docs/positive-control.md",
+    strict=False,
+)
+def test_the_run_level_test_finds_the_switch_gene_at_fdr_5_percent(study):
+    res = task_attributable(study["deltas"], alpha=0.05)
+    assert res.loc[study["token"], "significant"], res.loc[study["token"]]
+
+
+def test_a_null_study_of_permuted_runs_finds_nothing(study):
+    d = study["deltas"][study["deltas"]["kind"] == "permuted"].copy()
+    half = sorted(d["run"].unique())[: N_PERMUTED // 2]
+    d["kind"] = np.where(d["run"].isin(half), "real", "permuted")
+    res = task_attributable(d, alpha=0.05)
+    assert res["significant"].sum() == 0, res[res["significant"]]
