@@ -125,7 +125,7 @@ def test_another_tools_manifest_is_refused_by_run_and_report(tmp_path):
     out.mkdir()
     (out / "manifest.json").write_text("[1, 2]")
     _refused(["run", "--out", str(out)], tmp_path, "not a geneattn manifest")
-    _refused(["report", str(out)], tmp_path, "not a geneattn manifest")
+    _refused(["report", str(out)], tmp_path, "not a geneattn")
 
 
 @pytest.mark.parametrize(

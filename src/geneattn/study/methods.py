@@ -34,6 +34,7 @@ __all__ = [
     "attention_scores",
     "methods_table",
     "incremental_tables",
+    "incremental_by_method",
     "run_increment_table",
     "EFFECT_BINS",
 ]
@@ -139,18 +140,33 @@ def _units(inp: StudyInputs) -> tuple[pd.Series | None, pd.Series | None]:
     return gene_clusters(var, var.index), strata
 
 
-def _incremental(scores: dict[str, pd.Series], inp: StudyInputs, cov: pd.DataFrame, *, n_boot: int,
-                 seed: int) -> tuple[pd.DataFrame, dict[str, str]]:  # fmt: skip
-    """All methods at once (shared null fits); when that fails, one at a time, skipping those that cannot be done.
+def incremental_by_method(
+    scores: dict[str, pd.Series],
+    planted: pd.Series,
+    covariates: pd.DataFrame,
+    *,
+    strata: pd.Series,
+    n_boot: int,
+    seed: int,
+    clusters: pd.Series | None = None,
+    model_strata: pd.Series | None = None,
+    n_folds: int = N_FOLDS,
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """`geneattn.stats.incremental.incremental_table` of every method, skipping those that cannot be done.
 
-    A method whose incremental value cannot be computed on these genes (e.g. it scores too few planted
-    genes for cross-validation) is left out and named with its reason; the others go on.
+    All methods at once first (they share the null-model fits); when that fails, one at a time: a
+    method whose incremental value cannot be computed on these genes (e.g. it scores too few planted
+    genes for ``n_folds``-fold cross-validation) is left out and named with its reason.
+
+    Returns
+    -------
+    (table, skipped)
+        `INCREMENTAL_COLUMNS` rows of the methods computed; ``{"incremental:<method>": reason}``.
     """
-    clusters, model_strata = _units(inp)
 
     def table(s: dict[str, pd.Series]) -> pd.DataFrame:
-        return inc.incremental_table(s, inp.planted, cov, strata=inp.strata, clusters=clusters,
-                                     model_strata=model_strata, n_boot=n_boot, seed=seed, n_folds=N_FOLDS)  # fmt: skip
+        return inc.incremental_table(s, planted, covariates, strata=strata, clusters=clusters,
+                                     model_strata=model_strata, n_boot=n_boot, seed=seed, n_folds=n_folds)  # fmt: skip
 
     try:
         return table(scores), {}
@@ -191,7 +207,9 @@ def incremental_tables(
     scores, _, _ = all_scores(inp, de)
     scores = _controls(inp, scores, seed)
     cov = inp.covariates[list(bl.FIELD_COVARIATES)]
-    table, skipped = _incremental(scores, inp, cov, n_boot=n_boot, seed=seed)
+    clusters, model_strata = _units(inp)
+    table, skipped = incremental_by_method(scores, inp.planted, cov, strata=inp.strata, n_boot=n_boot, seed=seed,
+                                           clusters=clusters, model_strata=model_strata)  # fmt: skip
     var = inp.adata.var
     recovery, programmes = pd.DataFrame(), pd.DataFrame()
     try:

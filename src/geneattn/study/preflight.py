@@ -144,7 +144,7 @@ def _model_config(model: Path) -> int:
 
 def model_vocab(model: str, dictionaries: str | None) -> GeneVocab:
     """The Geneformer dictionaries of ``model``, checked against its vocabulary size (`InputError` if not)."""
-    from .tokens import geneformer_vocab
+    from ..models import geneformer_vocab
 
     _model_config(Path(model))
     if dictionaries is None or not Path(dictionaries).is_dir():

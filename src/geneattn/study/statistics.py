@@ -329,6 +329,10 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
         metrics["skipped"]["run_scores"] = (
             null_summary.get(task.NULL_KEY, {}).get("skipped") or "no control runs"
         )
+    if results.has_table("top_genes") and results.read_table("top_genes").empty:  # the attention stage's
+        from ..attention.compare import MIN_CELLS
+
+        metrics["skipped"]["top_genes"] = f"no gene is seen in at least {MIN_CELLS} cells (the stated minimum)"
     metrics["input"] = read_input_summary(results)  # the cut of the cells to the model's input
     metrics["confound_wells"] = {
         f"{r['model']}/{r['adjustment']}": r for r in out["confound_wells"].to_dict("records")
