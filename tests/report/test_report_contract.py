@@ -34,7 +34,9 @@ def test_default_report_shows_every_section_and_table(study):
     for sec in SECTIONS:
         assert f'<h2 id="{sec.id}">{sec.heading}</h2>' in html, sec.heading
     skipped = get.metrics(study).get("skipped") or {}
-    for name in REPORT_TABLES:  # every promised table is shown, or its absence is explained by a recorded reason
+    for (
+        name
+    ) in REPORT_TABLES:  # every promised table is shown, or its absence is explained by a recorded reason
         shown, note = f'data-table="{name}"' in html, f'data-table-note="{name}"' in html
         assert shown != note, name
         assert shown or f"not computed: {skipped[name]}" in html, name

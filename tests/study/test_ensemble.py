@@ -62,8 +62,12 @@ def test_failed_runs_and_summary_leave_them_out():
     metrics = {
         "finetuned": {"flags": {"learned": True}, "epochs_run": 4},
         "seed1": {"flags": {"learned": False}, "epochs_run": 4},
-        "seed2": {"flags": {"learned": True}, "best_epoch": 0, "classes": ["a", "b"],  # flat at ln 2
-                  "eval": [{"val_loss": 0.693}, {"val_loss": 0.692}, {"val_loss": 0.694}]},
+        "seed2": {
+            "flags": {"learned": True},
+            "best_epoch": 0,
+            "classes": ["a", "b"],  # flat at ln 2
+            "eval": [{"val_loss": 0.693}, {"val_loss": 0.692}, {"val_loss": 0.694}],
+        },
         "permuted1": {"flags": {"learned": False}, "epochs_run": 4},
     }
     kinds = {"finetuned": "real", "seed1": "real", "seed2": "real", "permuted1": "permuted"}

@@ -18,7 +18,11 @@ def _metrics(*, learned: bool, delta_lo: float, n_sig: int = 3) -> dict:
                            "classes": ["a", "b", "c", "d"], "n_test_units": 8,
                            "flags": {"learned": learned, "beats_logreg": False, "best_epoch_zero": False},
                            "baselines": {"majority": {"accuracy": 0.33}, "logreg": {"accuracy": 0.55}}},
-        "task_attributable": {"permuted_label_runs": {"families": fam, "learned": learned}},
+        "task_attributable": {"permuted_label_runs": {"families": fam, "learned": learned, "preregistered": {
+            "gene MDM2": {"effect": 1.0, "ci_low": 0.5, "ci_high": 1.5, "margin": 0.2, "mde": 0.5,
+                          "decision": "discovery" if learned else "not claimed (the model did not learn)"},
+            "cell-cycle genes vs decoys": {"effect": 0.05, "ci_low": -0.1, "ci_high": 0.2, "margin": 0.1, "mde": 0.3,
+                                           "decision": "undetermined"}}}},
         "heads": {"largest_drops": [{"ablation": "L1H2", "d_accuracy": -0.1, "d_accuracy_low": -0.2, "d_accuracy_high": -0.01}],
                   "combos": [], "causal": ["L1H2"], "causal_rule": "Holm over single heads", "n_single": 24,
                   "n_cells": 400, "n_wells": 8},
@@ -46,10 +50,14 @@ def test_a_model_that_did_not_learn_is_called_so_and_nothing_is_attributed():
 
 def test_a_model_that_learned_gets_its_discoveries_and_caveats():
     v = verdict(_metrics(learned=True, delta_lo=0.01))
-    assert v["learned"]["learned"] and "not better than logistic regression" in v["learned"]["text"]
     assert (
-        v["task_change"]["n_discoveries"] == 6
+        v["learned"]["learned"] and "not shown to be better than logistic regression" in v["learned"]["text"]
+    )
+    assert (
+        v["task_change"]["n_discoveries"] == 1
         and "beyond what fine-tuning on permuted labels" in v["task_change"]["text"]
+        and "gene MDM2 1 [0.5, 1.5]: discovery" in v["task_change"]["text"]
+        and "3 of 100 genes" in v["task_change"]["text"]
     )
     assert (
         v["truth"]["adds_beyond_covariates"]

@@ -138,7 +138,9 @@ def summarise(scores: pd.DataFrame, *, logreg: Mapping[str, float] | None = None
     """
     runs = {str(r.pop("run")): {k: v for k, v in r.items() if pd.notna(v)} for r in scores.to_dict("records")}
     out: dict[str, object] = {"unit": "training run", "failed_runs": list(failed), "runs": runs}
-    scores = scores.melt(id_vars=["run", "kind"], var_name="metric", value_name="value").dropna(subset=["value"])
+    scores = scores.melt(id_vars=["run", "kind"], var_name="metric", value_name="value").dropna(
+        subset=["value"]
+    )
     for kind in ("real", "permuted"):
         sub = scores[(scores["kind"] == kind) & ~scores["run"].isin(failed)]
         out[kind] = {m: run_interval(g["value"].tolist(), bounds=(0.0, 1.0))

@@ -125,7 +125,10 @@ def _run_null(
     res = inp.results
     if not res.has_table("run_deltas"):  # `geneattn stats` on results without the control runs
         return {}, {task.NULL_KEY: {"skipped": "no control runs (run `geneattn run` for the run-level null)"}}
-    deltas = task.without_failed(res, res.read_table("run_deltas"))
+    deltas = res.read_table("run_deltas")
+    deltas = (
+        task.without_failed(res, deltas) if learned else deltas
+    )  # unlearned: nothing is claimed; all runs shown
     if deltas.empty:
         return {}, {task.NULL_KEY: {"skipped": "no permuted-label runs"}}
     tables = task.family_tables(deltas)
@@ -304,11 +307,9 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
         fallback=(empty, empty, empty, {}),
     )
     skipped.update(skipped_methods)
-    deltas = (
-        task.without_failed(results, results.read_table("run_deltas"))
-        if results.has_table("run_deltas")
-        else empty
-    )
+    deltas = results.read_table("run_deltas") if results.has_table("run_deltas") else empty
+    if _learned(results) and len(deltas):  # failed real-label runs are no replicates of a learned task
+        deltas = task.without_failed(results, deltas)
     out["incremental_runs"], run_inc = timed(
         "incremental_runs", run_increment_table, inp, deltas, fallback=(empty, {})
     )
@@ -324,7 +325,7 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     metrics = compute_metrics(results, tables={**out, "de": de}, calibration=calib, highlight=highlight, top_k=top_k,
                               timings=timings, task=null_summary, ensemble=task.ensemble_summary(results),
                               run_increment=run_inc)  # fmt: skip
-    metrics["skipped"] = {**_skipped(out, null_summary), **skipped}
+    metrics["skipped"] = {**(metrics.get("skipped") or {}), **_skipped(out, null_summary), **skipped}
     if not results.has_table("run_scores") or results.read_table("run_scores").empty:  # the controls stage's
         metrics["skipped"]["run_scores"] = (
             null_summary.get(task.NULL_KEY, {}).get("skipped") or "no control runs"
@@ -332,7 +333,9 @@ def run_stats(results: Results, *, seed: int, top_k: int, n_boot: int, highlight
     if results.has_table("top_genes") and results.read_table("top_genes").empty:  # the attention stage's
         from ..attention.compare import MIN_CELLS
 
-        metrics["skipped"]["top_genes"] = f"no gene is seen in at least {MIN_CELLS} cells (the stated minimum)"
+        metrics["skipped"]["top_genes"] = (
+            f"no gene is seen in at least {MIN_CELLS} cells (the stated minimum)"
+        )
     metrics["input"] = read_input_summary(results)  # the cut of the cells to the model's input
     metrics["confound_wells"] = {
         f"{r['model']}/{r['adjustment']}": r for r in out["confound_wells"].to_dict("records")
