@@ -32,9 +32,12 @@ import pandas as pd
 
 from geneattn.stats import contrasts, nulls, power
 
-#: equivalence margins (log-fold / log-norm units) used unless --margin overrides; the study's own are the lead's
-DEFAULT_MARGINS = {"p53 targets": 0.1, "cell-cycle genes": 0.1, "background responders": 0.1, "MDM2": 0.25,
-                   "<cls> rank bin": 0.1, "mean head-norm change": 0.1}  # fmt: skip
+#: equivalence margins (log-fold / log-norm units) unless --margin overrides: the study's pre-stated ones
+from geneattn.study.task import MARGINS as _M  # noqa: E402
+
+DEFAULT_MARGINS = {"p53 targets": _M["p53 targets vs decoys"], "cell-cycle genes": _M["cell-cycle genes vs decoys"],
+                   "background responders": _M["background responders vs decoys"], "MDM2": _M["gene"],
+                   "<cls> rank bin": _M["position 0 (<cls>)"], "mean head-norm change": _M["mean head-norm change"]}  # fmt: skip
 #: the review's observed effects (statistics-2026-12-07 §2.2)
 EFFECTS = {"background responders": 0.04, "cell-cycle genes": 0.21}
 

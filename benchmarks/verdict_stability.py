@@ -31,7 +31,7 @@ def main(root: str, n_seeds: int = 20, n_boot: int = 200) -> int:
     texts: dict[str, list[int]] = {}
     t0 = time.perf_counter()
     for seed in range(n_seeds):
-        table, _, programmes = incremental_tables(inp, de, n_boot=n_boot, seed=seed)
+        table, _, programmes, _ = incremental_tables(inp, de, n_boot=n_boot, seed=seed)
         text = _truth({"incremental": _incremental(table, programmes, runs, contrast)})["text"]
         texts.setdefault(text, []).append(seed)
     print(

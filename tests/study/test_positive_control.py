@@ -132,3 +132,23 @@ def test_a_null_study_of_permuted_runs_finds_nothing(study):
     d["kind"] = np.where(d["run"].isin(half), "real", "permuted")
     res = task_attributable(d, alpha=0.05)
     assert res["significant"].sum() == 0, res[res["significant"]]
+
+
+def test_the_primary_analysis_finds_the_switch_gene_and_the_null_does_not(study):
+    """The gene stated in advance is a contrast of the primary analysis (as MDM2 is in the study): it reads
+    "discovery" for real-label vs permuted runs, and not among permuted runs alone."""
+    from geneattn.stats.contrasts import set_contrast_values, set_contrasts
+    from geneattn.study.task import MARGINS
+
+    d = study["deltas"]
+    sets = {"switch gene": ([study["token"]], [])}
+    margins = {"switch gene": MARGINS["gene"]}
+    real = set_contrasts(set_contrast_values(d, sets), margins=margins)
+    assert real.loc["switch gene", "decision"] == "discovery", real
+    null = d[d["kind"] == "permuted"].copy()
+    half = sorted(null["run"].unique())[: N_PERMUTED // 2]
+    null["kind"] = np.where(null["run"].isin(half), "real", "permuted")
+    assert (
+        set_contrasts(set_contrast_values(null, sets), margins=margins).loc["switch gene", "decision"]
+        != "discovery"
+    )
