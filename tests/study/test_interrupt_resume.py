@@ -21,23 +21,11 @@ import anndata as ad
 import pandas as pd
 import pytest
 
+from _tiny_study import TINY  # the same tiny study as the report-contract tests
 from geneattn._atomic import TMP_PREFIX
 
 GENEATTN = Path(sys.executable).parent / "geneattn"
 KILL_IN = ("pretrain", "attention", "stats")
-TINY = """
-data = "{data}"
-classes = ["0.1", "0.5", "5", "10"]
-groups = "low=0.1,0.5;high=5,10"
-pretrain_epochs = 1
-finetune_epochs = 1
-n_boot = 10
-attribution_cells = 0
-min_cells_per_class = 5
-model_input_size = 64
-top_k = 10
-device = "cpu"
-"""
 
 
 def _env() -> dict[str, str]:
@@ -126,7 +114,9 @@ def runs(tmp_path_factory):
     assert done.returncode == 0, done.stderr[-3000:]
     states = []
     for stage in KILL_IN:
-        _kill_while_running(config, b, stage, delay=0.1 if stage == "pretrain" else 0.5)  # a tiny pretrain is quick
+        _kill_while_running(
+            config, b, stage, delay=0.1 if stage == "pretrain" else 0.5
+        )  # a tiny pretrain is quick
         _check_readable(b, allow_tmp=True)
         states.append(
             {k: v["status"] for k, v in json.loads((b / "manifest.json").read_text())["stages"].items()}

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from .. import get
 from .._atomic import write_text
 from .._results import MissingResult, Results
+from ..stats.wells import WELL_CONFOUND_COLUMNS
 
 __all__ = [
     "build",
@@ -87,18 +88,7 @@ REPORT_TABLES: dict[str, TableSpec] = {
     "highlight_by_class": TableSpec(tuple(CLASS_COLUMNS), 40),
     "preregistered": TableSpec(tuple(PREREG_COLUMNS)),
     "run_scores": TableSpec(tuple(RUN_COLUMNS), 40),
-    "confound_wells": TableSpec(
-        (
-            "model",
-            "adjustment",
-            "n_wells",
-            "n_genes_used",
-            "pc1_share",
-            "rho_pc1_n_genes",
-            "rho_pc1_log_dose",
-            "unit",
-        )
-    ),
+    "confound_wells": TableSpec(tuple(c for c in WELL_CONFOUND_COLUMNS if not c.startswith("abs_"))),
     "power": TableSpec(("contrast", "sd", "margin", *(f"power_k{k}" for k in (2, 3, 4, 6, 8, 10, 15, 20)))),
     "heads": TableSpec(tuple(HEAD_COLUMNS), 60),
     "incremental": TableSpec(tuple(INCREMENTAL_COLUMNS), 40),
