@@ -12,8 +12,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..stats.significance import holm
-
 __all__ = ["well_bootstrap", "summary", "well_tests", "holm_over_singles"]
 
 
@@ -67,6 +65,8 @@ def well_tests(values: np.ndarray, wells: np.ndarray) -> np.ndarray:
 
 def holm_over_singles(p: np.ndarray, single: np.ndarray) -> np.ndarray:
     """Holm-adjusted p over the single-head rows (NaN elsewhere)."""
+    from ..stats.significance import holm  # the stats layer sits below attention: imported when used
+
     out = np.full(len(p), np.nan)
     if single.any():
         out[single] = holm(p[single])
