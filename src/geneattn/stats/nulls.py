@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import special, stats
 
 from ..errors import InputError
+from ._flexible import natural_spline_basis
 from .significance import bh
 
 __all__ = ["squeeze_var", "task_attributable", "counts", "KINDS", "NULL_NAME"]
@@ -49,6 +50,8 @@ KINDS = ("real", "permuted")
 NULL_NAME = "permuted_label_runs"
 #: Fewest units from which a run's normalisation or the run-to-run factor is estimated.
 MIN_FACTOR_UNITS = 10
+#: largest spline df of the variance trend (limma-trend); fewer with few units
+TREND_DF = 3
 
 
 def _trigamma_inverse(x: float) -> float:
@@ -67,13 +70,20 @@ def _trigamma_inverse(x: float) -> float:
     return float(y)
 
 
-def _fit_f_dist(s2: np.ndarray, df: np.ndarray, level: float | None) -> tuple[float, float]:
+def _fit_f_dist(
+    s2: np.ndarray, df: np.ndarray, level: float | None, covariate: np.ndarray | None = None
+) -> tuple[np.ndarray | float, float]:
     """Prior ``(s0², d0)`` of the scaled inverse chi-square model of the variances (limma ``fitFDist``).
 
     ``level``: instead of the moment estimate of the spread of the prior log-variances, its upper
     one-sided confidence bound at that level (normal approximation to the sample variance), so ``d0``
     is a lower confidence bound: an over-estimated ``d0`` over-shrinks the variances of the noisiest
     units and inflates false positives, an under-estimated one only costs power.
+
+    ``covariate`` (limma-trend): the prior's log-variance is a natural cubic spline of it (`TREND_DF`
+    df, fewer with few units) instead of a constant, fitted by least squares to the
+    digamma-corrected log variances; ``s0²`` is then one value per unit and ``d0`` comes from the
+    spread around the trend (residual df of the fit).
     """
     x = np.maximum(s2, 0.0)
     m = float(np.median(x))
@@ -82,20 +92,32 @@ def _fit_f_dist(s2: np.ndarray, df: np.ndarray, level: float | None) -> tuple[fl
         m = 1.0
     x = np.maximum(x, 1e-5 * m)
     e = np.log(x) - special.digamma(df / 2) + np.log(df / 2)
-    n, emean = len(e), float(e.mean())
-    evar = float(np.sum((e - emean) ** 2) / (n - 1) - np.mean(special.polygamma(1, df / 2)))
+    design = _trend_design(covariate, len(e))
+    coef, *_ = np.linalg.lstsq(design, e, rcond=None)
+    emean = design @ coef
+    n, p = design.shape
+    c = e - emean
+    evar = float(np.sum(c**2) / (n - p) - np.mean(special.polygamma(1, df / 2)))
     if level is not None:
-        c = e - emean
         evar += stats.norm.ppf(level) * np.sqrt(max(np.mean(c**4) - np.mean(c**2) ** 2, 0.0) / n)
+    s0 = emean if covariate is not None else float(emean[0])
     if evar > 0:
         d0 = 2 * _trigamma_inverse(evar)
-        return float(np.exp(emean + special.digamma(d0 / 2) - np.log(d0 / 2))), d0
-    return float(np.exp(emean)), float("inf")
+        return np.exp(s0 + special.digamma(d0 / 2) - np.log(d0 / 2)), d0
+    return np.exp(s0), float("inf")
+
+
+def _trend_design(covariate: np.ndarray | None, n: int) -> np.ndarray:
+    """Intercept (no trend), or intercept + natural spline of the covariate (df grows with the units, as limma)."""
+    if covariate is None:
+        return np.ones((n, 1))
+    df = min(TREND_DF, 1 + (n >= 3) + (n >= 6) + (n >= 30))
+    return np.column_stack([np.ones(n), natural_spline_basis(np.asarray(covariate, dtype=float), df)])
 
 
 def squeeze_var(
-    s2: np.ndarray, df: np.ndarray, *, level: float | None = None
-) -> tuple[np.ndarray, float, float]:
+    s2: np.ndarray, df: np.ndarray, *, level: float | None = None, covariate: np.ndarray | None = None
+) -> tuple[np.ndarray, float, np.ndarray | float]:
     """Empirical-Bayes posterior variances (limma ``squeezeVar``, Smyth 2004; not robust).
 
     The sample variances ``s2`` (``df`` residual degrees of freedom each) are modelled as scaled
@@ -112,20 +134,33 @@ def squeeze_var(
     level
         ``None``: limma's moment estimate of ``d0``. A level (e.g. 0.95): a lower confidence bound of
         ``d0`` instead (conservative; see `_fit_f_dist`).
+    covariate
+        Per unit, a covariate of the prior variance (limma-trend; e.g. log cells seen): the prior
+        ``s0²`` follows a spline of it. ``None``: one prior for all units.
 
     Returns
     -------
-    ``(s2_post, d0, s0²)``; ``d0 = inf`` when the variances are no more dispersed than chi-square
-    noise (every unit then gets ``s0²``).
+    ``(s2_post, d0, s0²)``; ``s0²`` is per unit with a ``covariate``; ``d0 = inf`` when the
+    variances are no more dispersed than chi-square noise (every unit then gets ``s0²``).
     """
     s2, df = np.asarray(s2, dtype=float), np.asarray(df, dtype=float)
     ok = np.isfinite(s2) & (df > 0)
     if ok.sum() < 2:
         msg = f"moderation needs residual variances of at least 2 units, got {int(ok.sum())}"
         raise InputError(msg)
-    s0, d0 = _fit_f_dist(s2[ok], df[ok], level)
+    if covariate is not None:
+        covariate = np.asarray(covariate, dtype=float)
+        if covariate.shape != s2.shape or not np.isfinite(covariate).all():
+            msg = "the variance covariate needs one finite value per unit"
+            raise InputError(msg)
+        s0_ok, d0 = _fit_f_dist(s2[ok], df[ok], level, covariate[ok])
+        order = np.argsort(covariate[ok])  # units without a variance take the trend at their covariate
+        s0 = np.exp(np.interp(covariate, covariate[ok][order], np.log(np.asarray(s0_ok))[order]))
+        s0[ok] = s0_ok
+    else:
+        s0, d0 = _fit_f_dist(s2[ok], df[ok], level)
     x = np.where(ok, s2, 0.0)
-    post = np.full(len(s2), s0) if np.isinf(d0) else (d0 * s0 + df * x) / (d0 + df)
+    post = np.broadcast_to(s0, s2.shape).astype(float) if np.isinf(d0) else (d0 * s0 + df * x) / (d0 + df)
     return post, d0, s0
 
 
@@ -256,12 +291,30 @@ def _normalize_runs(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return out
 
 
+def _unit_covariate(covariate: pd.Series, units: pd.Index) -> np.ndarray:
+    """The variance covariate aligned to the units (every unit needs a finite value)."""
+    c = pd.Series(covariate)
+    c.index = c.index.astype(str)
+    out = c.reindex(units.astype(str)).to_numpy(dtype=float)
+    if not np.isfinite(out).all():
+        msg = f"variance_covariate lacks a finite value for {int((~np.isfinite(out)).sum())} of {len(units)} units"
+        raise InputError(msg)
+    return out
+
+
 def _moderated(
-    coef: np.ndarray, v: np.ndarray, s2: np.ndarray, df: np.ndarray, *, moderate: bool, level: float | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    coef: np.ndarray,
+    v: np.ndarray,
+    s2: np.ndarray,
+    df: np.ndarray,
+    *,
+    moderate: bool,
+    level: float | None,
+    covariate: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray | float]:
     """``(se, df_total, pval, d0, s0²)`` of the tested units (``coef`` finite)."""
     if moderate:
-        post, d0, s0 = squeeze_var(s2, df, level=level)
+        post, d0, s0 = squeeze_var(s2, df, level=level, covariate=covariate)
         df_total = np.minimum(d0 + df, np.nansum(df))
     else:
         post, df_total, d0, s0 = s2, df, float("nan"), float("nan")
@@ -280,6 +333,7 @@ def task_attributable(
     n_factors: int | None = None,
     moderate: bool = True,
     prior_df_level: float | None = 0.95,
+    variance_covariate: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Per unit: is the change after real-label fine-tunes different from that after permuted-label ones.
 
@@ -315,6 +369,11 @@ def task_attributable(
         Use a lower confidence bound of the prior df ``d0`` at this level (``None``: limma's estimate).
         With 1-2 residual df per unit and a few hundred units the estimate is noisy, and an
         over-estimate inflates the family-wise false-positive rate.
+    variance_covariate
+        Per unit (index), a covariate of the prior variance (limma-trend, `squeeze_var`), fixed by
+        the design and not by the runs: e.g. log of the held-out cells in which a gene is seen,
+        since a mean over 5 cells varies more between runs than a mean over 200. Every tested unit
+        needs a finite value. ``None``: one prior variance for the family.
 
     Returns
     -------
@@ -344,9 +403,11 @@ def task_attributable(
     coef, v, s2, df = _fit_units(yn, x)
     ok = np.isfinite(coef)
     se, dft, p = (np.full(len(units), np.nan) for _ in range(3))
+    cov = None if variance_covariate is None else _unit_covariate(variance_covariate, units)
     se[ok], dft[ok], p[ok], d0, s0 = _moderated(
-        coef[ok], v[ok], s2[ok], df[ok], moderate=moderate, level=prior_df_level
-    )
+        coef[ok], v[ok], s2[ok], df[ok], moderate=moderate, level=prior_df_level,
+        covariate=None if cov is None else cov[ok],
+    )  # fmt: skip
     padj = bh(p)
     out = pd.DataFrame(
         {
@@ -365,8 +426,10 @@ def task_attributable(
         },
         index=pd.Index(units, name=unit),
     )
-    method = "moderated t (limma eBayes" + (
-        f", d0 at its {prior_df_level:g} lower bound)" if prior_df_level else ")"
+    method = (
+        "moderated t (limma eBayes"
+        + (", variance trend" if cov is not None else "")
+        + (f", d0 at its {prior_df_level:g} lower bound)" if prior_df_level else ")")
     )
     out.attrs = {
         "null": NULL_NAME,
@@ -378,7 +441,7 @@ def task_attributable(
         "n_runs_permuted": int((~real).sum()),
         "n_factors": n_factors,
         "prior_df": d0,
-        "prior_var": s0,
+        "prior_var": float(np.median(s0)),
         "n_tests": int(ok.sum()),
         "n_significant": int(out["significant"].sum()),
         "alpha": alpha,

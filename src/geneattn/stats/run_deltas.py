@@ -163,18 +163,22 @@ def run_deltas(
     min_cells: int = 10,
     statistic: str = "max_head",
 ) -> pd.DataFrame:
-    """The long table ``family, run, kind, unit, value`` of every run's change (genes, heads, rank bins).
+    """The long table ``family, run, kind, unit, value, n_cells`` of every run's change (genes, heads, rank bins).
 
     ``kinds`` gives ``"real"`` or ``"permuted"`` per run; genes are named through ``gene_map``
-    (token id -> symbol) where given; ``statistic`` is the genes' (`gene_deltas`).
+    (token id -> symbol) where given; ``statistic`` is the genes' (`gene_deltas`). ``n_cells``: the
+    held-out cells a gene is seen in (the same in every run; the covariate of the gene family's
+    variance trend), NaN for heads and rank bins.
     """
+    seen = np.bincount(np.asarray(ref.token_ids))
     parts = []
     for name, store in runs.items():
         g = gene_deltas(ref, store, min_cells=min_cells, statistic=statistic)
+        n_cells = seen[[int(str(u).partition("|")[0]) for u in g.index]]
         if gene_map is not None:
             g.index = pd.Index([_gene_name(u, gene_map) for u in g.index])
-        for family, s in (("genes", g), ("heads", head_deltas(cell_head, ref=ref_name, run=name)),
-                          ("rank_bins", bin_deltas(ref, store))):  # fmt: skip
-            parts.append(pd.DataFrame({"family": family, "run": name, "kind": kinds[name],
-                                       "unit": s.index.astype(str), "value": s.to_numpy(dtype=float)}))  # fmt: skip
+        for family, s, n in (("genes", g, n_cells), ("heads", head_deltas(cell_head, ref=ref_name, run=name), np.nan),
+                             ("rank_bins", bin_deltas(ref, store), np.nan)):  # fmt: skip
+            parts.append(pd.DataFrame({"family": family, "run": name, "kind": kinds[name], "unit": s.index.astype(str),
+                                       "value": s.to_numpy(dtype=float), "n_cells": n}))  # fmt: skip
     return pd.concat(parts, ignore_index=True)

@@ -47,8 +47,15 @@ def family_tables(deltas: pd.DataFrame) -> dict[str, pd.DataFrame]:
             continue
         big = d["unit"].nunique() >= nulls.MIN_FACTOR_UNITS  # run normalisation and factors need enough units
         out[family] = nulls.task_attributable(d[["run", "kind", "unit", "value"]], normalize=big,
-                                              n_factors=None if big else 0)  # fmt: skip
+                                              n_factors=None if big else 0, variance_covariate=_log_cells(d))  # fmt: skip
     return out
+
+
+def _log_cells(d: pd.DataFrame) -> pd.Series | None:
+    """Per unit, log of the held-out cells it is seen in (genes; the variance trend), else None."""
+    if "n_cells" not in d or not (d["n_cells"] > 0).all():
+        return None
+    return np.log(d.groupby("unit")["n_cells"].first().astype(float))
 
 
 #: The primary analysis, fixed before looking at the real labels' results (7 December 2026): the
