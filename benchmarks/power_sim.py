@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from geneattn.stats import contrasts, nulls, power
+from geneattn.stats import contrasts, power
 
 #: equivalence margins (log-fold / log-norm units) unless --margin overrides: the study's pre-stated ones
 from geneattn.study.task import MARGINS as _M  # noqa: E402
+from geneattn.study.task import family_tables  # noqa: E402
 
 DEFAULT_MARGINS = {"p53 targets": _M["p53 targets vs decoys"], "cell-cycle genes": _M["cell-cycle genes vs decoys"],
                    "background responders": _M["background responders vs decoys"], "MDM2": _M["gene"],
@@ -140,11 +141,7 @@ def main() -> None:
         print(f"{fam}: {len(m.units)} units, prior SD {np.sqrt(m.prior_var):.3f}, d0 {m.prior_df:.1f}, "
               f"drift SD (a, b) {np.sqrt(np.diag(m.drift_cov)).round(3)}, set SDs "
               f"{ {k: round(v, 3) for k, v in m.set_sd.items()} }")  # fmt: skip
-    for fam, d in deltas.groupby("family"):
-        big = d["unit"].nunique() >= nulls.MIN_FACTOR_UNITS
-        t = nulls.task_attributable(
-            d[["run", "kind", "unit", "value"]], normalize=big, n_factors=None if big else 0
-        )
+    for fam, t in family_tables(deltas).items():  # the study's own family tests (genes: variance trend)
         print(f"observed {fam}: {t.attrs['n_significant']} of {t.attrs['n_tests']} at BH {a.alpha}, "
               f"MDE {power.family_mde(t):.3f}")  # fmt: skip
     obs = observed(deltas, specs, margins, a.alpha)
