@@ -6,7 +6,7 @@ dose) and makes one unplanted gene present at a mid rank in every "on" cell and 
 not flagged failed by `models.learned_run`) and `N_PERMUTED` fine-tunes
 on labels permuted between wells (balanced: each permuted class takes as many "on" as "off" wells,
 within every split) are extracted on the held-out cells; the run-level test (`stats.run_deltas` ->
-`stats.nulls.task_attributable`, with the study's variance trend over the cells a gene is seen in) must
+`study.task.family_tables`: the study's gene-family test, with its variance trend over the cells a gene is seen in) must
 find the switch gene at FDR 0.05 with (nearly) nothing else, and a null study (permuted runs against
 permuted runs) must find nothing. With 4 + 4 runs the gene ranked 1st-2nd but did not reach FDR 0.05
 (BH p 0.12-0.27); 6 + 6, the study's default, reaches it (measured in ``docs/positive-control.md``).
@@ -24,8 +24,8 @@ from geneattn.attention import extract
 from geneattn.attention.store import TokenStore
 from geneattn.datasets import switch_control
 from geneattn.models import FinetuneConfig, builtin_checkpoint, finetune, learned_run, make_splits
-from geneattn.stats.nulls import task_attributable
 from geneattn.stats.run_deltas import gene_deltas
+from geneattn.study.task import family_tables
 from geneattn.tokenize import GeneVocab, tokenize
 
 #: learned real-label runs and permuted-label runs of the positive-control study (the study's default design)
@@ -87,28 +87,29 @@ def study(tmp_path_factory):
     models = {"pretrained": builtin_checkpoint(), **{n: root / n for n in runs}}
     extract(models, ds.select(held), vocab, out=root / "att", label_key=None, device="cpu", batch_size=32)
     ref = TokenStore.load(root / "att", "pretrained")
-    seen = pd.Series(np.bincount(np.asarray(ref.token_ids)))
-    seen.index = seen.index.astype(str)
+    seen = np.bincount(np.asarray(ref.token_ids))
     deltas = pd.concat(
-        pd.DataFrame({"run": n, "kind": kind, "unit": g.index.astype(str), "value": g.to_numpy()})
+        pd.DataFrame(
+            {
+                "family": "genes",
+                "run": n,
+                "kind": kind,
+                "unit": g.index.astype(str),
+                "value": g.to_numpy(),
+                "n_cells": seen[g.index.to_numpy()],
+            }
+        )  # fmt: skip
         for n, kind in runs.items()
         for g in [gene_deltas(ref, TokenStore.load(root / "att", n), min_cells=5)]
     )
     gene = adata.uns["positive_control"]["gene"]
     token = str(vocab.token_ids[adata.var.loc[gene, "ensembl_id"]])
-    return {
-        "deltas": deltas,
-        "metrics": metrics,
-        "token": token,
-        "runs": runs,
-        "log_cells": np.log(seen[seen > 0]),
-    }
+    return {"deltas": deltas, "metrics": metrics, "token": token, "runs": runs}
 
 
 def run_level_test(study: dict, deltas: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The study's gene-family test: `task_attributable` with the variance trend over log cells seen."""
-    return task_attributable(study["deltas"] if deltas is None else deltas, alpha=0.05,
-                             variance_covariate=study["log_cells"])  # fmt: skip
+    """The study's own gene-family test (`study.task.family_tables`: variance trend over log cells seen)."""
+    return family_tables(study["deltas"] if deltas is None else deltas)["genes"]
 
 
 def test_every_real_label_run_learns_the_switch(study):

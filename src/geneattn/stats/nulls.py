@@ -100,11 +100,11 @@ def _fit_f_dist(
     evar = float(np.sum(c**2) / (n - p) - np.mean(special.polygamma(1, df / 2)))
     if level is not None:
         evar += stats.norm.ppf(level) * np.sqrt(max(np.mean(c**4) - np.mean(c**2) ** 2, 0.0) / n)
-    s0 = emean if covariate is not None else float(emean[0])
+    log_s0 = emean if covariate is not None else float(emean[0])
     if evar > 0:
         d0 = 2 * _trigamma_inverse(evar)
-        return np.exp(s0 + special.digamma(d0 / 2) - np.log(d0 / 2)), d0
-    return np.exp(s0), float("inf")
+        return np.exp(log_s0 + special.digamma(d0 / 2) - np.log(d0 / 2)), d0
+    return np.exp(log_s0), float("inf")
 
 
 def _trend_design(covariate: np.ndarray | None, n: int) -> np.ndarray:
@@ -155,7 +155,7 @@ def squeeze_var(
             raise InputError(msg)
         s0_ok, d0 = _fit_f_dist(s2[ok], df[ok], level, covariate[ok])
         order = np.argsort(covariate[ok])  # units without a variance take the trend at their covariate
-        s0 = np.exp(np.interp(covariate, covariate[ok][order], np.log(np.asarray(s0_ok))[order]))
+        s0 = np.exp(np.interp(covariate, covariate[ok][order], np.log(s0_ok)[order]))
         s0[ok] = s0_ok
     else:
         s0, d0 = _fit_f_dist(s2[ok], df[ok], level)
