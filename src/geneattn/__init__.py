@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._settings import settings
 from .errors import InputError, OutputError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _SUBMODULES = (
     "io",
